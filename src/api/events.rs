@@ -1,0 +1,82 @@
+//! `events.subscribe` / `events.unsubscribe`: the hub as a JSON-RPC subscription.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::events::{Delivery, Filter, SubscribeError};
+use crate::protocol::{EventEnvelope, SubscribeParams};
+use crate::rpc::{
+    CallContext, DuplicateMethod, Example, MethodTable, Scope, Subscription, SubscriptionSink,
+    SubscriptionTask,
+};
+
+/// `events.subscribe`.
+pub struct Subscribe;
+impl Subscription for Subscribe {
+    const NAME: &'static str = "events.subscribe";
+    const UNSUBSCRIBE: &'static str = "events.unsubscribe";
+    const NOTIFICATION: &'static str = "events.event";
+    const SCOPE: Scope = Scope::Read;
+    const SUMMARY: &'static str =
+        "Streams event envelopes matching a filter, optionally replaying those after afterSeq first.";
+    type Params = SubscribeParams;
+    type Item = EventEnvelope;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "sessions and chat of one session, resuming",
+            params: json!({"events": ["sessions.*", "chat"], "sessionKey": "main", "afterSeq": 41, "epoch": "5f0c..."}),
+            result: json!("3c5a1f0e9b2d4a77"),
+        }]
+    }
+}
+
+/// Registers `events.subscribe` and `events.unsubscribe`.
+pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
+    table.subscription::<Subscribe, _, _>(|ctx: CallContext, params: SubscribeParams| async move {
+        subscribe(ctx, params)
+    })
+}
+
+fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTask> {
+    if let Some(key) = &params.session_key {
+        crate::protocol::validate_session_key(key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+    }
+    let filter = Filter::new(params.events.as_deref(), params.session_key.clone()).map_err(|path| {
+        Error::invalid_params(
+            path,
+            "expected an event name or a prefix ending in `.*` (\"sessions.*\")",
+        )
+    })?;
+    let mut sub = ctx
+        .gateway
+        .hub()
+        .subscribe(filter, params.after_seq, params.epoch.as_deref())
+        .map_err(|err| match err {
+            SubscribeError::AheadOfLatest { .. } => Error::invalid_params("afterSeq", err.to_string()),
+        })?;
+    Ok(Box::new(move |sink: SubscriptionSink| {
+        Box::pin(async move {
+            loop {
+                let delivery = tokio::select! {
+                    biased;
+                    _ = sink.closed() => return,
+                    d = sub.next() => d,
+                };
+                match delivery {
+                    Some(Delivery::Event(env)) => {
+                        if sink.send_raw(&env.json).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Delivery::Shutdown(env)) => {
+                        sink.send_final(&env.json, Duration::from_secs(2)).await;
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        })
+    }))
+}

@@ -1,0 +1,22 @@
+//! The core namespaces, one file each, assembled into the method table.
+
+pub mod events;
+pub mod gateway;
+
+use crate::protocol::{
+    GapEvent, Health, PresenceEvent, ShutdownEvent, TickEvent,
+};
+use crate::rpc::{DuplicateMethod, MethodTable};
+
+/// The table of every core method and event.
+pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
+    let mut table = MethodTable::new();
+    gateway::register(&mut table)?;
+    events::register(&mut table)?;
+    table.event::<TickEvent>("tick", "Sent every policy.tickIntervalMs; a control event.");
+    table.event::<GapEvent>("gap", "Events in fromSeq..=toSeq that matched the filter may be missing; a control event.");
+    table.event::<ShutdownEvent>("shutdown", "The gateway is about to close connections; a control event, always delivered.");
+    table.event::<PresenceEvent>("presence", "A WebSocket client joined or left.");
+    table.event::<Health>("health", "Connections, sessions or active runs changed (at most once a second).");
+    Ok(table)
+}

@@ -1,0 +1,294 @@
+//! Command-line interface: `serve` (the default), `call`, `schema`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::GatewayClient;
+use crate::config::{self, Overrides};
+use crate::logging::{self, LogFormat};
+use crate::rpc::{MethodKind, TableSnapshot};
+
+/// clawgate: a JSON-RPC 2.0 control plane for personal AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "clawgate", version, about, long_about = None,
+    after_help = "Run without a subcommand to serve. Example:\n  clawgate --port 18789\n  clawgate call gateway.health")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the gateway (the default).
+    #[command(after_help = "Example:\n  clawgate serve --data-dir /tmp/cg --port 0")]
+    Serve(ServeArgs),
+    /// Calls a method and prints its result as pretty JSON (errors go to stderr, exit 1).
+    #[command(after_help = "Examples:\n  clawgate call gateway.health\n  clawgate call gateway.hello '{\"client\":{\"name\":\"me\"}}'\n  clawgate call --subscribe events.subscribe '{\"events\":[\"presence\"]}' --count 2")]
+    Call(CallArgs),
+    /// Writes schema/openrpc.json from the code, or checks that it is current.
+    #[command(after_help = "Examples:\n  clawgate schema\n  clawgate schema --check")]
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args, Default)]
+struct ServeArgs {
+    /// Config file (default <data-dir>/clawgate.toml; absent is fine).
+    #[arg(long, env = "CLAWGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (default ~/.clawgate).
+    #[arg(long, env = "CLAWGATE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Address to bind (gateway.bind).
+    #[arg(long, env = "CLAWGATE_BIND")]
+    bind: Option<String>,
+    /// Port to bind, 0 for any free port (gateway.port).
+    #[arg(long, env = "CLAWGATE_PORT")]
+    port: Option<u16>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "CLAWGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// The method, e.g. gateway.health.
+    method: String,
+    /// Params as a JSON object.
+    params: Option<String>,
+    /// The gateway's URL.
+    #[arg(long, env = "CLAWGATE_URL", default_value = "ws://127.0.0.1:18789/")]
+    url: String,
+    /// Bearer token.
+    #[arg(long, env = "CLAWGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Treat METHOD as a subscription and print each notification as one JSON line.
+    #[arg(long)]
+    subscribe: bool,
+    /// With --subscribe: stop after this many notifications.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct SchemaArgs {
+    /// Fail (exit 1) if the file differs from what the code emits, instead of writing it.
+    #[arg(long)]
+    check: bool,
+    /// Where the document lives.
+    #[arg(long, default_value = "schema/openrpc.json")]
+    out: PathBuf,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("clawgate: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => {
+            let merged = ServeArgs {
+                config: args.config.or(cli.serve.config),
+                data_dir: args.data_dir.or(cli.serve.data_dir),
+                ..args
+            };
+            runtime.block_on(serve(merged))
+        }
+        Some(Command::Call(args)) => runtime.block_on(call(args)),
+        Some(Command::Schema(args)) => schema(args),
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    logging::init(args.log_format, None);
+    let overrides = Overrides {
+        config_path: args.config,
+        data_dir: args.data_dir,
+        bind: args.bind,
+        port: args.port,
+        token: std::env::var("CLAWGATE_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let loaded = match config::load(&overrides, std::env::vars()) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match crate::gateway::start(loaded).await {
+        Ok(running) => running,
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("listening on {}", running.ws_url());
+    tracing::info!(addr = %running.addr, "listening on ws://{}/ (HTTP on the same port)", running.addr);
+    let reason = wait_for_signal().await;
+    running.shutdown(reason).await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+async fn call(args: CallArgs) -> ExitCode {
+    let params = match &args.params {
+        None => None,
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                eprintln!("clawgate: PARAMS_JSON is not valid JSON: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let client = match GatewayClient::connect(&args.url, args.token.as_deref()).await {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("clawgate: cannot connect to {}: {err}", args.url);
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.subscribe {
+        let unsubscribe = unsubscribe_for(&args.method);
+        let mut sub = match client.subscribe_raw(&args.method, params, &unsubscribe).await {
+            Ok(s) => s,
+            Err(err) => return print_error(err),
+        };
+        let mut seen = 0u64;
+        loop {
+            if args.count.is_some_and(|n| seen >= n) {
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                item = sub.next() => match item {
+                    Some(Ok(value)) => {
+                        println!("{value}");
+                        seen += 1;
+                    }
+                    Some(Err(err)) => {
+                        eprintln!("clawgate: bad notification: {err}");
+                        return ExitCode::FAILURE;
+                    }
+                    None => return ExitCode::SUCCESS,
+                },
+            }
+        }
+    }
+    match client.call_raw(&args.method, params).await {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => print_error(err),
+    }
+}
+
+fn print_error(err: jsonrpsee::core::client::Error) -> ExitCode {
+    match err {
+        jsonrpsee::core::client::Error::Call(obj) => {
+            let data = obj
+                .data()
+                .map(|d| d.get().to_string())
+                .unwrap_or_else(|| "null".into());
+            eprintln!("error {}: {}\ndata: {}", obj.code(), obj.message(), data);
+        }
+        other => eprintln!("clawgate: {other}"),
+    }
+    ExitCode::FAILURE
+}
+
+/// The unsubscribe method of a core subscription (from the method table, not a side list).
+fn unsubscribe_for(method: &str) -> String {
+    crate::api::core_table()
+        .ok()
+        .and_then(|t| match t.methods().get(method).map(|d| &d.kind) {
+            Some(MethodKind::Subscribe { unsubscribe, .. }) => Some(unsubscribe.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("{method}.unsubscribe"))
+}
+
+/// The OpenRPC document of the core table, pretty-printed (what `schema/openrpc.json` holds).
+pub fn emitted_schema() -> Result<String, String> {
+    let table = crate::api::core_table().map_err(|e| e.to_string())?;
+    let doc = crate::rpc::openrpc::document(&table);
+    let _ = TableSnapshot::build(&table).map_err(|e| e.to_string())?;
+    serde_json::to_string_pretty(&doc)
+        .map(|s| s + "\n")
+        .map_err(|e| e.to_string())
+}
+
+fn schema(args: SchemaArgs) -> ExitCode {
+    let emitted = match emitted_schema() {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check {
+        let committed = std::fs::read_to_string(&args.out).unwrap_or_default();
+        return match crate::rpc::openrpc::check(&committed, &emitted) {
+            Ok(()) => {
+                println!("{} is current", args.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("clawgate: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(parent) = args.out.parent()
+        && !parent.as_os_str().is_empty()
+        && let Err(err) = std::fs::create_dir_all(parent)
+    {
+        eprintln!("clawgate: cannot create {}: {err}", parent.display());
+        return ExitCode::FAILURE;
+    }
+    match std::fs::write(&args.out, emitted) {
+        Ok(()) => {
+            println!("wrote {}", args.out.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("clawgate: cannot write {}: {err}", args.out.display());
+            ExitCode::FAILURE
+        }
+    }
+}

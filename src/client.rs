@@ -1,0 +1,88 @@
+//! A Rust client for clawgate over WebSocket, built on jsonrpsee's client and typed from the
+//! same declarations as the server ([`Method`]). `clawgate call` and the Rust tests use it.
+
+use std::time::Duration;
+
+use jsonrpsee::client_transport::ws::{HeaderMap, HeaderValue, Url, WsTransportClientBuilder};
+use jsonrpsee::core::client::{
+    Client, ClientBuilder, ClientT, Error as ClientError, Subscription, SubscriptionClientT,
+};
+use jsonrpsee::core::traits::ToRpcParams;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::rpc::Method;
+
+/// Params given as a JSON value (an object, or absent).
+pub struct RawParams(pub Option<Value>);
+
+impl ToRpcParams for RawParams {
+    fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
+        self.0.map(|v| serde_json::value::to_raw_value(&v)).transpose()
+    }
+}
+
+/// A connected client.
+pub struct GatewayClient {
+    inner: Client,
+}
+
+impl GatewayClient {
+    /// Connects to `url` (`ws://host:port/`; `http://` is taken as `ws://`), with a token.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        let url = if let Some(rest) = url.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            url.to_string()
+        };
+        let url = Url::parse(&url).map_err(|e| ClientError::Transport(Box::new(e)))?;
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| ClientError::Transport(Box::new(e)))?;
+            headers.insert("authorization", value);
+        }
+        let (sender, receiver) = WsTransportClientBuilder::default()
+            .set_headers(headers)
+            .max_request_size(u32::MAX)
+            .max_response_size(u32::MAX)
+            .build(url)
+            .await
+            .map_err(|e| ClientError::Transport(Box::new(e)))?;
+        let inner = ClientBuilder::default()
+            .request_timeout(Duration::from_secs(120))
+            .max_buffer_capacity_per_subscription(4096)
+            .build_with_tokio(sender, receiver);
+        Ok(Self { inner })
+    }
+
+    /// Calls method `M` with typed params and result.
+    pub async fn call<M>(&self, params: &M::Params) -> Result<M::Result, ClientError>
+    where
+        M: Method,
+        M::Params: Serialize,
+        M::Result: DeserializeOwned,
+    {
+        let params = serde_json::to_value(params).map_err(ClientError::ParseError)?;
+        self.inner.request(M::NAME, RawParams(Some(params))).await
+    }
+
+    /// Calls any method with JSON params.
+    pub async fn call_raw(&self, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
+        self.inner.request(method, RawParams(params)).await
+    }
+
+    /// Subscribes with JSON params; items are JSON values.
+    pub async fn subscribe_raw(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        unsubscribe: &str,
+    ) -> Result<Subscription<Value>, ClientError> {
+        self.inner
+            .subscribe(method, RawParams(params), unsubscribe)
+            .await
+    }
+}

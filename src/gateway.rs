@@ -1,0 +1,439 @@
+//! The gateway's shared state and its lifecycle: start, serve, shut down.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Loaded};
+use crate::events::{EventHub, HubLimits};
+use crate::protocol::{Health, PresenceEntry, PresenceEvent, PresenceState, ShutdownEvent};
+use crate::rpc::{Connection, DuplicateMethod, TableSnapshot};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Two declarations of one method name.
+    #[error(transparent)]
+    Duplicate(#[from] DuplicateMethod),
+}
+
+/// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
+pub struct Gateway {
+    config: ArcSwap<Config>,
+    data_dir: PathBuf,
+    config_path: PathBuf,
+    config_hash: ArcSwap<String>,
+    overridden_paths: Vec<String>,
+    hub: Arc<EventHub>,
+    table: ArcSwap<TableSnapshot>,
+    connections: Mutex<BTreeMap<String, Arc<Connection>>>,
+    started: Instant,
+    ready: AtomicBool,
+    store_writable: AtomicBool,
+    shutting_down: CancellationToken,
+    closing: CancellationToken,
+    tasks: TaskTracker,
+    connection_tasks: TaskTracker,
+    local_addr: Mutex<Option<SocketAddr>>,
+    health_dirty: Notify,
+    sessions: AtomicU64,
+    active_runs: AtomicU64,
+    next_conn: AtomicU64,
+}
+
+impl Gateway {
+    /// New state from a loaded configuration and a frozen method table.
+    pub fn new(loaded: Loaded, table: TableSnapshot) -> Arc<Self> {
+        let events = &loaded.config.events;
+        let hub = EventHub::new(HubLimits {
+            replay_capacity: events.replay_capacity,
+            replay_max_bytes: events.replay_max_bytes,
+            subscriber_queue: events.subscriber_queue,
+        });
+        Arc::new(Self {
+            config: ArcSwap::from_pointee(loaded.config),
+            data_dir: loaded.data_dir,
+            config_path: loaded.path,
+            config_hash: ArcSwap::from_pointee(loaded.hash),
+            overridden_paths: loaded.overridden_paths,
+            hub,
+            table: ArcSwap::from_pointee(table),
+            connections: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            store_writable: AtomicBool::new(false),
+            shutting_down: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            connection_tasks: TaskTracker::new(),
+            local_addr: Mutex::new(None),
+            health_dirty: Notify::new(),
+            sessions: AtomicU64::new(0),
+            active_runs: AtomicU64::new(0),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// The current configuration snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Replaces the configuration snapshot (readers never lock).
+    pub fn set_config(&self, config: Config, hash: String) {
+        self.config.store(Arc::new(config));
+        self.config_hash.store(Arc::new(hash));
+    }
+
+    /// Hex SHA-256 of the config file the current snapshot came from.
+    pub fn config_hash(&self) -> Arc<String> {
+        self.config_hash.load_full()
+    }
+
+    /// Keys set by environment or flags.
+    pub fn overridden_paths(&self) -> &[String] {
+        &self.overridden_paths
+    }
+
+    /// The current method table.
+    pub fn table(&self) -> Arc<TableSnapshot> {
+        self.table.load_full()
+    }
+
+    /// Swaps in a new method table (plugins).
+    pub fn set_table(&self, table: TableSnapshot) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// The event hub.
+    pub fn hub(&self) -> &Arc<EventHub> {
+        &self.hub
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.data_dir
+    }
+
+    /// The configuration file's path.
+    pub fn config_path(&self) -> &PathBuf {
+        &self.config_path
+    }
+
+    /// The address the server listens on, once bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr.lock().map(|a| *a).unwrap_or(None)
+    }
+
+    /// Tracks background tasks (subscriptions) so shutdown can wait for them.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Tracks connection tasks.
+    pub fn connection_tasks(&self) -> &TaskTracker {
+        &self.connection_tasks
+    }
+
+    /// Cancelled when connections must close (the last step of shutdown).
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.is_cancelled()
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> String {
+        format!("c{}", self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Time since start.
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The readiness checks, each `true` when passing.
+    pub fn readiness(&self) -> BTreeMap<&'static str, bool> {
+        BTreeMap::from([
+            ("startup", self.ready.load(Ordering::Acquire)),
+            ("store", self.store_writable.load(Ordering::Acquire)),
+            ("config", true),
+            ("notShuttingDown", !self.is_shutting_down()),
+        ])
+    }
+
+    /// The gateway's health now.
+    pub fn health(&self) -> Health {
+        Health {
+            ok: true,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: self.uptime_ms(),
+            connections: self.connections.lock().map(|c| c.len() as u64).unwrap_or(0),
+            sessions: self.sessions.load(Ordering::Relaxed),
+            active_runs: self.active_runs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the session count (the store reports it) and schedules a `health` event.
+    pub fn set_session_count(&self, n: u64) {
+        self.sessions.store(n, Ordering::Relaxed);
+        self.health_changed();
+    }
+
+    /// Sets the active run count and schedules a `health` event.
+    pub fn set_active_runs(&self, n: u64) {
+        self.active_runs.store(n, Ordering::Relaxed);
+        self.health_changed();
+    }
+
+    /// Something `Health` counts changed; a `health` event follows within a second.
+    pub fn health_changed(&self) {
+        self.health_dirty.notify_one();
+    }
+
+    /// Connected WebSocket clients.
+    pub fn presence(&self) -> Vec<PresenceEntry> {
+        self.connections
+            .lock()
+            .map(|c| c.values().map(|conn| conn.presence()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a WebSocket connection to presence.
+    pub fn join(&self, conn: &Arc<Connection>) {
+        if let Ok(mut conns) = self.connections.lock() {
+            conns.insert(conn.id.clone(), conn.clone());
+        }
+        self.hub.publish(
+            "presence",
+            None,
+            &PresenceEvent {
+                conn_id: conn.id.clone(),
+                state: PresenceState::Joined,
+                client: None,
+            },
+        );
+        self.health_changed();
+    }
+
+    /// Removes a WebSocket connection from presence.
+    pub fn leave(&self, conn: &Connection) {
+        let removed = self
+            .connections
+            .lock()
+            .map(|mut c| c.remove(&conn.id).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.hub.publish(
+                "presence",
+                None,
+                &PresenceEvent {
+                    conn_id: conn.id.clone(),
+                    state: PresenceState::Left,
+                    client: conn.client(),
+                },
+            );
+            self.health_changed();
+        }
+    }
+
+    /// A client named itself in `gateway.hello`.
+    pub fn client_named(&self, conn: &Connection) {
+        let known = self
+            .connections
+            .lock()
+            .map(|c| c.contains_key(&conn.id))
+            .unwrap_or(false);
+        if known {
+            self.hub.publish(
+                "presence",
+                None,
+                &PresenceEvent {
+                    conn_id: conn.id.clone(),
+                    state: PresenceState::Joined,
+                    client: conn.client(),
+                },
+            );
+        }
+    }
+
+    /// Publishes `tick` every `gateway.tick_interval_ms` (read anew each time, so it is hot).
+    async fn tick_loop(self: Arc<Self>) {
+        loop {
+            let interval = Duration::from_millis(self.config().gateway.tick_interval_ms);
+            tokio::select! {
+                _ = self.shutting_down.cancelled() => return,
+                _ = tokio::time::sleep(interval) => self.hub.tick(),
+            }
+        }
+    }
+
+    /// Publishes `health` when it changed, at most once a second.
+    async fn health_loop(self: Arc<Self>) {
+        let mut last: Option<Health> = None;
+        loop {
+            tokio::select! {
+                _ = self.shutting_down.cancelled() => return,
+                _ = self.health_dirty.notified() => {}
+            }
+            let health = self.health();
+            let changed = last.as_ref().is_none_or(|l| {
+                (l.connections, l.sessions, l.active_runs)
+                    != (health.connections, health.sessions, health.active_runs)
+            });
+            if changed {
+                self.hub.publish("health", None, &health);
+                last = Some(health);
+            }
+            tokio::select! {
+                _ = self.shutting_down.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Graceful shutdown: refuse new calls, tell every subscriber, close connections.
+    pub async fn shutdown(&self, reason: &str) {
+        if self.shutting_down.is_cancelled() {
+            return;
+        }
+        tracing::info!(reason, "shutting down");
+        self.shutting_down.cancel();
+        self.hub.shutdown(ShutdownEvent {
+            reason: reason.to_string(),
+            restart_expected_ms: None,
+        });
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(3), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some subscriptions did not finish within 3 s");
+        }
+        self.closing.cancel();
+        self.connection_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(3), self.connection_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 3 s");
+        }
+    }
+}
+
+/// A started gateway.
+pub struct Running {
+    /// Its state.
+    pub gateway: Arc<Gateway>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// The WebSocket URL of the gateway.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// The HTTP URL of the gateway.
+    pub fn http_url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Shuts down gracefully.
+    pub async fn shutdown(&self, reason: &str) {
+        self.gateway.shutdown(reason).await;
+    }
+}
+
+/// Creates the data directory, binds, and starts serving.
+pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
+    let data_dir = loaded.data_dir.clone();
+    create_private_dir(&data_dir).map_err(|e| StartError::DataDir {
+        path: data_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let gw_config = &loaded.config.gateway;
+    let ip = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
+        addr: gw_config.bind.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let addr = SocketAddr::new(ip, gw_config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let table = crate::api::core_table()?;
+    let snapshot = TableSnapshot::build(&table)?;
+    let gateway = Gateway::new(loaded, snapshot);
+    if let Ok(mut slot) = gateway.local_addr.lock() {
+        *slot = Some(addr);
+    }
+    let writable = probe_writable(&data_dir);
+    if let Err(err) = &writable {
+        tracing::warn!(dir = %data_dir.display(), %err, "data directory is not writable");
+    }
+    gateway
+        .store_writable
+        .store(writable.is_ok(), Ordering::Release);
+    tokio::spawn(gateway.clone().tick_loop());
+    tokio::spawn(gateway.clone().health_loop());
+    tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
+    gateway.ready.store(true, Ordering::Release);
+    Ok(Running { gateway, addr })
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
+}

@@ -1,0 +1,19 @@
+//! clawgate: a JSON-RPC 2.0 control plane for personal AI agents.
+//!
+//! One process, one port (WebSocket and HTTP), one method table, events as subscriptions.
+//! See `PROTOCOL.md` for the contract and `README.md` for a tour.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod logging;
+pub mod protocol;
+pub mod rpc;
+pub mod util;
+
+pub use error::{Error, Result};
+pub use gateway::{Gateway, Running, start};

@@ -1,0 +1,279 @@
+//! Authentication (bearer tokens, constant-time), browser origin and DNS-rebinding checks.
+//!
+//! These run on the HTTP request (or the WebSocket upgrade) before any JSON-RPC parsing. The
+//! scope of a credential is resolved again at every call against the current configuration,
+//! so a token removed from the config stops working at its next call.
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::table::Scope;
+use crate::config::{AuthMode, Config};
+
+/// What a client presented.
+#[derive(Clone)]
+pub enum Credential {
+    /// Nothing (mode `none`).
+    Anonymous,
+    /// The SHA-256 of a bearer token; the token itself is never kept.
+    Token([u8; 32]),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// Why a request was refused before any method ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// HTTP 401: missing or wrong token.
+    Unauthorized(&'static str),
+    /// HTTP 403: origin or host not allowed.
+    Forbidden(String),
+}
+
+/// The token in `Authorization: Bearer <token>` or in the `token` query parameter.
+pub fn presented_token(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION)
+        && let Ok(value) = value.to_str()
+    {
+        let mut parts = value.splitn(2, ' ');
+        if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            return Some(token.trim().to_string());
+        }
+    }
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// Checks the credentials of a request against `config`.
+pub fn authenticate(config: &Config, token: Option<&str>) -> Result<Credential, Refusal> {
+    match config.gateway.auth.mode {
+        AuthMode::None => Ok(Credential::Anonymous),
+        AuthMode::Token => {
+            let Some(token) = token else {
+                return Err(Refusal::Unauthorized(
+                    "a token is required: send `Authorization: Bearer <token>` (or `?token=` on a browser WebSocket)",
+                ));
+            };
+            let cred = Credential::Token(Sha256::digest(token.as_bytes()).into());
+            if scope_of(config, &cred).is_some() {
+                Ok(cred)
+            } else {
+                Err(Refusal::Unauthorized("the token is not valid"))
+            }
+        }
+    }
+}
+
+/// The scope a credential has under `config` now; `None` when it is no longer accepted.
+pub fn scope_of(config: &Config, cred: &Credential) -> Option<Scope> {
+    let auth = &config.gateway.auth;
+    match (auth.mode, cred) {
+        (AuthMode::None, _) => Some(Scope::Admin),
+        (AuthMode::Token, Credential::Anonymous) => None,
+        (AuthMode::Token, Credential::Token(digest)) => {
+            // Compare against every token, without an early exit, in constant time each.
+            let mut found: Option<Scope> = None;
+            for entry in &auth.tokens {
+                let candidate: [u8; 32] = Sha256::digest(entry.token.as_bytes()).into();
+                if bool::from(candidate.ct_eq(digest)) {
+                    let best = entry.scopes.iter().copied().max();
+                    found = found.max(best);
+                }
+            }
+            found
+        }
+    }
+}
+
+/// Whether `host` (a `Host` header, with optional port) names a loopback host.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks `Origin` (browsers) and, in mode `none`, `Host` (DNS rebinding).
+pub fn check_browser(
+    config: &Config,
+    bound: IpAddr,
+    port: u16,
+    headers: &http::HeaderMap,
+) -> Result<(), Refusal> {
+    if config.gateway.auth.mode == AuthMode::None
+        && let Some(host) = headers.get(http::header::HOST)
+    {
+        let host = host.to_str().unwrap_or("");
+        if !is_loopback_host(host) {
+            return Err(Refusal::Forbidden(format!(
+                "Host {host:?} is not a loopback name; without token auth only loopback hosts are served"
+            )));
+        }
+    }
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(config, bound, port, origin) {
+            return Err(Refusal::Forbidden(format!(
+                "origin {origin:?} is not allowed; add it to gateway.allowed_origins"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn origin_allowed(config: &Config, bound: IpAddr, port: u16, origin: &str) -> bool {
+    if config
+        .gateway
+        .allowed_origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some(rest) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let (host, origin_port) = if let Some(v6) = rest.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, tail)) => (h.to_string(), tail.strip_prefix(':')),
+            None => return false,
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (rest.to_string(), None),
+        }
+    };
+    let origin_port: u16 = match origin_port {
+        Some(p) => match p.parse() {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        None => 80,
+    };
+    if origin_port != port {
+        return false;
+    }
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip == bound || ip.is_loopback())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenConfig;
+
+    fn token_config() -> Config {
+        let mut config = Config::default();
+        config.gateway.auth.mode = AuthMode::Token;
+        config.gateway.auth.tokens = vec![
+            TokenConfig {
+                name: "r".into(),
+                token: "read-token-1".into(),
+                scopes: vec![Scope::Read],
+            },
+            TokenConfig {
+                name: "w".into(),
+                token: "write-token-1".into(),
+                scopes: vec![Scope::Read, Scope::Write],
+            },
+        ];
+        config
+    }
+
+    #[test]
+    fn tokens_resolve_to_their_highest_scope() {
+        let config = token_config();
+        let cred = authenticate(&config, Some("write-token-1")).expect("valid");
+        assert_eq!(scope_of(&config, &cred), Some(Scope::Write));
+        assert!(authenticate(&config, Some("nope-nope")).is_err());
+        assert!(authenticate(&config, None).is_err());
+        let mut revoked = config.clone();
+        revoked.gateway.auth.tokens.pop();
+        assert_eq!(scope_of(&revoked, &cred), None);
+    }
+
+    #[test]
+    fn token_from_header_or_query() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(presented_token(&headers, Some("a=1&token=x%2By")), Some("x+y".into()));
+        headers.insert(http::header::AUTHORIZATION, "Bearer abc".parse().expect("header"));
+        assert_eq!(presented_token(&headers, None), Some("abc".into()));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "localhost:18789", "127.0.0.1:1", "[::1]:80", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:18789", "10.0.0.1", "localhost.evil.example"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let mut config = Config::default();
+        config.gateway.allowed_origins = vec!["https://app.example".into()];
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert!(origin_allowed(&config, ip, 18789, "http://127.0.0.1:18789"));
+        assert!(origin_allowed(&config, ip, 18789, "http://localhost:18789"));
+        assert!(origin_allowed(&config, ip, 18789, "http://[::1]:18789"));
+        assert!(origin_allowed(&config, ip, 18789, "https://app.example"));
+        assert!(!origin_allowed(&config, ip, 18789, "http://localhost:3000"));
+        assert!(!origin_allowed(&config, ip, 18789, "https://evil.example"));
+        assert!(!origin_allowed(&config, ip, 18789, "null"));
+    }
+}

@@ -1,0 +1,529 @@
+//! JSON-RPC 2.0 framing, owned end to end: parse, validate, batch, id echo, scope check,
+//! dispatch into the method table, and the one place errors become error objects.
+//!
+//! jsonrpsee's own framing deviates from the specification (ids other than u64/string/null are
+//! not echoed, notifications do not run, some malformed requests get the wrong code, HTTP
+//! notifications get a body), so both transports hand raw messages to [`handle_message`] and
+//! only well-formed calls reach jsonrpsee's method table.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use jsonrpsee::core::server::{MethodCallback, MethodResponse};
+use jsonrpsee::types::{Id, Params};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::auth::scope_of;
+use super::context::{CallContext, Connection, SubscriptionSink, Transport};
+use super::table::{MethodKind, SubscriptionTask, parse_params};
+use crate::error::{Error, code};
+use crate::gateway::Gateway;
+use crate::protocol::UnsubscribeParams;
+
+/// A subscription accepted by a call, to start once the reply has been queued.
+pub struct Accepted {
+    conn: Arc<Connection>,
+    sink: SubscriptionSink,
+    task: SubscriptionTask,
+}
+
+/// The answer to one message.
+#[derive(Default)]
+pub struct Reply {
+    /// The response text, `None` when nothing is to be sent (notifications only).
+    pub json: Option<String>,
+    /// Subscriptions to start after `json` has been queued, so no notification overtakes it.
+    pub accepted: Vec<Accepted>,
+}
+
+impl Reply {
+    fn single(json: String) -> Self {
+        Self {
+            json: Some(json),
+            accepted: Vec::new(),
+        }
+    }
+
+    /// Starts the accepted subscriptions; call after the response has been queued.
+    pub fn start_subscriptions(self, gateway: &Gateway) {
+        for Accepted { conn, sink, task } in self.accepted {
+            let id = sink.id().to_string();
+            gateway.tasks().spawn(async move {
+                task(sink).await;
+                if let Some(ws) = &conn.ws
+                    && let Ok(mut subs) = ws.subscriptions.lock()
+                {
+                    subs.remove(&id);
+                }
+            });
+        }
+    }
+}
+
+/// Handles one message (a request, a notification or a batch) from `conn`.
+pub async fn handle_message(gateway: &Arc<Gateway>, conn: &Arc<Connection>, body: &[u8]) -> Reply {
+    conn.touch();
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    match first {
+        Some(b'{') => match serde_json::from_slice::<RawRequest<'_>>(body) {
+            Ok(req) => {
+                let mut reply = Reply::default();
+                if let Some(out) = handle_request(gateway, conn, req).await {
+                    reply.json = Some(out.json);
+                    reply.accepted.extend(out.accepted);
+                }
+                reply
+            }
+            Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
+        },
+        Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
+            Ok(entries) => handle_batch(gateway, conn, entries).await,
+            Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
+        },
+        _ => match serde_json::from_slice::<&RawValue>(body) {
+            Ok(_) => Reply::single(error_json(
+                "null",
+                &Error::InvalidRequest("expected a request object or a batch array".into()),
+            )),
+            Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
+        },
+    }
+}
+
+fn short(err: &serde_json::Error) -> String {
+    err.to_string()
+}
+
+async fn handle_batch(gateway: &Arc<Gateway>, conn: &Arc<Connection>, entries: Vec<&RawValue>) -> Reply {
+    let max = gateway.config().gateway.max_batch;
+    if entries.is_empty() {
+        return Reply::single(error_json(
+            "null",
+            &Error::InvalidRequest("empty batch: a batch needs at least one request".into()),
+        ));
+    }
+    if entries.len() > max {
+        return Reply::single(error_json(
+            "null",
+            &Error::InvalidRequest(format!(
+                "batch of {} requests is over the limit of {max} (policy.maxBatch); nothing was run",
+                entries.len()
+            )),
+        ));
+    }
+    let mut parts = Vec::with_capacity(entries.len());
+    let mut accepted = Vec::new();
+    for entry in entries {
+        let out = match serde_json::from_str::<RawRequest<'_>>(entry.get()) {
+            Ok(req) => handle_request(gateway, conn, req).await,
+            Err(_) => Some(Outcome::json(error_json(
+                "null",
+                &Error::InvalidRequest("expected a request object".into()),
+            ))),
+        };
+        if let Some(out) = out {
+            parts.push(out.json);
+            accepted.extend(out.accepted);
+        }
+    }
+    if parts.is_empty() {
+        return Reply {
+            json: None,
+            accepted,
+        };
+    }
+    let len: usize = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
+    let limit = gateway.config().gateway.max_payload_bytes;
+    if len > limit {
+        return Reply {
+            json: Some(error_json("null", &Error::ResponseTooLarge { limit })),
+            accepted,
+        };
+    }
+    let mut json = String::with_capacity(len);
+    json.push('[');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(part);
+    }
+    json.push(']');
+    Reply {
+        json: Some(json),
+        accepted,
+    }
+}
+
+struct Outcome {
+    json: String,
+    accepted: Option<Accepted>,
+}
+
+impl Outcome {
+    fn json(json: String) -> Self {
+        Self {
+            json,
+            accepted: None,
+        }
+    }
+}
+
+/// How a request id is passed to jsonrpsee and echoed back.
+struct RequestId<'a> {
+    /// The id exactly as the client wrote it.
+    raw: &'a str,
+    /// The id given to jsonrpsee.
+    native: Id<'a>,
+    /// jsonrpsee cannot represent the id (negative, fractional, huge): it gets `0` and the raw
+    /// id is put back into the response text.
+    splice: bool,
+}
+
+fn classify_id(raw: &RawValue) -> Option<RequestId<'_>> {
+    let text = raw.get();
+    let bytes = text.as_bytes();
+    let native = |native, splice| {
+        Some(RequestId {
+            raw: text,
+            native,
+            splice,
+        })
+    };
+    match bytes.first()? {
+        b'"' if !text.contains('\\') && text.len() >= 2 => {
+            native(Id::Str(Cow::Borrowed(&text[1..text.len() - 1])), false)
+        }
+        b'"' => native(Id::Number(0), true),
+        b'n' => native(Id::Null, false),
+        b'0'..=b'9' => {
+            let plain = bytes.iter().all(u8::is_ascii_digit) && (bytes.len() == 1 || bytes[0] != b'0');
+            match text.parse::<u64>() {
+                Ok(n) if plain => native(Id::Number(n), false),
+                _ => native(Id::Number(0), true),
+            }
+        }
+        b'-' => native(Id::Number(0), true),
+        _ => None,
+    }
+}
+
+async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: RawRequest<'_>) -> Option<Outcome> {
+    // The id first: every error we can tie to a request echoes it.
+    let id = match req.id {
+        None => None,
+        Some(raw) => match classify_id(raw) {
+            Some(id) => Some(id),
+            None => {
+                return Some(Outcome::json(error_json(
+                    "null",
+                    &Error::InvalidRequest("`id` must be a string, a number or null".into()),
+                )));
+            }
+        },
+    };
+    let fail = |err: Error| -> Option<Outcome> {
+        id.as_ref().map(|id| Outcome::json(error_json(id.raw, &err)))
+    };
+    if let Some(name) = req.unknown {
+        return fail(Error::InvalidRequest(format!(
+            "unknown member `{name}`: a request has only jsonrpc, method, params and id"
+        )));
+    }
+    if req.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return fail(Error::InvalidRequest("`jsonrpc` must be exactly \"2.0\"".into()));
+    }
+    let Some(method) = req.method.and_then(|m| serde_json::from_str::<String>(m.get()).ok()) else {
+        return fail(Error::InvalidRequest("`method` must be a string".into()));
+    };
+    if let Some(params) = req.params {
+        let first = params.get().as_bytes().first();
+        if first != Some(&b'{') && first != Some(&b'[') {
+            return fail(Error::invalid_params(
+                "",
+                "params must be an object (named params) or an array",
+            ));
+        }
+    }
+    if gateway.is_shutting_down() {
+        return fail(Error::Unavailable {
+            message: "the gateway is shutting down".into(),
+            retryable: true,
+        });
+    }
+    let config = gateway.config();
+    let Some(scope) = scope_of(&config, &conn.credential) else {
+        return fail(Error::Unauthorized(
+            "the credentials of this connection are no longer accepted".into(),
+        ));
+    };
+    let table = gateway.table();
+    let Some(desc) = table.get(&method) else {
+        return fail(Error::MethodNotFound(format!(
+            "no method named `{method}`; rpc.discover lists them"
+        )));
+    };
+    if scope < desc.scope {
+        return fail(Error::Forbidden {
+            required: desc.scope,
+        });
+    }
+    let ctx = CallContext {
+        gateway: gateway.clone(),
+        conn: conn.clone(),
+        scope,
+    };
+    let params = req.params.map(RawValue::get);
+    let limit = config.gateway.max_payload_bytes;
+    match &desc.kind {
+        MethodKind::Call(_) => {
+            let Some((_, MethodCallback::Async(callback))) = table.jsonrpsee().method_with_name(&method) else {
+                return fail(Error::internal(format!("`{method}` is missing from the jsonrpsee table")));
+            };
+            let id_ref = id.as_ref();
+            let native = id_ref.map_or(Id::Null, |i| i.native.clone()).into_owned();
+            let mut extensions = http::Extensions::new();
+            extensions.insert(ctx);
+            let params = Params::new(params).into_owned();
+            let response = callback(
+                native,
+                params,
+                jsonrpsee::core::server::ConnectionId(0),
+                limit,
+                extensions,
+            )
+            .await;
+            let id = id_ref?;
+            Some(Outcome::json(finish_response(response, id, limit)))
+        }
+        MethodKind::Subscribe {
+            handler,
+            notification,
+            ..
+        } => {
+            let id = id.as_ref()?;
+            let Some(ws) = (conn.transport == Transport::WebSocket).then_some(()).and(conn.ws.as_ref()) else {
+                return fail(Error::WebSocketRequired(method));
+            };
+            let max = config.gateway.max_subscriptions_per_connection;
+            let count = ws.subscriptions.lock().map(|s| s.len()).unwrap_or(0);
+            if count >= max {
+                return fail(Error::Busy(format!(
+                    "this connection already has {count} subscriptions (gateway.max_subscriptions_per_connection)"
+                )));
+            }
+            let params = Params::new(params).into_owned();
+            match handler(ctx, params).await {
+                Err(err) => fail(err),
+                Ok(task) => {
+                    let sub_id = uuid::Uuid::new_v4().simple().to_string();
+                    let cancel = ws.closed.child_token();
+                    if let Ok(mut subs) = ws.subscriptions.lock() {
+                        subs.insert(sub_id.clone(), (method.clone(), cancel.clone()));
+                    }
+                    let sink = SubscriptionSink::new(sub_id.clone(), notification, ws.out.clone(), cancel);
+                    let result = serde_json::Value::from(sub_id).to_string();
+                    Some(Outcome {
+                        json: success_json(id.raw, &result),
+                        accepted: Some(Accepted {
+                            conn: conn.clone(),
+                            sink,
+                            task,
+                        }),
+                    })
+                }
+            }
+        }
+        MethodKind::Unsubscribe { subscribe } => {
+            let Some(ws) = conn.ws.as_ref() else {
+                return fail(Error::WebSocketRequired(method));
+            };
+            let sub_id = match unsubscribe_id(params) {
+                Ok(sub_id) => sub_id,
+                Err(err) => return fail(err),
+            };
+            let removed = ws.subscriptions.lock().ok().and_then(|mut subs| {
+                match subs.get(&sub_id) {
+                    Some((owner, _)) if owner == subscribe => subs.remove(&sub_id),
+                    _ => None,
+                }
+            });
+            let found = match removed {
+                Some((_, cancel)) => {
+                    cancel.cancel();
+                    true
+                }
+                None => false,
+            };
+            let id = id.as_ref()?;
+            Some(Outcome::json(success_json(id.raw, if found { "true" } else { "false" })))
+        }
+    }
+}
+
+/// `[subscriptionId]` or `{subscription}`.
+fn unsubscribe_id(params: Option<&str>) -> Result<String, Error> {
+    if let Some(text) = params
+        && text.trim_start().starts_with('[')
+    {
+        let list: Vec<serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| Error::invalid_params("", e.to_string()))?;
+        return match list.as_slice() {
+            [serde_json::Value::String(id)] => Ok(id.clone()),
+            _ => Err(Error::invalid_params(
+                "[0]",
+                "expected [subscriptionId] or {\"subscription\": subscriptionId}",
+            )),
+        };
+    }
+    parse_params::<UnsubscribeParams>(params).map(|p| p.subscription)
+}
+
+/// Turns jsonrpsee's response into ours: the client's exact id, and `data.kind` on its errors.
+fn finish_response(response: MethodResponse, id: &RequestId<'_>, limit: usize) -> String {
+    if response.is_error() && response.as_error_code() == Some(code::RESPONSE_TOO_LARGE) {
+        return error_json(id.raw, &Error::ResponseTooLarge { limit });
+    }
+    let json: String = Box::<str>::from(response.into_json()).into();
+    if !id.splice {
+        return json;
+    }
+    const PREFIX: &str = "{\"jsonrpc\":\"2.0\",\"id\":0,";
+    match json.strip_prefix(PREFIX) {
+        Some(rest) => {
+            let mut out = String::with_capacity(json.len() + id.raw.len());
+            out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+            out.push_str(id.raw);
+            out.push(',');
+            out.push_str(rest);
+            out
+        }
+        None => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json) {
+            Ok(mut map) => {
+                let raw_id = serde_json::from_str(id.raw).unwrap_or(serde_json::Value::Null);
+                map.insert("id".into(), raw_id);
+                serde_json::Value::Object(map).to_string()
+            }
+            Err(_) => error_json(id.raw, &Error::internal("malformed response")),
+        },
+    }
+}
+
+/// A success response with the client's raw id and a raw result.
+fn success_json(id_raw: &str, result: &str) -> String {
+    let mut out = String::with_capacity(id_raw.len() + result.len() + 40);
+    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(id_raw);
+    out.push_str(",\"result\":");
+    out.push_str(result);
+    out.push('}');
+    out
+}
+
+/// An error response with the client's raw id (`null` when there is none).
+pub fn error_json(id_raw: &str, err: &Error) -> String {
+    let object = serde_json::to_string(&err.to_object()).unwrap_or_else(|_| {
+        format!(r#"{{"code":{},"message":"error","data":{{"kind":"internal"}}}}"#, code::INTERNAL)
+    });
+    let mut out = String::with_capacity(id_raw.len() + object.len() + 40);
+    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(id_raw);
+    out.push_str(",\"error\":");
+    out.push_str(&object);
+    out.push('}');
+    out
+}
+
+/// A request object, its members kept raw; unknown members are remembered, not rejected here.
+struct RawRequest<'a> {
+    jsonrpc: Option<&'a RawValue>,
+    method: Option<&'a RawValue>,
+    params: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    unknown: Option<String>,
+}
+
+enum Key {
+    Jsonrpc,
+    Method,
+    Params,
+    Id,
+    Other(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "jsonrpc" => Key::Jsonrpc,
+                    "method" => Key::Method,
+                    "params" => Key::Params,
+                    "id" => Key::Id,
+                    other => Key::Other(other.to_string()),
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawRequest<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ReqVisitor;
+        impl<'de> Visitor<'de> for ReqVisitor {
+            type Value = RawRequest<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC request object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut req = RawRequest {
+                    jsonrpc: None,
+                    method: None,
+                    params: None,
+                    id: None,
+                    unknown: None,
+                };
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Jsonrpc => req.jsonrpc = Some(map.next_value()?),
+                        Key::Method => req.method = Some(map.next_value()?),
+                        Key::Params => req.params = Some(map.next_value()?),
+                        Key::Id => req.id = Some(map.next_value()?),
+                        Key::Other(name) => {
+                            map.next_value::<IgnoredAny>()?;
+                            req.unknown.get_or_insert(name);
+                        }
+                    }
+                }
+                Ok(req)
+            }
+        }
+        deserializer.deserialize_map(ReqVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_classified() {
+        let raw = |s: &str| serde_json::from_str::<Box<RawValue>>(s).expect("json");
+        for (text, splice) in [("1", false), ("\"a\"", false), ("null", false), ("-1", true), ("1.5", true), ("18446744073709551616", true), ("\"a\\n\"", true)] {
+            let value = raw(text);
+            let id = classify_id(&value).expect("valid id");
+            assert_eq!(id.splice, splice, "{text}");
+            assert_eq!(id.raw, text);
+        }
+        for text in ["true", "{}", "[]"] {
+            assert!(classify_id(&raw(text)).is_none(), "{text}");
+        }
+    }
+}
