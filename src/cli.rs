@@ -27,7 +27,9 @@ enum Command {
     #[command(after_help = "Example:\n  clawgate serve --data-dir /tmp/cg --port 0")]
     Serve(ServeArgs),
     /// Calls a method and prints its result as pretty JSON (errors go to stderr, exit 1).
-    #[command(after_help = "Examples:\n  clawgate call gateway.health\n  clawgate call gateway.hello '{\"client\":{\"name\":\"me\"}}'\n  clawgate call --subscribe events.subscribe '{\"events\":[\"presence\"]}' --count 2")]
+    #[command(
+        after_help = "Examples:\n  clawgate call gateway.health\n  clawgate call gateway.hello '{\"client\":{\"name\":\"me\"}}'\n  clawgate call --subscribe events.subscribe '{\"events\":[\"presence\"]}' --count 2"
+    )]
     Call(CallArgs),
     /// Writes schema/openrpc.json from the code, or checks that it is current.
     #[command(after_help = "Examples:\n  clawgate schema\n  clawgate schema --check")]
@@ -86,7 +88,10 @@ struct SchemaArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("clawgate: cannot start the async runtime: {err}");
@@ -115,7 +120,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         bind: args.bind,
         port: args.port,
-        token: std::env::var("CLAWGATE_TOKEN").ok().filter(|t| !t.is_empty()),
+        token: std::env::var("CLAWGATE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let loaded = match config::load(&overrides, std::env::vars()) {
         Ok(loaded) => loaded,
@@ -181,7 +188,10 @@ async fn call(args: CallArgs) -> ExitCode {
     };
     if args.subscribe {
         let unsubscribe = unsubscribe_for(&args.method);
-        let mut sub = match client.subscribe_raw(&args.method, params, &unsubscribe).await {
+        let mut sub = match client
+            .subscribe_raw(&args.method, params, &unsubscribe)
+            .await
+        {
             Ok(s) => s,
             Err(err) => return print_error(err),
         };

@@ -20,7 +20,9 @@ pub struct RawParams(pub Option<Value>);
 
 impl ToRpcParams for RawParams {
     fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
-        self.0.map(|v| serde_json::value::to_raw_value(&v)).transpose()
+        self.0
+            .map(|v| serde_json::value::to_raw_value(&v))
+            .transpose()
     }
 }
 
@@ -70,7 +72,11 @@ impl GatewayClient {
     }
 
     /// Calls any method with JSON params.
-    pub async fn call_raw(&self, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, ClientError> {
         self.inner.request(method, RawParams(params)).await
     }
 

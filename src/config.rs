@@ -52,6 +52,8 @@ pub struct GatewayConfig {
     pub max_subscriptions_per_connection: usize,
     /// Most calls of one connection running at once; more wait (the socket is not read meanwhile).
     pub max_in_flight_per_connection: usize,
+    /// Kernel send buffer per connection, in bytes (0: the OS default, which may grow to MiBs).
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +71,7 @@ impl Default for GatewayConfig {
             ping_timeout_ms: 90_000,
             max_subscriptions_per_connection: 64,
             max_in_flight_per_connection: 64,
+            send_buffer_bytes: 128 * 1024,
         }
     }
 }
@@ -459,22 +462,36 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         if !ok {
             return Err(ConfigError::new(
                 format!("gateway.allowed_origins[{i}]"),
-                format!("found {origin:?}, expected an origin like \"https://app.example.com\" (scheme, host, optional port, no path)"),
+                format!(
+                    "found {origin:?}, expected an origin like \"https://app.example.com\" (scheme, host, optional port, no path)"
+                ),
             ));
         }
     }
     let positive = [
         ("gateway.max_connections", gw.max_connections as u64),
         ("gateway.max_batch", gw.max_batch as u64),
-        ("gateway.max_subscriptions_per_connection", gw.max_subscriptions_per_connection as u64),
-        ("gateway.max_in_flight_per_connection", gw.max_in_flight_per_connection as u64),
+        (
+            "gateway.max_subscriptions_per_connection",
+            gw.max_subscriptions_per_connection as u64,
+        ),
+        (
+            "gateway.max_in_flight_per_connection",
+            gw.max_in_flight_per_connection as u64,
+        ),
         ("gateway.ping_interval_ms", gw.ping_interval_ms),
         ("gateway.ping_timeout_ms", gw.ping_timeout_ms),
-        ("events.subscriber_queue", config.events.subscriber_queue as u64),
+        (
+            "events.subscriber_queue",
+            config.events.subscriber_queue as u64,
+        ),
     ];
     for (path, value) in positive {
         if value == 0 {
-            return Err(ConfigError::new(path, "found 0, expected a number greater than 0"));
+            return Err(ConfigError::new(
+                path,
+                "found 0, expected a number greater than 0",
+            ));
         }
     }
     if gw.tick_interval_ms < 100 {
@@ -537,7 +554,11 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
-fn set_path(root: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), ConfigError> {
+fn set_path(
+    root: &mut toml::Table,
+    keys: &[String],
+    value: toml::Value,
+) -> Result<(), ConfigError> {
     let Some((last, parents)) = keys.split_last() else {
         return Ok(());
     };
@@ -591,13 +612,19 @@ mod tests {
     fn layers_env_over_file() {
         let loaded = load_with(
             "[gateway]\nport = 1000\n[agent]\nmodel = \"a\"\n",
-            &[("CLAWGATE_AGENT__MODEL", "b"), ("CLAWGATE_GATEWAY__MAX_BATCH", "7")],
+            &[
+                ("CLAWGATE_AGENT__MODEL", "b"),
+                ("CLAWGATE_GATEWAY__MAX_BATCH", "7"),
+            ],
         )
         .expect("loads");
         assert_eq!(loaded.config.gateway.port, 1000);
         assert_eq!(loaded.config.agent.model, "b");
         assert_eq!(loaded.config.gateway.max_batch, 7);
-        assert_eq!(loaded.overridden_paths, vec!["agent.model", "gateway.max_batch"]);
+        assert_eq!(
+            loaded.overridden_paths,
+            vec!["agent.model", "gateway.max_batch"]
+        );
     }
 
     #[test]
@@ -612,7 +639,10 @@ mod tests {
     fn bad_value_says_found_and_expected() {
         let err = load_with("[gateway]\nport = \"abc\"\n", &[]).expect_err("refused");
         assert_eq!(err.path, "gateway.port");
-        assert!(err.message.contains("abc") || err.message.contains("string"), "{err}");
+        assert!(
+            err.message.contains("abc") || err.message.contains("string"),
+            "{err}"
+        );
         let err = load_with("[gateway]\nport = 70000\n", &[]).expect_err("refused");
         assert_eq!(err.path, "gateway.port");
     }

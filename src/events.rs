@@ -101,6 +101,14 @@ impl Filter {
         Ok(filter)
     }
 
+    /// A filter that passes every event.
+    pub fn default_all() -> Self {
+        Filter {
+            all: true,
+            ..Default::default()
+        }
+    }
+
     /// Whether an ordinary event passes.
     pub fn matches(&self, env: &Envelope) -> bool {
         if let Some(key) = &self.session_key
@@ -109,8 +117,11 @@ impl Filter {
             return false;
         }
         self.all
-            || self.exact.iter().any(|e| *e == env.event)
-            || self.prefixes.iter().any(|p| env.event.starts_with(p.as_str()))
+            || self.exact.contains(&env.event)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| env.event.starts_with(p.as_str()))
     }
 }
 
@@ -183,7 +194,9 @@ impl EventHub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
         // A poisoned lock only means a panic elsewhere; the ring itself is always consistent.
-        self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ring
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Builds an envelope's JSON, leaving the trailing `seq` to be appended.
@@ -457,7 +470,9 @@ mod tests {
     #[tokio::test]
     async fn envelope_shape_and_seq() {
         let hub = EventHub::new(limits(16, 16));
-        let mut sub = hub.subscribe(Filter::default_all(), None, None).expect("subscribes");
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
         hub.publish("chat", Some("main"), &json!({"x": 1}));
         let v = next_event(&mut sub).await;
         assert_eq!(v["seq"], 1);
@@ -490,25 +505,38 @@ mod tests {
         for i in 0..10 {
             hub.publish("a", None, &json!(i));
         }
-        let mut sub = hub.subscribe(Filter::default_all(), Some(2), None).expect("subscribes");
+        let mut sub = hub
+            .subscribe(Filter::default_all(), Some(2), None)
+            .expect("subscribes");
         let gap = next_event(&mut sub).await;
         assert_eq!(gap["event"], "gap");
-        assert_eq!(gap["payload"], json!({"fromSeq": 3, "toSeq": 7, "reason": "expired"}));
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 3, "toSeq": 7, "reason": "expired"})
+        );
         assert_eq!(next_event(&mut sub).await["seq"], 8);
 
         let mut sub = hub
             .subscribe(Filter::default_all(), Some(2), Some("old"))
             .expect("subscribes");
         let gap = next_event(&mut sub).await;
-        assert_eq!(gap["payload"], json!({"fromSeq": 0, "toSeq": 0, "reason": "restart"}));
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 0, "toSeq": 0, "reason": "restart"})
+        );
         assert_eq!(next_event(&mut sub).await["seq"], 8);
-        assert!(hub.subscribe(Filter::default_all(), Some(11), None).is_err());
+        assert!(
+            hub.subscribe(Filter::default_all(), Some(11), None)
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn lagging_subscriber_gets_a_gap() {
         let hub = EventHub::new(limits(4, 64));
-        let mut sub = hub.subscribe(Filter::default_all(), None, None).expect("subscribes");
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
         for i in 0..20 {
             hub.publish("a", None, &json!(i));
         }
@@ -542,7 +570,9 @@ mod tests {
     #[tokio::test]
     async fn shutdown_is_the_last_delivery() {
         let hub = EventHub::new(limits(2, 64));
-        let mut sub = hub.subscribe(Filter::default_all(), None, None).expect("subscribes");
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
         for i in 0..10 {
             hub.publish("a", None, &json!(i));
         }
@@ -555,15 +585,5 @@ mod tests {
             other => panic!("expected shutdown, got {other:?}"),
         }
         assert!(sub.next().await.is_none());
-    }
-}
-
-impl Filter {
-    /// A filter that passes every event.
-    pub fn default_all() -> Self {
-        Filter {
-            all: true,
-            ..Default::default()
-        }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,7 @@ pub struct Gateway {
     sessions: AtomicU64,
     active_runs: AtomicU64,
     next_conn: AtomicU64,
+    open_connections: AtomicUsize,
 }
 
 impl Gateway {
@@ -96,6 +97,7 @@ impl Gateway {
             sessions: AtomicU64::new(0),
             active_runs: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
         })
     }
 
@@ -168,6 +170,11 @@ impl Gateway {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.is_cancelled()
+    }
+
+    /// TCP connections open now (HTTP and WebSocket).
+    pub fn open_connections(&self) -> &AtomicUsize {
+        &self.open_connections
     }
 
     /// A fresh connection id.
@@ -374,8 +381,16 @@ impl Running {
     }
 }
 
-/// Creates the data directory, binds, and starts serving.
+/// Creates the data directory, binds, and starts serving the core method table.
 pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
+    start_with(loaded, crate::api::core_table()?).await
+}
+
+/// Like [`start`], with a method table of the caller's (the core table plus more methods).
+pub async fn start_with(
+    loaded: Loaded,
+    table: crate::rpc::MethodTable,
+) -> Result<Running, StartError> {
     let data_dir = loaded.data_dir.clone();
     create_private_dir(&data_dir).map_err(|e| StartError::DataDir {
         path: data_dir.clone(),
@@ -397,7 +412,6 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         addr: addr.to_string(),
         source,
     })?;
-    let table = crate::api::core_table()?;
     let snapshot = TableSnapshot::build(&table)?;
     let gateway = Gateway::new(loaded, snapshot);
     if let Ok(mut slot) = gateway.local_addr.lock() {

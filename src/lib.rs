@@ -16,4 +16,4 @@ pub mod rpc;
 pub mod util;
 
 pub use error::{Error, Result};
-pub use gateway::{Gateway, Running, start};
+pub use gateway::{Gateway, Running, start, start_with};

@@ -19,8 +19,7 @@ impl Subscription for Subscribe {
     const UNSUBSCRIBE: &'static str = "events.unsubscribe";
     const NOTIFICATION: &'static str = "events.event";
     const SCOPE: Scope = Scope::Read;
-    const SUMMARY: &'static str =
-        "Streams event envelopes matching a filter, optionally replaying those after afterSeq first.";
+    const SUMMARY: &'static str = "Streams event envelopes matching a filter, optionally replaying those after afterSeq first.";
     type Params = SubscribeParams;
     type Item = EventEnvelope;
     fn examples() -> Vec<Example> {
@@ -41,20 +40,24 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
 
 fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTask> {
     if let Some(key) = &params.session_key {
-        crate::protocol::validate_session_key(key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+        crate::protocol::validate_session_key(key)
+            .map_err(|m| Error::invalid_params("sessionKey", m))?;
     }
-    let filter = Filter::new(params.events.as_deref(), params.session_key.clone()).map_err(|path| {
-        Error::invalid_params(
-            path,
-            "expected an event name or a prefix ending in `.*` (\"sessions.*\")",
-        )
-    })?;
+    let filter =
+        Filter::new(params.events.as_deref(), params.session_key.clone()).map_err(|path| {
+            Error::invalid_params(
+                path,
+                "expected an event name or a prefix ending in `.*` (\"sessions.*\")",
+            )
+        })?;
     let mut sub = ctx
         .gateway
         .hub()
         .subscribe(filter, params.after_seq, params.epoch.as_deref())
         .map_err(|err| match err {
-            SubscribeError::AheadOfLatest { .. } => Error::invalid_params("afterSeq", err.to_string()),
+            SubscribeError::AheadOfLatest { .. } => {
+                Error::invalid_params("afterSeq", err.to_string())
+            }
         })?;
     Ok(Box::new(move |sink: SubscriptionSink| {
         Box::pin(async move {

@@ -5,8 +5,8 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    HelloParams, HelloResult, HelloSnapshot, NoParams, Policy, PresenceResult, ProviderInfo,
-    ServerInfo, StatusResult, Health,
+    Health, HelloParams, HelloResult, HelloSnapshot, NoParams, Policy, PresenceResult,
+    ProviderInfo, ServerInfo, StatusResult,
 };
 use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
 
@@ -15,8 +15,7 @@ pub struct Hello;
 impl Method for Hello {
     const NAME: &'static str = "gateway.hello";
     const SCOPE: Scope = Scope::Read;
-    const SUMMARY: &'static str =
-        "Introduces the client; returns the protocol, methods, events, policy and a snapshot to resume from.";
+    const SUMMARY: &'static str = "Introduces the client; returns the protocol, methods, events, policy and a snapshot to resume from.";
     type Params = HelloParams;
     type Result = HelloResult;
     fn examples() -> Vec<Example> {
@@ -108,7 +107,8 @@ pub struct Discover;
 impl Method for Discover {
     const NAME: &'static str = "rpc.discover";
     const SCOPE: Scope = Scope::Read;
-    const SUMMARY: &'static str = "The OpenRPC document of every method callable now, plugin methods included.";
+    const SUMMARY: &'static str =
+        "The OpenRPC document of every method callable now, plugin methods included.";
     type Params = NoParams;
     type Result = RawDocument;
     fn examples() -> Vec<Example> {
@@ -138,9 +138,14 @@ impl schemars::JsonSchema for RawDocument {
 
 /// Registers the `gateway.*` methods and `rpc.discover`.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
-    table.method::<Hello, _, _>(|ctx: CallContext, params: HelloParams| async move { hello(ctx, params) })?;
-    table.method::<HealthMethod, _, _>(|ctx: CallContext, _: NoParams| async move { Ok(ctx.gateway.health()) })?;
-    table.method::<Status, _, _>(|ctx: CallContext, _: NoParams| async move { Ok(status(&ctx)) })?;
+    table.method::<Hello, _, _>(|ctx: CallContext, params: HelloParams| async move {
+        hello(ctx, params)
+    })?;
+    table.method::<HealthMethod, _, _>(|ctx: CallContext, _: NoParams| async move {
+        Ok(ctx.gateway.health())
+    })?;
+    table
+        .method::<Status, _, _>(|ctx: CallContext, _: NoParams| async move { Ok(status(&ctx)) })?;
     table.method::<Presence, _, _>(|ctx: CallContext, _: NoParams| async move {
         Ok(PresenceResult {
             entries: ctx.gateway.presence(),

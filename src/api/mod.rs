@@ -3,9 +3,7 @@
 pub mod events;
 pub mod gateway;
 
-use crate::protocol::{
-    GapEvent, Health, PresenceEvent, ShutdownEvent, TickEvent,
-};
+use crate::protocol::{GapEvent, Health, PresenceEvent, ShutdownEvent, TickEvent};
 use crate::rpc::{DuplicateMethod, MethodTable};
 
 /// The table of every core method and event.
@@ -14,9 +12,18 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     gateway::register(&mut table)?;
     events::register(&mut table)?;
     table.event::<TickEvent>("tick", "Sent every policy.tickIntervalMs; a control event.");
-    table.event::<GapEvent>("gap", "Events in fromSeq..=toSeq that matched the filter may be missing; a control event.");
-    table.event::<ShutdownEvent>("shutdown", "The gateway is about to close connections; a control event, always delivered.");
+    table.event::<GapEvent>(
+        "gap",
+        "Events in fromSeq..=toSeq that matched the filter may be missing; a control event.",
+    );
+    table.event::<ShutdownEvent>(
+        "shutdown",
+        "The gateway is about to close connections; a control event, always delivered.",
+    );
     table.event::<PresenceEvent>("presence", "A WebSocket client joined or left.");
-    table.event::<Health>("health", "Connections, sessions or active runs changed (at most once a second).");
+    table.event::<Health>(
+        "health",
+        "Connections, sessions or active runs changed (at most once a second).",
+    );
     Ok(table)
 }

@@ -247,18 +247,35 @@ mod tests {
     #[test]
     fn token_from_header_or_query() {
         let mut headers = http::HeaderMap::new();
-        assert_eq!(presented_token(&headers, Some("a=1&token=x%2By")), Some("x+y".into()));
-        headers.insert(http::header::AUTHORIZATION, "Bearer abc".parse().expect("header"));
+        assert_eq!(
+            presented_token(&headers, Some("a=1&token=x%2By")),
+            Some("x+y".into())
+        );
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer abc".parse().expect("header"),
+        );
         assert_eq!(presented_token(&headers, None), Some("abc".into()));
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 
     #[test]
     fn loopback_hosts() {
-        for host in ["localhost", "localhost:18789", "127.0.0.1:1", "[::1]:80", "[::1]"] {
+        for host in [
+            "localhost",
+            "localhost:18789",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "[::1]",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:18789", "10.0.0.1", "localhost.evil.example"] {
+        for host in [
+            "evil.example",
+            "evil.example:18789",
+            "10.0.0.1",
+            "localhost.evil.example",
+        ] {
             assert!(!is_loopback_host(host), "{host}");
         }
     }

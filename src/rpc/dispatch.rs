@@ -95,7 +95,11 @@ fn short(err: &serde_json::Error) -> String {
     err.to_string()
 }
 
-async fn handle_batch(gateway: &Arc<Gateway>, conn: &Arc<Connection>, entries: Vec<&RawValue>) -> Reply {
+async fn handle_batch(
+    gateway: &Arc<Gateway>,
+    conn: &Arc<Connection>,
+    entries: Vec<&RawValue>,
+) -> Reply {
     let max = gateway.config().gateway.max_batch;
     if entries.is_empty() {
         return Reply::single(error_json(
@@ -198,7 +202,8 @@ fn classify_id(raw: &RawValue) -> Option<RequestId<'_>> {
         b'"' => native(Id::Number(0), true),
         b'n' => native(Id::Null, false),
         b'0'..=b'9' => {
-            let plain = bytes.iter().all(u8::is_ascii_digit) && (bytes.len() == 1 || bytes[0] != b'0');
+            let plain =
+                bytes.iter().all(u8::is_ascii_digit) && (bytes.len() == 1 || bytes[0] != b'0');
             match text.parse::<u64>() {
                 Ok(n) if plain => native(Id::Number(n), false),
                 _ => native(Id::Number(0), true),
@@ -209,7 +214,11 @@ fn classify_id(raw: &RawValue) -> Option<RequestId<'_>> {
     }
 }
 
-async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: RawRequest<'_>) -> Option<Outcome> {
+async fn handle_request(
+    gateway: &Arc<Gateway>,
+    conn: &Arc<Connection>,
+    req: RawRequest<'_>,
+) -> Option<Outcome> {
     // The id first: every error we can tie to a request echoes it.
     let id = match req.id {
         None => None,
@@ -223,24 +232,38 @@ async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: Raw
             }
         },
     };
+    // Errors of a call (or a notification, which gets none).
     let fail = |err: Error| -> Option<Outcome> {
-        id.as_ref().map(|id| Outcome::json(error_json(id.raw, &err)))
+        id.as_ref()
+            .map(|id| Outcome::json(error_json(id.raw, &err)))
+    };
+    // A malformed request object is always answered: nobody can tell it was a notification.
+    let reject = |err: Error| -> Option<Outcome> {
+        Some(Outcome::json(error_json(
+            id.as_ref().map_or("null", |id| id.raw),
+            &err,
+        )))
     };
     if let Some(name) = req.unknown {
-        return fail(Error::InvalidRequest(format!(
+        return reject(Error::InvalidRequest(format!(
             "unknown member `{name}`: a request has only jsonrpc, method, params and id"
         )));
     }
     if req.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
-        return fail(Error::InvalidRequest("`jsonrpc` must be exactly \"2.0\"".into()));
+        return reject(Error::InvalidRequest(
+            "`jsonrpc` must be exactly \"2.0\"".into(),
+        ));
     }
-    let Some(method) = req.method.and_then(|m| serde_json::from_str::<String>(m.get()).ok()) else {
-        return fail(Error::InvalidRequest("`method` must be a string".into()));
+    let Some(method) = req
+        .method
+        .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
+    else {
+        return reject(Error::InvalidRequest("`method` must be a string".into()));
     };
     if let Some(params) = req.params {
         let first = params.get().as_bytes().first();
         if first != Some(&b'{') && first != Some(&b'[') {
-            return fail(Error::invalid_params(
+            return reject(Error::invalid_params(
                 "",
                 "params must be an object (named params) or an array",
             ));
@@ -278,8 +301,12 @@ async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: Raw
     let limit = config.gateway.max_payload_bytes;
     match &desc.kind {
         MethodKind::Call(_) => {
-            let Some((_, MethodCallback::Async(callback))) = table.jsonrpsee().method_with_name(&method) else {
-                return fail(Error::internal(format!("`{method}` is missing from the jsonrpsee table")));
+            let Some((_, MethodCallback::Async(callback))) =
+                table.jsonrpsee().method_with_name(&method)
+            else {
+                return fail(Error::internal(format!(
+                    "`{method}` is missing from the jsonrpsee table"
+                )));
             };
             let id_ref = id.as_ref();
             let native = id_ref.map_or(Id::Null, |i| i.native.clone()).into_owned();
@@ -303,7 +330,10 @@ async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: Raw
             ..
         } => {
             let id = id.as_ref()?;
-            let Some(ws) = (conn.transport == Transport::WebSocket).then_some(()).and(conn.ws.as_ref()) else {
+            let Some(ws) = (conn.transport == Transport::WebSocket)
+                .then_some(())
+                .and(conn.ws.as_ref())
+            else {
                 return fail(Error::WebSocketRequired(method));
             };
             let max = config.gateway.max_subscriptions_per_connection;
@@ -322,7 +352,8 @@ async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: Raw
                     if let Ok(mut subs) = ws.subscriptions.lock() {
                         subs.insert(sub_id.clone(), (method.clone(), cancel.clone()));
                     }
-                    let sink = SubscriptionSink::new(sub_id.clone(), notification, ws.out.clone(), cancel);
+                    let sink =
+                        SubscriptionSink::new(sub_id.clone(), notification, ws.out.clone(), cancel);
                     let result = serde_json::Value::from(sub_id).to_string();
                     Some(Outcome {
                         json: success_json(id.raw, &result),
@@ -343,12 +374,14 @@ async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: Raw
                 Ok(sub_id) => sub_id,
                 Err(err) => return fail(err),
             };
-            let removed = ws.subscriptions.lock().ok().and_then(|mut subs| {
-                match subs.get(&sub_id) {
-                    Some((owner, _)) if owner == subscribe => subs.remove(&sub_id),
-                    _ => None,
-                }
-            });
+            let removed =
+                ws.subscriptions
+                    .lock()
+                    .ok()
+                    .and_then(|mut subs| match subs.get(&sub_id) {
+                        Some((owner, _)) if owner == subscribe => subs.remove(&sub_id),
+                        _ => None,
+                    });
             let found = match removed {
                 Some((_, cancel)) => {
                     cancel.cancel();
@@ -357,7 +390,10 @@ async fn handle_request(gateway: &Arc<Gateway>, conn: &Arc<Connection>, req: Raw
                 None => false,
             };
             let id = id.as_ref()?;
-            Some(Outcome::json(success_json(id.raw, if found { "true" } else { "false" })))
+            Some(Outcome::json(success_json(
+                id.raw,
+                if found { "true" } else { "false" },
+            )))
         }
     }
 }
@@ -367,8 +403,8 @@ fn unsubscribe_id(params: Option<&str>) -> Result<String, Error> {
     if let Some(text) = params
         && text.trim_start().starts_with('[')
     {
-        let list: Vec<serde_json::Value> = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_params("", e.to_string()))?;
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| Error::invalid_params("", e.to_string()))?;
         return match list.as_slice() {
             [serde_json::Value::String(id)] => Ok(id.clone()),
             _ => Err(Error::invalid_params(
@@ -424,7 +460,10 @@ fn success_json(id_raw: &str, result: &str) -> String {
 /// An error response with the client's raw id (`null` when there is none).
 pub fn error_json(id_raw: &str, err: &Error) -> String {
     let object = serde_json::to_string(&err.to_object()).unwrap_or_else(|_| {
-        format!(r#"{{"code":{},"message":"error","data":{{"kind":"internal"}}}}"#, code::INTERNAL)
+        format!(
+            r#"{{"code":{},"message":"error","data":{{"kind":"internal"}}}}"#,
+            code::INTERNAL
+        )
     });
     let mut out = String::with_capacity(id_raw.len() + object.len() + 40);
     out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
@@ -516,7 +555,15 @@ mod tests {
     #[test]
     fn ids_are_classified() {
         let raw = |s: &str| serde_json::from_str::<Box<RawValue>>(s).expect("json");
-        for (text, splice) in [("1", false), ("\"a\"", false), ("null", false), ("-1", true), ("1.5", true), ("18446744073709551616", true), ("\"a\\n\"", true)] {
+        for (text, splice) in [
+            ("1", false),
+            ("\"a\"", false),
+            ("null", false),
+            ("-1", true),
+            ("1.5", true),
+            ("18446744073709551616", true),
+            ("\"a\\n\"", true),
+        ] {
             let value = raw(text);
             let id = classify_id(&value).expect("valid id");
             assert_eq!(id.splice, splice, "{text}");

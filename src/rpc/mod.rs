@@ -44,7 +44,9 @@ impl TableSnapshot {
                         let handler = handler.clone();
                         async move {
                             let Some(ctx) = extensions.get::<CallContext>().cloned() else {
-                                return Err(ErrorObjectOwned::from(Error::internal("call without a context")));
+                                return Err(ErrorObjectOwned::from(Error::internal(
+                                    "call without a context",
+                                )));
                             };
                             handler(ctx, params).await.map_err(ErrorObjectOwned::from)
                         }
@@ -57,7 +59,9 @@ impl TableSnapshot {
             }
         }
         let openrpc = openrpc::document(table);
-        let openrpc: Arc<str> = serde_json::to_string(&openrpc).unwrap_or_else(|_| "{}".into()).into();
+        let openrpc: Arc<str> = serde_json::to_string(&openrpc)
+            .unwrap_or_else(|_| "{}".into())
+            .into();
         Ok(Self {
             descriptors: table
                 .methods()

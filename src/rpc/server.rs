@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,13 +33,11 @@ use crate::util::now_ms;
 
 type Body = Full<Bytes>;
 
-/// Connections open now, to enforce `gateway.max_connections`.
-static OPEN: AtomicUsize = AtomicUsize::new(0);
-
-struct OpenGuard;
+/// Counts a connection as open (for `gateway.max_connections`) while it lives.
+struct OpenGuard(Arc<Gateway>);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        OPEN.fetch_sub(1, Ordering::AcqRel);
+        self.0.open_connections().fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -68,15 +66,23 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
 }
 
 async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
-    let open = OPEN.fetch_add(1, Ordering::AcqRel) + 1;
-    let _guard = OpenGuard;
-    let over_limit = open > gateway.config().gateway.max_connections;
+    let open = gateway.open_connections().fetch_add(1, Ordering::AcqRel) + 1;
+    // Held by the HTTP connection and, after an upgrade, by the WebSocket task too.
+    let guard = Arc::new(OpenGuard(gateway.clone()));
+    let config = gateway.config();
+    let over_limit = open > config.gateway.max_connections;
+    if config.gateway.send_buffer_bytes > 0 {
+        // A bounded kernel buffer keeps a non-reading client's backlog bounded (and small).
+        let _ =
+            socket2::SockRef::from(&stream).set_send_buffer_size(config.gateway.send_buffer_bytes);
+    }
     let conn_id: Arc<str> = gateway.next_conn_id().into();
     let gw = gateway.clone();
     let service = service_fn(move |req| {
         let gw = gw.clone();
         let conn_id = conn_id.clone();
-        async move { Ok::<_, Infallible>(route(gw, peer, conn_id, over_limit, req).await) }
+        let guard = guard.clone();
+        async move { Ok::<_, Infallible>(route(gw, peer, conn_id, over_limit, guard, req).await) }
     });
     let conn = http1::Builder::new()
         .keep_alive(!over_limit)
@@ -127,6 +133,7 @@ async fn route(
     peer: SocketAddr,
     conn_id: Arc<str>,
     over_limit: bool,
+    guard: Arc<OpenGuard>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     if over_limit {
@@ -134,8 +141,10 @@ async fn route(
             StatusCode::TOO_MANY_REQUESTS,
             json!({"error": {"kind": "busy", "message": "too many connections (gateway.max_connections)"}}).to_string(),
         );
-        resp.headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
         return resp;
     }
     let config = gateway.config();
@@ -153,12 +162,20 @@ async fn route(
         (&Method::GET, "/readyz") => {
             let checks = gateway.readiness();
             let ready = checks.values().all(|ok| *ok);
-            let failing: Vec<&str> = checks.iter().filter(|(_, ok)| !**ok).map(|(k, _)| *k).collect();
+            let failing: Vec<&str> = checks
+                .iter()
+                .filter(|(_, ok)| !**ok)
+                .map(|(k, _)| *k)
+                .collect();
             let mut body = json!({"ready": ready, "checks": checks});
             if !ready {
                 body["failing"] = json!(failing);
             }
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             return json_response(status, body.to_string());
         }
         (_, "/" | "/openrpc.json") => {}
@@ -199,7 +216,7 @@ async fn route(
             http_rpc(gateway, conn, req, config.gateway.max_payload_bytes).await
         }
         (&Method::GET, "/") if soketto::handshake::http::is_upgrade_request(&req) => {
-            upgrade(gateway, req, credential, peer, conn_id)
+            upgrade(gateway, req, credential, peer, conn_id, guard)
         }
         _ => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -233,12 +250,18 @@ async fn http_rpc(
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return too_large(declared.unwrap_or(limit + 1));
             }
             return json_response(
                 StatusCode::BAD_REQUEST,
-                error_json("null", &Error::Parse(format!("cannot read the body: {err}"))),
+                error_json(
+                    "null",
+                    &Error::Parse(format!("cannot read the body: {err}")),
+                ),
             );
         }
     };
@@ -259,6 +282,7 @@ fn upgrade(
     credential: Credential,
     peer: SocketAddr,
     conn_id: Arc<str>,
+    guard: Arc<OpenGuard>,
 ) -> Response<Body> {
     let mut server = soketto::handshake::http::Server::new();
     let response = match server.receive_request(&req) {
@@ -286,6 +310,7 @@ fn upgrade(
         builder.set_max_message_size(gw.config().gateway.max_payload_bytes);
         let (sender, receiver) = builder.finish();
         run_websocket(gw, sender, receiver, credential, peer, conn_id).await;
+        drop(guard);
     });
     response.map(|()| Full::default())
 }
@@ -328,7 +353,10 @@ async fn run_websocket(
         let stop = stop_writer.clone();
         let closed = closed.clone();
         tokio::spawn(async move {
-            let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+            let mut ping = tokio::time::interval_at(
+                tokio::time::Instant::now() + ping_interval,
+                ping_interval,
+            );
             loop {
                 tokio::select! {
                     biased;
@@ -368,7 +396,8 @@ async fn run_websocket(
         let closed = closed.clone();
         let last_seen = last_seen.clone();
         tokio::spawn(async move {
-            let mut check = tokio::time::interval(ping_interval.min(Duration::from_millis(ping_timeout)));
+            let mut check =
+                tokio::time::interval(ping_interval.min(Duration::from_millis(ping_timeout)));
             loop {
                 tokio::select! {
                     _ = closed.cancelled() => return,
@@ -419,7 +448,13 @@ async fn run_websocket(
             Ok(soketto::Incoming::Pong(_)) => {}
             Ok(soketto::Incoming::Closed(_)) => break,
             Err(soketto::connection::Error::MessageTooLarge { current, maximum }) => {
-                let err = error_json("null", &Error::PayloadTooLarge { size: current, limit: maximum });
+                let err = error_json(
+                    "null",
+                    &Error::PayloadTooLarge {
+                        size: current,
+                        limit: maximum,
+                    },
+                );
                 if out_tx.send(err).await.is_err() {
                     break;
                 }

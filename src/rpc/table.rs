@@ -432,8 +432,8 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let err = parse_params::<SubscribeParams>(Some(r#"{"events":["a",3]}"#))
-            .expect_err("bad item");
+        let err =
+            parse_params::<SubscribeParams>(Some(r#"{"events":["a",3]}"#)).expect_err("bad item");
         match err {
             Error::InvalidParams { path, .. } => assert_eq!(path, "events[1]"),
             other => panic!("unexpected {other:?}"),
@@ -461,6 +461,9 @@ mod tests {
         };
         table.insert(desc("core")).expect("first");
         let err = table.insert(desc("plugin:z")).expect_err("second");
-        assert_eq!(err.to_string(), "method `x.y` is declared twice: by core and by plugin:z");
+        assert_eq!(
+            err.to_string(),
+            "method `x.y` is declared twice: by core and by plugin:z"
+        );
     }
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every Rust test (unit, integration over real sockets,
+# the binary), and the schema freshness check. Installs whatever it needs from lockfiles.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --all-targets --locked
+
+echo "== schema is current"
+cargo run --quiet --locked -- schema --check

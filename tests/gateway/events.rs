@@ -1,0 +1,344 @@
+//! The event hub over the wire: filters, replay joined to live, gaps, presence, ticks, shutdown.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{RawWs, post, start};
+
+fn publish(gw: &crate::common::TestGateway, event: &str, key: Option<&str>, i: u64) -> u64 {
+    gw.running
+        .gateway
+        .hub()
+        .publish(event, key, &json!({"i": i}))
+}
+
+#[tokio::test]
+async fn envelopes_filters_and_unsubscribe() {
+    let gw = start(|_| {}).await;
+    let mut all = RawWs::connect(gw.addr()).await;
+    let mut some = RawWs::connect(gw.addr()).await;
+    let mut keyed = RawWs::connect(gw.addr()).await;
+    all.subscribe(json!({"events": ["test.*"]})).await;
+    some.subscribe(json!({"events": ["test.b", "other.*"]}))
+        .await;
+    keyed.subscribe(json!({"sessionKey": "k1"})).await;
+    let s1 = publish(&gw, "test.a", Some("k1"), 1);
+    let s2 = publish(&gw, "test.b", Some("k2"), 2);
+    let s3 = publish(&gw, "other.c", Some("k1"), 3);
+    let e = all.next_event().await;
+    assert_eq!(e["event"], "test.a");
+    assert_eq!(e["seq"], s1);
+    assert_eq!(e["sessionKey"], "k1");
+    assert_eq!(e["payload"], json!({"i": 1}));
+    assert_eq!(e["epoch"].as_str().map(str::len), Some(32));
+    assert!(e["ts"].as_u64().is_some());
+    assert_eq!(all.next_event().await["seq"], s2);
+    assert_eq!(some.next_event().await["seq"], s2);
+    assert_eq!(some.next_event().await["seq"], s3);
+    assert_eq!(keyed.next_event().await["seq"], s1);
+    assert_eq!(keyed.next_event().await["seq"], s3);
+
+    // Unsubscribe in both param forms; an unknown id answers false.
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let a = ws.subscribe(json!({"events": ["x"]})).await;
+    let b = ws.subscribe(json!({"events": ["x"]})).await;
+    assert_eq!(
+        ws.call("events.unsubscribe", json!([a])).await["result"],
+        true
+    );
+    assert_eq!(
+        ws.call("events.unsubscribe", json!({"subscription": b}))
+            .await["result"],
+        true
+    );
+    assert_eq!(
+        ws.call("events.unsubscribe", json!([a])).await["result"],
+        false
+    );
+    publish(&gw, "x", None, 0);
+    assert!(
+        ws.try_recv(Duration::from_millis(300)).await.is_none(),
+        "no event after unsubscribe"
+    );
+
+    // Over HTTP a subscription is -32027.
+    let resp = post(
+        gw.addr(),
+        r#"{"jsonrpc":"2.0","method":"events.subscribe","id":1}"#,
+    )
+    .await;
+    assert_eq!(resp.json()["error"]["code"], -32027);
+    assert_eq!(resp.json()["error"]["data"]["kind"], "websocket_required");
+}
+
+#[tokio::test]
+async fn replay_joins_live_with_no_duplicate_and_no_hole_while_publishing() {
+    let gw = start(|c| {
+        c.events.replay_capacity = 100_000;
+        c.events.subscriber_queue = 100_000;
+    })
+    .await;
+    let hub = gw.running.gateway.hub().clone();
+    let total = 3000u64;
+    let publisher = tokio::spawn(async move {
+        for i in 0..total {
+            hub.publish("test.n", None, &json!({"i": i}));
+            if i % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    // Subscribe mid-stream at several points, resuming from an earlier seq each time.
+    let mut checks = Vec::new();
+    for round in 0..4u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let latest = gw.running.gateway.hub().seq();
+        let after = latest.saturating_sub(100 * (round + 1));
+        let mut ws = RawWs::connect(gw.addr()).await;
+        let epoch = gw.running.gateway.hub().epoch().to_string();
+        ws.subscribe(json!({"afterSeq": after, "epoch": epoch}))
+            .await;
+        checks.push((after, ws));
+    }
+    publisher.await.expect("publisher");
+    let last = gw.running.gateway.hub().seq();
+    for (after, mut ws) in checks {
+        let mut expect = after + 1;
+        while expect <= last {
+            let e = ws.next_event().await;
+            if e["event"] == "tick" {
+                continue;
+            }
+            assert_ne!(e["event"], "gap", "no gap expected: {e}");
+            assert_eq!(
+                e["seq"], expect,
+                "hole or duplicate after resuming at {after}"
+            );
+            expect += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_and_restart_gaps_over_the_wire() {
+    let gw = start(|c| c.events.replay_capacity = 5).await;
+    for i in 0..20 {
+        publish(&gw, "test.e", None, i);
+    }
+    let mut ws = RawWs::connect(gw.addr()).await;
+    ws.subscribe(json!({"events": ["test.e"], "afterSeq": 3}))
+        .await;
+    // Connecting published presence and health events too: the ring's oldest entry decides.
+    let gap = ws.next_event().await;
+    assert_eq!(gap["event"], "gap");
+    assert_eq!(gap["payload"]["reason"], "expired");
+    assert_eq!(gap["payload"]["fromSeq"], 4);
+    let to = gap["payload"]["toSeq"].as_u64().expect("toSeq");
+    assert!(to >= 15, "{gap}");
+    let first = ws.next_event().await;
+    assert_eq!(first["seq"].as_u64(), Some(to + 1));
+
+    let mut ws = RawWs::connect(gw.addr()).await;
+    ws.subscribe(json!({"events": ["test.e"], "afterSeq": 3, "epoch": "an-old-epoch"}))
+        .await;
+    let gap = ws.next_event().await;
+    assert_eq!(
+        gap["payload"],
+        json!({"fromSeq": 0, "toSeq": 0, "reason": "restart"})
+    );
+    let first_replayed = ws.next_event().await["seq"].as_u64().expect("seq");
+    assert!(first_replayed > to, "the buffer follows a restart gap");
+
+    let resp = ws
+        .call("events.subscribe", json!({"afterSeq": 1_000_000}))
+        .await;
+    assert_eq!(resp["error"]["code"], -32602);
+    assert_eq!(resp["error"]["data"]["path"], "afterSeq");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_gets_lagged_gap_without_slowing_others() {
+    let gw = start(|c| c.events.subscriber_queue = 16).await;
+    let mut slow = RawWs::connect_small_buffer(gw.addr()).await;
+    let mut fast = RawWs::connect(gw.addr()).await;
+    slow.subscribe(json!({"events": ["test.*"]})).await;
+    fast.subscribe(json!({"events": ["test.*"]})).await;
+    let total = 20_000u64;
+    let pad = "p".repeat(200);
+    let hub = gw.running.gateway.hub().clone();
+    let publisher = tokio::spawn(async move {
+        for i in 0..total {
+            hub.publish("test.flood", None, &json!({"i": i, "pad": pad}));
+            if i % 8 == 0 {
+                // Paced so that a reader that keeps up never falls 16 events behind.
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        }
+    });
+    // The fast subscriber reads everything, in order, with no gap.
+    for n in 0..total {
+        let e = fast.next_event().await;
+        assert_eq!(
+            e["payload"]["i"].as_u64(),
+            Some(n),
+            "fast subscriber saw {e}"
+        );
+    }
+    publisher.await.expect("publisher");
+    // The slow one has not read a byte so far. Its call is answered behind a bounded backlog.
+    slow.send(r#"{"jsonrpc":"2.0","method":"gateway.health","id":"h"}"#)
+        .await;
+    let mut before_response = 0u64;
+    let mut saw_gap = false;
+    loop {
+        let msg = slow.recv().await;
+        if msg.get("id") == Some(&json!("h")) {
+            assert_eq!(msg["result"]["ok"], true);
+            break;
+        }
+        before_response += 1;
+        let env = &msg["params"]["result"];
+        if env["event"] == "gap" {
+            assert_eq!(env["payload"]["reason"], "lagged");
+            saw_gap = true;
+        }
+    }
+    assert!(
+        before_response < total / 4,
+        "response waited behind {before_response} notifications"
+    );
+    // Keep reading: the loss is announced by a lagged gap before events resume.
+    publish(&gw, "test.after", None, 0);
+    while !saw_gap {
+        let env = slow.next_event().await;
+        if env["event"] == "gap" {
+            assert_eq!(env["payload"]["reason"], "lagged");
+            assert!(env["payload"]["fromSeq"].as_u64() <= env["payload"]["toSeq"].as_u64());
+            saw_gap = true;
+        }
+    }
+    assert!(saw_gap, "the slow subscriber was told about its loss");
+}
+
+#[tokio::test]
+async fn presence_health_and_tick_events() {
+    let gw = start(|c| c.gateway.tick_interval_ms = 200).await;
+    let mut watcher = RawWs::connect(gw.addr()).await;
+    watcher
+        .subscribe(json!({"events": ["presence", "health", "tick"]}))
+        .await;
+    let mut other = RawWs::connect(gw.addr()).await;
+    let hello = other
+        .call(
+            "gateway.hello",
+            json!({"client": {"name": "tester", "version": "1"}}),
+        )
+        .await;
+    let conn_id = hello["result"]["server"]["connId"]
+        .as_str()
+        .expect("connId")
+        .to_string();
+    assert_eq!(hello["result"]["protocol"], 1);
+    assert_eq!(
+        hello["result"]["snapshot"]["epoch"],
+        gw.running.gateway.hub().epoch()
+    );
+    let presence = other.call("gateway.presence", json!({})).await;
+    let entries = presence["result"]["entries"]
+        .as_array()
+        .expect("entries")
+        .clone();
+    let me = entries
+        .iter()
+        .find(|e| e["connId"] == conn_id.as_str())
+        .expect("listed");
+    assert_eq!(me["client"]["name"], "tester");
+    assert!(
+        me["remoteAddr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    let (mut joined, mut health, mut tick) = (false, false, false);
+    while !(joined && health && tick) {
+        let e = watcher.next_event().await;
+        match e["event"].as_str() {
+            Some("presence") if e["payload"]["connId"] == conn_id.as_str() => {
+                assert_eq!(e["payload"]["state"], "joined");
+                joined = true;
+            }
+            Some("health") if e["payload"]["connections"] == 2 => health = true,
+            Some("tick") => {
+                assert!(e["payload"]["ts"].as_u64().is_some());
+                assert_eq!(
+                    e["seq"].as_u64(),
+                    Some(gw.running.gateway.hub().seq()),
+                    "a tick carries the latest seq"
+                );
+                tick = true;
+            }
+            _ => {}
+        }
+    }
+    drop(other);
+    loop {
+        let e = watcher.next_event().await;
+        if e["event"] == "presence" && e["payload"]["connId"] == conn_id.as_str() {
+            assert_eq!(e["payload"]["state"], "left");
+            assert_eq!(e["payload"]["client"]["name"], "tester");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn dead_peer_is_dropped_by_ping_keepalive() {
+    let gw = start(|c| {
+        c.gateway.ping_interval_ms = 100;
+        c.gateway.ping_timeout_ms = 400;
+    })
+    .await;
+    let mut watcher = RawWs::connect(gw.addr()).await;
+    // The watcher keeps reading (and so answers pings).
+    watcher.subscribe(json!({"events": ["presence"]})).await;
+    let mut silent = RawWs::connect(gw.addr()).await;
+    let hello = silent.call("gateway.hello", json!({})).await;
+    let conn_id = hello["result"]["server"]["connId"].clone();
+    // `silent` now never reads, so it never answers a ping.
+    loop {
+        let e = watcher.next_event().await;
+        if e["payload"]["connId"] == conn_id && e["payload"]["state"] == "left" {
+            break;
+        }
+    }
+    let presence = watcher.call("gateway.presence", json!({})).await;
+    let ids: Vec<Value> = presence["result"]["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["connId"].clone())
+        .collect();
+    assert!(!ids.contains(&conn_id), "dropped peer still listed");
+}
+
+#[tokio::test]
+async fn shutdown_reaches_every_subscriber_then_connections_close() {
+    let gw = start(|_| {}).await;
+    let mut subs = Vec::new();
+    for _ in 0..5 {
+        let mut ws = RawWs::connect(gw.addr()).await;
+        ws.subscribe(json!({"events": ["nothing.*"]})).await;
+        subs.push(ws);
+    }
+    let gateway = gw.running.gateway.clone();
+    let stopper = tokio::spawn(async move { gateway.shutdown("test").await });
+    for ws in &mut subs {
+        let e = ws.next_event().await;
+        assert_eq!(e["event"], "shutdown");
+        assert_eq!(e["payload"]["reason"], "test");
+        // Then the server closes the connection.
+        assert!(ws.try_recv(Duration::from_secs(5)).await.is_none());
+    }
+    stopper.await.expect("shutdown finishes");
+    assert!(gw.running.gateway.is_shutting_down());
+}
