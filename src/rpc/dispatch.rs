@@ -7,6 +7,9 @@
 //! only well-formed calls reach jsonrpsee's method table.
 
 use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use std::sync::Arc;
 
 use jsonrpsee::core::server::{MethodCallback, MethodResponse};
@@ -313,16 +316,26 @@ async fn handle_request(
             let mut extensions = http::Extensions::new();
             extensions.insert(ctx);
             let params = Params::new(params).into_owned();
-            let response = callback(
+            let call = callback(
                 native,
                 params,
                 jsonrpsee::core::server::ConnectionId(0),
                 limit,
                 extensions,
-            )
-            .await;
+            );
+            // A handler that panics must still get its request answered.
+            let response = AssertUnwindSafe(call).catch_unwind().await;
             let id = id_ref?;
-            Some(Outcome::json(finish_response(response, id, limit)))
+            match response {
+                Ok(response) => Some(Outcome::json(finish_response(response, id, limit))),
+                Err(_) => {
+                    tracing::error!(method, "handler panicked");
+                    Some(Outcome::json(error_json(
+                        id.raw,
+                        &Error::internal(format!("`{method}` failed unexpectedly")),
+                    )))
+                }
+            }
         }
         MethodKind::Subscribe {
             handler,
@@ -344,7 +357,13 @@ async fn handle_request(
                 )));
             }
             let params = Params::new(params).into_owned();
-            match handler(ctx, params).await {
+            let prepared = AssertUnwindSafe(handler(ctx, params))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::internal(format!("`{method}` failed unexpectedly")))
+                });
+            match prepared {
                 Err(err) => fail(err),
                 Ok(task) => {
                     let sub_id = uuid::Uuid::new_v4().simple().to_string();

@@ -143,6 +143,9 @@ pub fn test_table(notified: Arc<AtomicUsize>) -> MethodTable {
     raw_method(&mut table, "test.admin", Scope::Admin, |_, _| {
         Ok(json!("admin"))
     });
+    raw_method(&mut table, "test.panic", Scope::Read, |_, _| {
+        panic!("a handler bug")
+    });
     raw_method(&mut table, "test.big", Scope::Read, |_, params| {
         let n = params
             .and_then(|p| p.get("bytes").and_then(Value::as_u64))

@@ -342,3 +342,30 @@ async fn shutdown_reaches_every_subscriber_then_connections_close() {
     stopper.await.expect("shutdown finishes");
     assert!(gw.running.gateway.is_shutting_down());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_shutting_down_readyz_is_503_and_calls_get_32025() {
+    let gw = start(|c| c.events.subscriber_queue = 2).await;
+    // A subscriber that never reads, flooded: its pipe is stuck, so shutdown waits for it a while.
+    let mut stuck = RawWs::connect_small_buffer(gw.addr()).await;
+    stuck.subscribe(json!({})).await;
+    let mut other = RawWs::connect(gw.addr()).await;
+    let pad = "p".repeat(1000);
+    for i in 0..3000 {
+        gw.running
+            .gateway
+            .hub()
+            .publish("test.flood", None, &json!({"i": i, "pad": pad}));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gateway = gw.running.gateway.clone();
+    let stopper = tokio::spawn(async move { gateway.shutdown("test").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = crate::common::http(gw.addr(), "GET", "/readyz", &[], "").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["checks"]["notShuttingDown"], false);
+    let resp = other.call("gateway.health", json!({})).await;
+    assert_eq!(resp["error"]["code"], -32025, "{resp}");
+    assert_eq!(resp["error"]["data"]["kind"], "unavailable");
+    stopper.await.expect("shutdown finishes");
+}

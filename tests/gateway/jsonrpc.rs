@@ -496,3 +496,21 @@ async fn discover_and_openrpc_route_serve_the_same_document() {
     sorted.sort();
     assert_eq!(listed, sorted);
 }
+
+#[tokio::test]
+async fn a_panicking_handler_still_answers() {
+    let gw = start(|_| {}).await;
+    for transport in [Transport::Http, Transport::Ws] {
+        let text = exchange(
+            &gw,
+            transport,
+            r#"{"jsonrpc":"2.0","method":"test.panic","id":5}"#,
+        )
+        .await
+        .expect("answered");
+        let v = parse(&text);
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["error"]["code"], -32603);
+        assert_eq!(v["error"]["data"]["kind"], "internal");
+    }
+}
