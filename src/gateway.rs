@@ -17,6 +17,7 @@ use crate::config::{Config, Loaded};
 use crate::events::{EventHub, HubLimits};
 use crate::protocol::{Health, PresenceEntry, PresenceEvent, PresenceState, ShutdownEvent};
 use crate::rpc::{Connection, DuplicateMethod, TableSnapshot};
+use crate::store::Store;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum StartError {
     /// Two declarations of one method name.
     #[error(transparent)]
     Duplicate(#[from] DuplicateMethod),
+    /// The session store could not open.
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
 }
 
 /// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
@@ -60,22 +64,24 @@ pub struct Gateway {
     tasks: TaskTracker,
     connection_tasks: TaskTracker,
     local_addr: Mutex<Option<SocketAddr>>,
-    health_dirty: Notify,
-    sessions: AtomicU64,
+    health_dirty: Arc<Notify>,
+    store: Arc<Store>,
+    index_stop: CancellationToken,
+    index_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     active_runs: AtomicU64,
     next_conn: AtomicU64,
     open_connections: AtomicUsize,
 }
 
 impl Gateway {
-    /// New state from a loaded configuration and a frozen method table.
-    pub fn new(loaded: Loaded, table: TableSnapshot) -> Arc<Self> {
-        let events = &loaded.config.events;
-        let hub = EventHub::new(HubLimits {
-            replay_capacity: events.replay_capacity,
-            replay_max_bytes: events.replay_max_bytes,
-            subscriber_queue: events.subscriber_queue,
-        });
+    /// New state from a loaded configuration, a frozen method table, and the hub and store.
+    pub fn new(
+        loaded: Loaded,
+        table: TableSnapshot,
+        hub: Arc<EventHub>,
+        store: Arc<Store>,
+        health_dirty: Arc<Notify>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
@@ -93,8 +99,10 @@ impl Gateway {
             tasks: TaskTracker::new(),
             connection_tasks: TaskTracker::new(),
             local_addr: Mutex::new(None),
-            health_dirty: Notify::new(),
-            sessions: AtomicU64::new(0),
+            health_dirty,
+            store,
+            index_stop: CancellationToken::new(),
+            index_task: Mutex::new(None),
             active_runs: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
@@ -204,15 +212,14 @@ impl Gateway {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_ms: self.uptime_ms(),
             connections: self.connections.lock().map(|c| c.len() as u64).unwrap_or(0),
-            sessions: self.sessions.load(Ordering::Relaxed),
+            sessions: self.store.len() as u64,
             active_runs: self.active_runs.load(Ordering::Relaxed),
         }
     }
 
-    /// Sets the session count (the store reports it) and schedules a `health` event.
-    pub fn set_session_count(&self, n: u64) {
-        self.sessions.store(n, Ordering::Relaxed);
-        self.health_changed();
+    /// The session store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Sets the active run count and schedules a `health` event.
@@ -353,6 +360,11 @@ impl Gateway {
         {
             tracing::warn!("some connections did not close within 3 s");
         }
+        self.index_stop.cancel();
+        let task = self.index_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -396,6 +408,29 @@ pub async fn start_with(
         path: data_dir.clone(),
         message: e.to_string(),
     })?;
+    let events = &loaded.config.events;
+    let hub = EventHub::new(HubLimits {
+        replay_capacity: events.replay_capacity,
+        replay_max_bytes: events.replay_max_bytes,
+        subscriber_queue: events.subscriber_queue,
+    });
+    let health_dirty = Arc::new(Notify::new());
+    let store = {
+        let (dir, hub, dirty) = (data_dir.clone(), hub.clone(), health_dirty.clone());
+        tokio::task::spawn_blocking(move || Store::open(&dir, hub, dirty))
+            .await
+            .map_err(|e| StartError::DataDir {
+                path: data_dir.clone(),
+                message: e.to_string(),
+            })??
+    };
+    store
+        .ensure("main")
+        .await
+        .map_err(|e| StartError::DataDir {
+            path: data_dir.clone(),
+            message: e.to_string(),
+        })?;
     let gw_config = &loaded.config.gateway;
     let ip = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
         addr: gw_config.bind.clone(),
@@ -413,7 +448,11 @@ pub async fn start_with(
         source,
     })?;
     let snapshot = TableSnapshot::build(&table)?;
-    let gateway = Gateway::new(loaded, snapshot);
+    let gateway = Gateway::new(loaded, snapshot, hub, store, health_dirty);
+    let index_task = tokio::spawn(gateway.store.clone().index_loop(gateway.index_stop.clone()));
+    if let Ok(mut slot) = gateway.index_task.lock() {
+        *slot = Some(index_task);
+    }
     if let Ok(mut slot) = gateway.local_addr.lock() {
         *slot = Some(addr);
     }

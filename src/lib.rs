@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod logging;
 pub mod protocol;
 pub mod rpc;
+pub mod store;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -341,3 +341,389 @@ pub fn validate_session_key(key: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A session as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "Session")]
+pub struct Session {
+    /// The session key.
+    pub key: String,
+    /// The id of the current transcript (changes on reset).
+    pub session_id: String,
+    /// A human label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The model this session uses instead of the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// When the transcript was created.
+    pub created_at: u64,
+    /// When the session last changed.
+    pub updated_at: u64,
+    /// Messages in the transcript.
+    pub message_count: u64,
+    /// The start of the last message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_preview: Option<String>,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(title = "Role")]
+pub enum Role {
+    /// The person.
+    User,
+    /// The model.
+    Assistant,
+    /// Instructions.
+    System,
+    /// A tool's result.
+    Tool,
+}
+
+/// A tool call made by the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ToolCall")]
+pub struct ToolCall {
+    /// The call's id, matched by the tool message's `toolCallId`.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments.
+    pub input: serde_json::Value,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "Usage")]
+pub struct Usage {
+    /// Tokens read.
+    pub input_tokens: u64,
+    /// Tokens written.
+    pub output_tokens: u64,
+}
+
+/// An error recorded on a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "MessageError")]
+pub struct MessageError {
+    /// `auth`, `rate_limited`, `timeout`, `context_length`, `stream_cut`, `upstream`, `internal`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// One message of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "TranscriptMessage")]
+pub struct TranscriptMessage {
+    /// The message's id.
+    pub id: String,
+    /// The previous message's id, `null` for the first.
+    pub parent_id: Option<String>,
+    /// When it was written.
+    pub ts: u64,
+    /// Who wrote it.
+    pub role: Role,
+    /// Its text.
+    pub content: String,
+    /// Tool calls of an assistant message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a tool message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Whether a tool result is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    /// The run that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The idempotency key of the send that started the run (on the user message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The model that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tokens of the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why the model stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// The run was aborted while writing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<bool>,
+    /// The run failed while writing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MessageError>,
+    /// A label given at injection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// A value that may be absent, `null` (clear it), or set (for patches).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Patch<T> {
+    /// Not in the params: leave unchanged.
+    #[default]
+    Keep,
+    /// `null`: clear.
+    Clear,
+    /// A new value.
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            None => Patch::Clear,
+            Some(v) => Patch::Set(v),
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for Patch<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Patch::Set(v) => v.serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Patch<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Nullable_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Option<T>>::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// Params of `sessions.list`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "SessionsListParams")]
+pub struct SessionsListParams {
+    /// Page size, 1..1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<u32>,
+    /// From a previous page's `nextCursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Case-insensitive substring of key or label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+}
+
+/// Result of `sessions.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "SessionsListResult")]
+pub struct SessionsListResult {
+    /// Most recently updated first.
+    pub sessions: Vec<Session>,
+    /// Pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// How many sessions match in all.
+    pub total: u64,
+}
+
+/// Params naming one session.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "SessionKeyParams")]
+pub struct SessionKeyParams {
+    /// The session key.
+    pub key: String,
+}
+
+/// Params of `sessions.create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "SessionsCreateParams")]
+pub struct SessionsCreateParams {
+    /// The key; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A label (at most 128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// A model for this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Params of `sessions.patch`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "SessionsPatchParams")]
+pub struct SessionsPatchParams {
+    /// The session key.
+    pub key: String,
+    /// A new label, or `null` to clear it.
+    #[serde(default)]
+    pub label: Patch<String>,
+    /// A new model, or `null` to clear it.
+    #[serde(default)]
+    pub model: Patch<String>,
+}
+
+/// Result of `sessions.delete`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "DeletedResult")]
+pub struct DeletedResult {
+    /// Always `true`.
+    pub deleted: bool,
+}
+
+/// Params of `sessions.fork`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "SessionsForkParams")]
+pub struct SessionsForkParams {
+    /// The session to fork.
+    pub key: String,
+    /// The new session's key; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_key: Option<String>,
+    /// The last message to copy (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_message_id: Option<String>,
+}
+
+/// Params of `chat.history`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "ChatHistoryParams")]
+pub struct ChatHistoryParams {
+    /// The session key.
+    pub session_key: String,
+    /// How many messages, 1..1000 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<u32>,
+    /// Only messages older than this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_id: Option<String>,
+}
+
+/// Result of `chat.history`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ChatHistoryResult")]
+pub struct ChatHistoryResult {
+    /// The session key.
+    pub session_key: String,
+    /// The transcript's id.
+    pub session_id: String,
+    /// Oldest first.
+    pub messages: Vec<TranscriptMessage>,
+    /// Older messages exist.
+    pub has_more: bool,
+}
+
+/// Who an injected message is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(title = "InjectRole")]
+pub enum InjectRole {
+    /// As if the model said it.
+    Assistant,
+    /// An instruction.
+    System,
+}
+
+/// Params of `chat.inject`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "ChatInjectParams")]
+pub struct ChatInjectParams {
+    /// The session key (created if missing).
+    pub session_key: String,
+    /// `assistant` or `system`.
+    pub role: InjectRole,
+    /// The text, at most 1 MiB.
+    pub content: String,
+    /// A label, at most 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// Result of `chat.inject`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ChatInjectResult")]
+pub struct ChatInjectResult {
+    /// The new message's id.
+    pub message_id: String,
+}
+
+/// Why a session changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(title = "SessionChangeReason")]
+pub enum SessionChangeReason {
+    /// It was created.
+    Created,
+    /// Its metadata or transcript changed.
+    Updated,
+    /// It was reset to a new transcript.
+    Reset,
+    /// It was deleted.
+    Deleted,
+    /// It was created as a fork.
+    Forked,
+}
+
+/// Payload of `sessions.changed`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "SessionsChangedEvent")]
+pub struct SessionsChangedEvent {
+    /// The session.
+    pub session_key: String,
+    /// What happened.
+    pub reason: SessionChangeReason,
+    /// The session after the change (absent when deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+}
+
+/// The most characters a label may have.
+pub const MAX_LABEL_CHARS: usize = 128;
+/// The most bytes a message or content may have.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+
+/// A `chat` payload: `{runId, sessionKey, runSeq, state, ...}` (injected: no runId, no runSeq).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ChatEvent")]
+pub struct ChatEvent {
+    /// The run, absent for `injected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The session.
+    pub session_key: String,
+    /// 0, 1, 2... per run, absent for `injected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_seq: Option<u64>,
+    /// `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
+    /// `injected`.
+    pub state: String,
+    /// The message (`injected`, `final`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<TranscriptMessage>,
+}

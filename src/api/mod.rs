@@ -1,7 +1,9 @@
 //! The core namespaces, one file each, assembled into the method table.
 
+pub mod chat;
 pub mod events;
 pub mod gateway;
+pub mod sessions;
 
 use crate::protocol::{GapEvent, Health, PresenceEvent, ShutdownEvent, TickEvent};
 use crate::rpc::{DuplicateMethod, MethodTable};
@@ -11,6 +13,8 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     let mut table = MethodTable::new();
     gateway::register(&mut table)?;
     events::register(&mut table)?;
+    sessions::register(&mut table)?;
+    chat::register(&mut table)?;
     table.event::<TickEvent>("tick", "Sent every policy.tickIntervalMs; a control event.");
     table.event::<GapEvent>(
         "gap",

@@ -1,0 +1,232 @@
+//! The `sessions.*` methods.
+
+use serde_json::json;
+
+use crate::error::{Error, Result, code};
+use crate::protocol::{
+    DeletedResult, MAX_LABEL_CHARS, Patch, Session, SessionKeyParams, SessionsCreateParams,
+    SessionsForkParams, SessionsListParams, SessionsListResult, SessionsPatchParams,
+    validate_session_key,
+};
+use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+
+fn session_example() -> serde_json::Value {
+    json!({"key": "main", "sessionId": "0f8c2a6e4b5d4c3e9a1b2c3d4e5f6a7b", "label": "Daily notes", "createdAt": 1767225600000u64, "updatedAt": 1767225660000u64, "messageCount": 12, "lastMessagePreview": "Done: the report is in your workspace."})
+}
+
+/// `sessions.list`.
+pub struct List;
+impl Method for List {
+    const NAME: &'static str = "sessions.list";
+    const SCOPE: Scope = Scope::Read;
+    const SUMMARY: &'static str =
+        "Sessions, most recently updated first, with search and cursor paging.";
+    type Params = SessionsListParams;
+    type Result = SessionsListResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "first page",
+            params: json!({"limit": 1, "search": "main"}),
+            result: json!({"sessions": [session_example()], "total": 1}),
+        }]
+    }
+}
+
+/// `sessions.get`.
+pub struct Get;
+impl Method for Get {
+    const NAME: &'static str = "sessions.get";
+    const SCOPE: Scope = Scope::Read;
+    const SUMMARY: &'static str = "One session.";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND];
+    type Params = SessionKeyParams;
+    type Result = Session;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "main",
+            params: json!({"key": "main"}),
+            result: session_example(),
+        }]
+    }
+}
+
+/// `sessions.create`.
+pub struct Create;
+impl Method for Create {
+    const NAME: &'static str = "sessions.create";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str = "Creates a session (a key is generated when absent).";
+    const ERRORS: &'static [i32] = &[code::CONFLICT];
+    type Params = SessionsCreateParams;
+    type Result = Session;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "create",
+            params: json!({"key": "work", "label": "Work"}),
+            result: json!({"key": "work", "sessionId": "7d1e…", "label": "Work", "createdAt": 1767225600000u64, "updatedAt": 1767225600000u64, "messageCount": 0}),
+        }]
+    }
+}
+
+/// `sessions.patch`.
+pub struct PatchMethod;
+impl Method for PatchMethod {
+    const NAME: &'static str = "sessions.patch";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str = "Sets or clears (null) a session's label or model.";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND];
+    type Params = SessionsPatchParams;
+    type Result = Session;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "relabel",
+            params: json!({"key": "main", "label": "Daily notes", "model": null}),
+            result: session_example(),
+        }]
+    }
+}
+
+/// `sessions.reset`.
+pub struct Reset;
+impl Method for Reset {
+    const NAME: &'static str = "sessions.reset";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str =
+        "Starts a new transcript (new sessionId); the old one is archived.";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND];
+    type Params = SessionKeyParams;
+    type Result = Session;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "reset",
+            params: json!({"key": "main"}),
+            result: session_example(),
+        }]
+    }
+}
+
+/// `sessions.delete`.
+pub struct Delete;
+impl Method for Delete {
+    const NAME: &'static str = "sessions.delete";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str =
+        "Deletes a session; its transcript is archived, never removed. `main` cannot be deleted.";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND, code::CONFLICT];
+    type Params = SessionKeyParams;
+    type Result = DeletedResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "delete",
+            params: json!({"key": "work"}),
+            result: json!({"deleted": true}),
+        }]
+    }
+}
+
+/// `sessions.fork`.
+pub struct Fork;
+impl Method for Fork {
+    const NAME: &'static str = "sessions.fork";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str =
+        "A new session holding the original's messages up to and including atMessageId.";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND, code::CONFLICT];
+    type Params = SessionsForkParams;
+    type Result = Session;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "fork",
+            params: json!({"key": "main", "newKey": "main-alt"}),
+            result: session_example(),
+        }]
+    }
+}
+
+fn check_key(path: &str, key: &str) -> Result<()> {
+    validate_session_key(key).map_err(|m| Error::invalid_params(path, m))
+}
+
+fn check_label(label: Option<&String>) -> Result<()> {
+    match label {
+        Some(l) if l.chars().count() > MAX_LABEL_CHARS => Err(Error::invalid_params(
+            "label",
+            format!(
+                "expected at most {MAX_LABEL_CHARS} characters, found {}",
+                l.chars().count()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_model(model: Option<&String>) -> Result<()> {
+    match model {
+        Some(m) if m.trim().is_empty() || m.len() > 256 => Err(Error::invalid_params(
+            "model",
+            "expected a model name of 1 to 256 characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn patch_value<T>(p: &Patch<T>) -> Option<&T> {
+    match p {
+        Patch::Set(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Registers the `sessions.*` methods.
+pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
+    table.method::<List, _, _>(|ctx: CallContext, p: SessionsListParams| async move {
+        let limit = p.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid_params(
+                "limit",
+                format!("expected 1 to 1000, found {limit}"),
+            ));
+        }
+        let page =
+            ctx.gateway
+                .store()
+                .list(limit as usize, p.cursor.as_deref(), p.search.as_deref())?;
+        Ok(SessionsListResult {
+            sessions: page.sessions,
+            next_cursor: page.next_cursor,
+            total: page.total,
+        })
+    })?;
+    table.method::<Get, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
+        check_key("key", &p.key)?;
+        ctx.gateway.store().get(&p.key)
+    })?;
+    table.method::<Create, _, _>(|ctx: CallContext, p: SessionsCreateParams| async move {
+        check_label(p.label.as_ref())?;
+        check_model(p.model.as_ref())?;
+        ctx.gateway.store().create(p.key, p.label, p.model).await
+    })?;
+    table.method::<PatchMethod, _, _>(|ctx: CallContext, p: SessionsPatchParams| async move {
+        check_key("key", &p.key)?;
+        check_label(patch_value(&p.label))?;
+        check_model(patch_value(&p.model))?;
+        ctx.gateway.store().patch(&p.key, p.label, p.model).await
+    })?;
+    table.method::<Reset, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
+        check_key("key", &p.key)?;
+        ctx.gateway.store().reset(&p.key).await
+    })?;
+    table.method::<Delete, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
+        check_key("key", &p.key)?;
+        ctx.gateway.store().delete(&p.key).await?;
+        Ok(DeletedResult { deleted: true })
+    })?;
+    table.method::<Fork, _, _>(|ctx: CallContext, p: SessionsForkParams| async move {
+        check_key("key", &p.key)?;
+        ctx.gateway
+            .store()
+            .fork(&p.key, p.new_key, p.at_message_id)
+            .await
+    })?;
+    Ok(())
+}

@@ -1,0 +1,1125 @@
+//! Sessions and their JSONL transcripts: the index, the writers, the readers.
+//!
+//! The transcripts are the truth; the index (`sessions/index.json`) is a snapshot that makes
+//! startup fast. It records each transcript's committed length, so after a crash only the bytes
+//! appended since the snapshot are read. A missing or damaged index is rebuilt from the
+//! transcripts. Keys never become paths: files are named by `sessionId`.
+
+pub mod transcript;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::error::Error;
+use crate::events::EventHub;
+use crate::protocol::{
+    Patch, Role, Session, SessionChangeReason, SessionsChangedEvent, TranscriptMessage,
+    validate_session_key,
+};
+use crate::util::now_ms;
+use transcript::{ForkedFrom, Header, Line, Meta, Writer};
+
+/// How long the index may lag behind the transcripts (it is only a startup accelerator).
+const INDEX_INTERVAL: Duration = Duration::from_secs(2);
+/// Characters of the last message kept as its preview.
+const PREVIEW_CHARS: usize = 120;
+
+/// Why the store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {dir} is in use by another clawgate{pid}; stop it, or give this one its own --data-dir"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// ` (pid N)` when known.
+        pid: String,
+    },
+    /// I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
+    let context = context.into();
+    move |source| OpenError::Io { context, source }
+}
+
+/// What the store knows of one transcript without reading it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    key: String,
+    session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    created_at: u64,
+    updated_at: u64,
+    message_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_message_preview: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_message_id: Option<String>,
+    /// Committed bytes.
+    len: u64,
+    /// Lines in those bytes.
+    lines: u64,
+}
+
+impl Entry {
+    fn session(&self) -> Session {
+        Session {
+            key: self.key.clone(),
+            session_id: self.session_id.clone(),
+            label: self.label.clone(),
+            model: self.model.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            message_count: self.message_count,
+            last_message_preview: self.last_message_preview.clone(),
+        }
+    }
+
+    /// Folds one line into the entry.
+    fn apply(&mut self, line: &Line) {
+        match line {
+            Line::Message(m) => {
+                self.message_count += 1;
+                self.updated_at = self.updated_at.max(m.ts);
+                self.last_message_id = Some(m.id.clone());
+                self.last_message_preview = preview(&m.content);
+            }
+            Line::Meta(meta) => {
+                self.updated_at = self.updated_at.max(meta.ts);
+                apply_patch(&mut self.label, &meta.label);
+                apply_patch(&mut self.model, &meta.model);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn apply_patch(slot: &mut Option<String>, patch: &Patch<String>) {
+    match patch {
+        Patch::Keep => {}
+        Patch::Clear => *slot = None,
+        Patch::Set(v) => *slot = Some(v.clone()),
+    }
+}
+
+fn preview(content: &str) -> Option<String> {
+    let flat: String = content.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        return None;
+    }
+    Some(flat.chars().take(PREVIEW_CHARS).collect())
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    sessions: Vec<Entry>,
+}
+
+/// One live transcript.
+struct Transcript {
+    path: PathBuf,
+    entry: Mutex<Entry>,
+    writer: tokio::sync::Mutex<Option<Writer>>,
+    /// Set once the transcript was archived (reset, delete); writers must look the key up again.
+    retired: AtomicBool,
+}
+
+impl Transcript {
+    fn entry(&self) -> Entry {
+        self.entry
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Entry)) {
+        match self.entry.lock() {
+            Ok(mut e) => f(&mut e),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+}
+
+/// A message to append; the store assigns `id`, `parentId` and `ts`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The message with any `id`/`parent_id`/`ts` (they are replaced).
+    pub message: TranscriptMessage,
+}
+
+impl NewMessage {
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            message: TranscriptMessage {
+                id: String::new(),
+                parent_id: None,
+                ts: 0,
+                role,
+                content: content.into(),
+                tool_calls: None,
+                tool_call_id: None,
+                is_error: None,
+                run_id: None,
+                idempotency_key: None,
+                model: None,
+                usage: None,
+                stop_reason: None,
+                aborted: None,
+                error: None,
+                label: None,
+            },
+        }
+    }
+}
+
+/// A page of sessions.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The sessions of this page.
+    pub sessions: Vec<Session>,
+    /// The cursor of the next page.
+    pub next_cursor: Option<String>,
+    /// Matches in all.
+    pub total: u64,
+}
+
+/// Messages read back from a transcript.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The transcript's id.
+    pub session_id: String,
+    /// Oldest first.
+    pub messages: Vec<TranscriptMessage>,
+    /// Older messages exist.
+    pub has_more: bool,
+}
+
+/// The session store.
+pub struct Store {
+    dir: PathBuf,
+    hub: Arc<EventHub>,
+    sessions: RwLock<HashMap<String, Arc<Transcript>>>,
+    /// Serializes create, reset, delete and fork (rare); appends never take it.
+    structure: tokio::sync::Mutex<()>,
+    dirty: AtomicBool,
+    changed: Arc<Notify>,
+    _lock: File,
+}
+
+impl Store {
+    /// Opens the store in `data_dir` (taking its lock), loading or rebuilding the index.
+    /// `changed` is notified whenever the number of sessions changes.
+    pub fn open(
+        data_dir: &Path,
+        hub: Arc<EventHub>,
+        changed: Arc<Notify>,
+    ) -> Result<Arc<Self>, OpenError> {
+        let lock = lock_data_dir(data_dir)?;
+        let dir = data_dir.join("sessions");
+        create_private_dir(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let index = read_index(&dir);
+        let mut by_id: HashMap<String, Entry> = index
+            .into_iter()
+            .map(|e| (e.session_id.clone(), e))
+            .collect();
+        let mut sessions: HashMap<String, Arc<Transcript>> = HashMap::new();
+        let read =
+            std::fs::read_dir(&dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
+        let mut files = Vec::new();
+        for item in read {
+            let item = item.map_err(io_err(format!("cannot list {}", dir.display())))?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(id) = name.strip_suffix(".jsonl") else {
+                continue;
+            };
+            if !valid_session_id(id) {
+                tracing::warn!(file = %item.path().display(), "ignoring a transcript with an unexpected name");
+                continue;
+            }
+            files.push((id.to_string(), item.path()));
+        }
+        let mut rebuilt = 0usize;
+        for (id, path) in files {
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), %err, "cannot stat a transcript; skipped");
+                    continue;
+                }
+            };
+            let entry = match by_id.remove(&id) {
+                Some(known) if known.len == len => Some(known),
+                Some(known) if known.len < len => catch_up(&path, known),
+                _ => {
+                    rebuilt += 1;
+                    scan_whole(&path, &id)
+                }
+            };
+            let Some(entry) = entry else { continue };
+            let transcript = Arc::new(Transcript {
+                path: path.clone(),
+                entry: Mutex::new(entry.clone()),
+                writer: tokio::sync::Mutex::new(None),
+                retired: AtomicBool::new(false),
+            });
+            match sessions.get(&entry.key) {
+                Some(other) if other.entry().created_at >= entry.created_at => {
+                    archive_duplicate(&path, &entry.key);
+                }
+                Some(other) => {
+                    archive_duplicate(&other.path, &entry.key);
+                    sessions.insert(entry.key.clone(), transcript);
+                }
+                None => {
+                    sessions.insert(entry.key.clone(), transcript);
+                }
+            }
+        }
+        if rebuilt > 0 {
+            tracing::info!(rebuilt, "indexed transcripts the index did not know");
+        }
+        Ok(Arc::new(Self {
+            dir,
+            hub,
+            sessions: RwLock::new(sessions),
+            structure: tokio::sync::Mutex::new(()),
+            dirty: AtomicBool::new(true),
+            changed,
+            _lock: lock,
+        }))
+    }
+
+    /// Sessions in the store.
+    pub fn len(&self) -> usize {
+        self.sessions.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Whether the store has no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lookup(&self, key: &str) -> Option<Arc<Transcript>> {
+        self.sessions.read().ok().and_then(|s| s.get(key).cloned())
+    }
+
+    fn not_found(key: &str) -> Error {
+        Error::NotFound(format!("no session with key `{key}`"))
+    }
+
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    fn publish(&self, key: &str, reason: SessionChangeReason, session: Option<Session>) {
+        self.hub.publish(
+            "sessions.changed",
+            Some(key),
+            &SessionsChangedEvent {
+                session_key: key.to_string(),
+                reason,
+                session,
+            },
+        );
+    }
+
+    /// Publishes `sessions.changed {updated}` with the session as it is now.
+    pub fn publish_updated(&self, key: &str) {
+        if let Some(t) = self.lookup(key) {
+            self.publish(key, SessionChangeReason::Updated, Some(t.entry().session()));
+        }
+    }
+
+    /// The session `key`.
+    pub fn get(&self, key: &str) -> Result<Session, Error> {
+        self.lookup(key)
+            .map(|t| t.entry().session())
+            .ok_or_else(|| Self::not_found(key))
+    }
+
+    /// Sessions matching `search` (case-insensitive substring of key or label), most recently
+    /// updated first, `limit` after `cursor`.
+    pub fn list(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+        search: Option<&str>,
+    ) -> Result<Page, Error> {
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+                Error::invalid_params("cursor", "expected a nextCursor returned by sessions.list")
+            })?),
+        };
+        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+        let mut rows: Vec<(u64, String, Arc<Transcript>)> = {
+            let sessions = self
+                .sessions
+                .read()
+                .map_err(|_| Error::internal("session map poisoned"))?;
+            sessions
+                .values()
+                .filter_map(|t| {
+                    let e = t.entry.lock().ok()?;
+                    if let Some(n) = &needle {
+                        let hit = e.key.to_lowercase().contains(n.as_str())
+                            || e.label
+                                .as_ref()
+                                .is_some_and(|l| l.to_lowercase().contains(n.as_str()));
+                        if !hit {
+                            return None;
+                        }
+                    }
+                    Some((e.updated_at, e.key.clone(), t.clone()))
+                })
+                .collect()
+        };
+        let total = rows.len() as u64;
+        rows.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let start = match &after {
+            None => 0,
+            Some((ts, key)) => {
+                rows.partition_point(|(t, k, _)| (*t > *ts) || (*t == *ts && k <= key))
+            }
+        };
+        let page: Vec<Session> = rows
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|(_, _, t)| t.entry().session())
+            .collect();
+        let next_cursor = if start + page.len() < rows.len() {
+            page.last().map(|s| encode_cursor(s.updated_at, &s.key))
+        } else {
+            None
+        };
+        Ok(Page {
+            sessions: page,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// Creates a session; `-32023` if the key exists.
+    pub async fn create(
+        &self,
+        key: Option<String>,
+        label: Option<String>,
+        model: Option<String>,
+    ) -> Result<Session, Error> {
+        let key = match key {
+            Some(k) => {
+                validate_session_key(&k).map_err(|m| Error::invalid_params("key", m))?;
+                k
+            }
+            None => format!("s-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
+        let _guard = self.structure.lock().await;
+        if self.lookup(&key).is_some() {
+            return Err(Error::Conflict(format!(
+                "a session with key `{key}` already exists"
+            )));
+        }
+        let session = self
+            .create_locked(&key, label, model, None, Vec::new())
+            .await?;
+        self.publish(&key, SessionChangeReason::Created, Some(session.clone()));
+        Ok(session)
+    }
+
+    /// The session `key`, created if missing (publishing `created`).
+    pub async fn ensure(&self, key: &str) -> Result<Session, Error> {
+        if let Some(t) = self.lookup(key) {
+            return Ok(t.entry().session());
+        }
+        validate_session_key(key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+        let _guard = self.structure.lock().await;
+        if let Some(t) = self.lookup(key) {
+            return Ok(t.entry().session());
+        }
+        let session = self
+            .create_locked(key, None, None, None, Vec::new())
+            .await?;
+        self.publish(key, SessionChangeReason::Created, Some(session.clone()));
+        Ok(session)
+    }
+
+    /// Writes a new transcript and registers it under `key` (the structure lock is held).
+    async fn create_locked(
+        &self,
+        key: &str,
+        label: Option<String>,
+        model: Option<String>,
+        forked_from: Option<ForkedFrom>,
+        messages: Vec<TranscriptMessage>,
+    ) -> Result<Session, Error> {
+        let session_id = uuid::Uuid::new_v4().simple().to_string();
+        let created_at = now_ms();
+        let header = Header {
+            version: 1,
+            id: session_id.clone(),
+            key: key.to_string(),
+            created_at,
+            forked_from,
+        };
+        let mut entry = Entry {
+            key: key.to_string(),
+            session_id: session_id.clone(),
+            label: None,
+            model: None,
+            created_at,
+            updated_at: created_at,
+            message_count: 0,
+            last_message_preview: None,
+            last_message_id: None,
+            len: 0,
+            lines: 0,
+        };
+        let mut lines = Vec::new();
+        for m in messages {
+            lines.push(transcript::message_line(&m).map_err(Error::internal)?);
+            entry.apply(&Line::Message(Box::new(m)));
+        }
+        if label.is_some() || model.is_some() {
+            let meta = Meta {
+                ts: created_at,
+                label: label.map_or(Patch::Keep, Patch::Set),
+                model: model.map_or(Patch::Keep, Patch::Set),
+            };
+            lines.push(transcript::meta_line(&meta).map_err(Error::internal)?);
+            entry.apply(&Line::Meta(meta));
+        }
+        entry.updated_at = entry.updated_at.max(created_at);
+        let path = self.dir.join(format!("{session_id}.jsonl"));
+        let writer = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || Writer::create(&path, &header, &lines)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| Error::internal(format!("cannot create {}: {e}", path.display())))?;
+        entry.len = writer.len();
+        entry.lines = writer.lines();
+        let session = entry.session();
+        let transcript = Arc::new(Transcript {
+            path,
+            entry: Mutex::new(entry),
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            retired: AtomicBool::new(false),
+        });
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.insert(key.to_string(), transcript);
+        }
+        self.mark_dirty();
+        self.changed.notify_one();
+        Ok(session)
+    }
+
+    /// Appends messages to `key`'s transcript (one write, then fdatasync); returns them with
+    /// their ids, parents and timestamps. The session must exist.
+    pub async fn append(
+        &self,
+        key: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<TranscriptMessage>, Error> {
+        loop {
+            let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+            let mut writer = t.writer.lock().await;
+            if t.retired.load(Ordering::Acquire) {
+                continue;
+            }
+            if writer.is_none() {
+                let lines = t.entry().lines;
+                let path = t.path.clone();
+                let opened = tokio::task::spawn_blocking(move || Writer::open(&path, lines))
+                    .await
+                    .map_err(Error::internal)?
+                    .map_err(|e| {
+                        Error::internal(format!("cannot open {}: {e}", t.path.display()))
+                    })?;
+                *writer = Some(opened);
+            }
+            let Some(w) = writer.as_mut() else {
+                return Err(Error::internal("transcript writer missing"));
+            };
+            let mut parent = t.entry().last_message_id;
+            let mut written = Vec::with_capacity(messages.len());
+            let mut buf = Vec::new();
+            let ts = now_ms();
+            for new in &messages {
+                let mut m = new.message.clone();
+                m.id = uuid::Uuid::new_v4().simple().to_string();
+                m.parent_id = parent.take();
+                m.ts = ts;
+                parent = Some(m.id.clone());
+                buf.extend(transcript::message_line(&m).map_err(Error::internal)?);
+                written.push(m);
+            }
+            let count = written.len() as u64;
+            let len = w
+                .append(buf, count)
+                .await
+                .map_err(|e| Error::internal(format!("cannot write {}: {e}", t.path.display())))?;
+            let lines = w.lines();
+            t.update(|e| {
+                for m in &written {
+                    e.apply(&Line::Message(Box::new(m.clone())));
+                }
+                e.len = len;
+                e.lines = lines;
+            });
+            self.mark_dirty();
+            return Ok(written);
+        }
+    }
+
+    /// Changes label and/or model (a `meta` line); publishes `updated`.
+    pub async fn patch(
+        &self,
+        key: &str,
+        label: Patch<String>,
+        model: Patch<String>,
+    ) -> Result<Session, Error> {
+        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        let meta = Meta {
+            ts: now_ms(),
+            label,
+            model,
+        };
+        let line = transcript::meta_line(&meta).map_err(Error::internal)?;
+        let mut writer = t.writer.lock().await;
+        if t.retired.load(Ordering::Acquire) {
+            return Err(Self::not_found(key));
+        }
+        if writer.is_none() {
+            let path = t.path.clone();
+            let lines = t.entry().lines;
+            *writer = Some(
+                tokio::task::spawn_blocking(move || Writer::open(&path, lines))
+                    .await
+                    .map_err(Error::internal)?
+                    .map_err(Error::internal)?,
+            );
+        }
+        let Some(w) = writer.as_mut() else {
+            return Err(Error::internal("transcript writer missing"));
+        };
+        let len = w.append(line, 1).await.map_err(Error::internal)?;
+        let lines = w.lines();
+        t.update(|e| {
+            e.apply(&Line::Meta(meta));
+            e.len = len;
+            e.lines = lines;
+        });
+        drop(writer);
+        self.mark_dirty();
+        let session = t.entry().session();
+        self.publish(key, SessionChangeReason::Updated, Some(session.clone()));
+        Ok(session)
+    }
+
+    /// Retires `key`'s transcript, renaming it to `<sessionId>.jsonl.<suffix>.<ts>`.
+    async fn archive(&self, key: &str, suffix: &str) -> Result<Arc<Transcript>, Error> {
+        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        let mut writer = t.writer.lock().await;
+        t.retired.store(true, Ordering::Release);
+        *writer = None;
+        let entry = t.entry();
+        let target = self
+            .dir
+            .join(format!("{}.jsonl.{suffix}.{}", entry.session_id, now_ms()));
+        let from = t.path.clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::rename(&from, &target)?;
+            transcript::sync_dir(&dir)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| {
+            t.retired.store(false, Ordering::Release);
+            Error::internal(format!("cannot archive {}: {e}", t.path.display()))
+        })?;
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.remove(key);
+        }
+        self.mark_dirty();
+        Ok(t.clone())
+    }
+
+    /// Starts a new transcript for `key`, archiving the old one; label and model are kept.
+    pub async fn reset(&self, key: &str) -> Result<Session, Error> {
+        let _guard = self.structure.lock().await;
+        let old = self.archive(key, "reset").await?.entry();
+        let session = self
+            .create_locked(key, old.label, old.model, None, Vec::new())
+            .await?;
+        self.publish(key, SessionChangeReason::Reset, Some(session.clone()));
+        Ok(session)
+    }
+
+    /// Deletes `key` (its transcript is archived, never removed); `main` cannot be deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        if key == "main" {
+            return Err(Error::Conflict(
+                "the session `main` cannot be deleted; reset it instead".into(),
+            ));
+        }
+        let _guard = self.structure.lock().await;
+        self.archive(key, "deleted").await?;
+        self.changed.notify_one();
+        self.publish(key, SessionChangeReason::Deleted, None);
+        Ok(())
+    }
+
+    /// Copies `key`'s messages up to and including `at_message_id` (default: all) into a new
+    /// session.
+    pub async fn fork(
+        &self,
+        key: &str,
+        new_key: Option<String>,
+        at_message_id: Option<String>,
+    ) -> Result<Session, Error> {
+        let new_key = match new_key {
+            Some(k) => {
+                validate_session_key(&k).map_err(|m| Error::invalid_params("newKey", m))?;
+                k
+            }
+            None => format!(
+                "{}-fork-{}",
+                truncate_key(key, 100),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        };
+        let _guard = self.structure.lock().await;
+        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        if self.lookup(&new_key).is_some() {
+            return Err(Error::Conflict(format!(
+                "a session with key `{new_key}` already exists"
+            )));
+        }
+        let entry = t.entry();
+        let path = t.path.clone();
+        let end = entry.len;
+        let all = tokio::task::spawn_blocking(move || read_messages(&path, end))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)?;
+        let messages: Vec<TranscriptMessage> = match &at_message_id {
+            None => all,
+            Some(id) => {
+                let Some(pos) = all.iter().position(|m| &m.id == id) else {
+                    return Err(Error::NotFound(format!(
+                        "no message `{id}` in session `{key}`"
+                    )));
+                };
+                all.into_iter().take(pos + 1).collect()
+            }
+        };
+        let forked_from = messages.last().map(|m| ForkedFrom {
+            session_id: entry.session_id.clone(),
+            message_id: m.id.clone(),
+        });
+        let session = self
+            .create_locked(
+                &new_key,
+                entry.label.clone(),
+                entry.model.clone(),
+                forked_from,
+                messages,
+            )
+            .await?;
+        self.publish(&new_key, SessionChangeReason::Forked, Some(session.clone()));
+        Ok(session)
+    }
+
+    /// The newest `limit` messages before `before_id` (or the end), oldest first, read backwards
+    /// from the end of the file; stops early (with `has_more`) past `max_bytes`.
+    pub async fn history(
+        &self,
+        key: &str,
+        limit: usize,
+        before_id: Option<String>,
+        max_bytes: usize,
+    ) -> Result<History, Error> {
+        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        let entry = t.entry();
+        let path = t.path.clone();
+        let end = entry.len;
+        let (messages, has_more, found) = tokio::task::spawn_blocking(move || {
+            read_history(&path, end, limit, before_id.as_deref(), max_bytes)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+        if !found {
+            return Err(Error::NotFound(format!(
+                "no message with that beforeId in session `{key}`"
+            )));
+        }
+        Ok(History {
+            session_id: entry.session_id,
+            messages,
+            has_more,
+        })
+    }
+
+    /// The `n` most recent messages of `key`, oldest first (the agent's context).
+    pub async fn recent(&self, key: &str, n: usize) -> Result<Vec<TranscriptMessage>, Error> {
+        Ok(self.history(key, n, None, usize::MAX).await?.messages)
+    }
+
+    /// Writes the index if it changed since the last write.
+    pub fn flush_index(&self) -> io::Result<()> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let sessions: Vec<Entry> = match self.sessions.read() {
+            Ok(s) => s.values().map(|t| t.entry()).collect(),
+            Err(_) => return Ok(()),
+        };
+        let result = write_index(
+            &self.dir,
+            &IndexFile {
+                version: 1,
+                sessions,
+            },
+        );
+        if result.is_err() {
+            self.mark_dirty();
+        }
+        result
+    }
+
+    /// Keeps the index fresh until `stop` is cancelled, then writes it a last time.
+    pub async fn index_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(INDEX_INTERVAL) => {}
+            }
+            let store = self.clone();
+            match tokio::task::spawn_blocking(move || store.flush_index()).await {
+                Ok(Err(err)) => tracing::warn!(%err, "cannot write the session index"),
+                Err(err) => tracing::warn!(%err, "index writer failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        let store = self.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush_index()).await;
+    }
+}
+
+fn truncate_key(key: &str, max: usize) -> &str {
+    match key.char_indices().nth(max) {
+        Some((i, _)) => &key[..i],
+        None => key,
+    }
+}
+
+/// Every message of a transcript, oldest first.
+fn read_messages(path: &Path, end: u64) -> io::Result<Vec<TranscriptMessage>> {
+    let mut out = Vec::new();
+    transcript::scan_backward(path, end, |_, line| {
+        if let Line::Message(m) = transcript::parse_line(line) {
+            out.push(*m);
+        }
+        true
+    })?;
+    out.reverse();
+    Ok(out)
+}
+
+/// (messages oldest first, has_more, before_id found).
+fn read_history(
+    path: &Path,
+    end: u64,
+    limit: usize,
+    before_id: Option<&str>,
+    max_bytes: usize,
+) -> io::Result<(Vec<TranscriptMessage>, bool, bool)> {
+    let mut found = before_id.is_none();
+    let mut out: Vec<TranscriptMessage> = Vec::new();
+    let mut bytes = 0usize;
+    let mut has_more = false;
+    transcript::scan_backward(path, end, |_, line| {
+        let Line::Message(m) = transcript::parse_line(line) else {
+            return true;
+        };
+        if !found {
+            found = before_id == Some(m.id.as_str());
+            return true;
+        }
+        if out.len() >= limit || bytes + line.len() > max_bytes {
+            has_more = true;
+            return false;
+        }
+        bytes += line.len();
+        out.push(*m);
+        true
+    })?;
+    out.reverse();
+    Ok((out, has_more, found))
+}
+
+/// Reads a whole transcript into an entry; `None` (with a warning) when it is unusable.
+fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
+    let mut entry: Option<Entry> = None;
+    let mut pending: Vec<Line> = Vec::new();
+    let result = transcript::scan_forward(path, 0, 1, |l| match l.line {
+        Line::Header(h) if l.number == 1 => {
+            if h.id != id {
+                tracing::warn!(file = %path.display(), header_id = %h.id, "header id differs from the file name; the file name wins");
+            }
+            let key = if validate_session_key(&h.key).is_ok() {
+                h.key
+            } else {
+                tracing::warn!(file = %path.display(), "header has an invalid key");
+                recovered_key(id)
+            };
+            entry = Some(new_entry(key, id, h.created_at));
+        }
+        Line::Bad(reason) => {
+            tracing::warn!(file = %path.display(), line = l.number, %reason, "skipping an unparsable line");
+        }
+        Line::Unknown(kind) => {
+            tracing::warn!(file = %path.display(), line = l.number, kind, "skipping a line of unknown type");
+        }
+        other => {
+            if l.number == 1 || matches!(other, Line::Header(_)) {
+                tracing::warn!(file = %path.display(), line = l.number, "expected the session header here");
+            }
+            if !matches!(other, Line::Header(_)) {
+                match entry.as_mut() {
+                    Some(e) => e.apply(&other),
+                    None => pending.push(other),
+                }
+            }
+        }
+    });
+    let (len, lines) = match result {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "cannot read a transcript; skipped");
+            return None;
+        }
+    };
+    let mut entry = entry.unwrap_or_else(|| {
+        tracing::warn!(file = %path.display(), "transcript has no header; kept under a recovered key");
+        let created = pending.iter().find_map(|l| match l {
+            Line::Message(m) => Some(m.ts),
+            _ => None,
+        });
+        new_entry(recovered_key(id), id, created.unwrap_or_else(now_ms))
+    });
+    for line in &pending {
+        entry.apply(line);
+    }
+    // A torn tail is excluded from `len` only for reading; the writer appends after it.
+    entry.len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(len);
+    entry.lines = lines;
+    Some(entry)
+}
+
+/// Brings an entry up to date with bytes appended after `known.len`.
+fn catch_up(path: &Path, known: Entry) -> Option<Entry> {
+    let mut entry = known;
+    let start = entry.len;
+    let first = entry.lines + 1;
+    let result = transcript::scan_forward(path, start, first, |l| match &l.line {
+        Line::Bad(reason) => {
+            tracing::warn!(file = %path.display(), line = l.number, %reason, "skipping an unparsable line");
+        }
+        Line::Unknown(kind) => {
+            tracing::warn!(file = %path.display(), line = l.number, kind, "skipping a line of unknown type");
+        }
+        line => entry.apply(line),
+    });
+    match result {
+        Ok((_, lines)) => {
+            entry.lines += lines;
+            entry.len = std::fs::metadata(path)
+                .map(|m| m.len())
+                .unwrap_or(entry.len);
+            Some(entry)
+        }
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "cannot read a transcript; skipped");
+            None
+        }
+    }
+}
+
+fn new_entry(key: String, id: &str, created_at: u64) -> Entry {
+    Entry {
+        key,
+        session_id: id.to_string(),
+        label: None,
+        model: None,
+        created_at,
+        updated_at: created_at,
+        message_count: 0,
+        last_message_preview: None,
+        last_message_id: None,
+        len: 0,
+        lines: 0,
+    }
+}
+
+fn recovered_key(id: &str) -> String {
+    format!("recovered:{id}")
+}
+
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn archive_duplicate(path: &Path, key: &str) {
+    let target = PathBuf::from(format!("{}.duplicate.{}", path.display(), now_ms()));
+    tracing::warn!(file = %path.display(), key, "two transcripts claim one key; the older is archived");
+    if let Err(err) = std::fs::rename(path, &target) {
+        tracing::warn!(file = %path.display(), %err, "cannot archive a duplicate transcript");
+    }
+}
+
+fn read_index(dir: &Path) -> Vec<Entry> {
+    let path = dir.join("index.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "cannot read the session index; rebuilding it");
+            return Vec::new();
+        }
+    };
+    match serde_json::from_slice::<IndexFile>(&bytes) {
+        Ok(index) if index.version == 1 => index.sessions,
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "unknown index version; rebuilding it");
+            Vec::new()
+        }
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "damaged session index; rebuilding it");
+            Vec::new()
+        }
+    }
+}
+
+fn write_index(dir: &Path, index: &IndexFile) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("index.json.tmp-{}", std::process::id()));
+    let bytes = serde_json::to_vec(index).map_err(io::Error::other)?;
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join("index.json"))?;
+    transcript::sync_dir(dir)
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Takes the data directory's advisory lock (released by the OS when the process dies).
+fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
+    use std::io::{Read, Seek, Write};
+    create_private_dir(data_dir)
+        .map_err(io_err(format!("cannot create {}", data_dir.display())))?;
+    let path = data_dir.join("clawgate.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(OpenError::Locked {
+                dir: data_dir.to_path_buf(),
+                pid: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(OpenError::Io {
+                context: format!("cannot lock {}", path.display()),
+                source: err,
+            });
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    let _ = file.sync_all();
+    Ok(file)
+}
+
+fn encode_cursor(updated_at: u64, key: &str) -> String {
+    hex::encode(format!("{updated_at}:{key}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(u64, String)> {
+    let bytes = hex::decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (ts, key) = text.split_once(':')?;
+    let ts = ts.parse().ok()?;
+    validate_session_key(key).ok()?;
+    Some((ts, key.to_string()))
+}
