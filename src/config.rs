@@ -404,14 +404,13 @@ pub fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
         if let Some(key) = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
+            && path.rsplit('.').next() != Some(key)
         {
-            if path.rsplit('.').next() != Some(key) {
-                path = if path == "." || path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                };
-            }
+            path = if path == "." || path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
         }
         if path == "." {
             path.clear();

@@ -436,10 +436,10 @@ async fn run_websocket(
                 let out = out_tx.clone();
                 tokio::spawn(async move {
                     let mut reply = handle_message(&gw, &conn, &body).await;
-                    if let Some(json) = reply.json.take() {
-                        if out.send(json).await.is_err() {
-                            return;
-                        }
+                    if let Some(json) = reply.json.take()
+                        && out.send(json).await.is_err()
+                    {
+                        return;
                     }
                     reply.start_subscriptions(&gw);
                     drop(permit);

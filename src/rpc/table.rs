@@ -395,14 +395,13 @@ pub fn parse_params<T: DeserializeOwned>(raw: Option<&str>) -> Result<T> {
         if let Some(field) = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
+            && path.rsplit('.').next() != Some(field)
         {
-            if path.rsplit('.').next() != Some(field) {
-                path = if path.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{path}.{field}")
-                };
-            }
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
         }
         Error::invalid_params(path, message.to_string())
     })
