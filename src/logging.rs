@@ -1,5 +1,7 @@
 //! Log setup: tracing-subscriber with a `RUST_LOG`-style filter, pretty or JSON lines on stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// The log output format.
@@ -21,6 +23,7 @@ pub fn init(format: LogFormat, filter: Option<&str>) {
     .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),

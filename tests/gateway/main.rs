@@ -5,3 +5,4 @@ mod common;
 mod events;
 mod jsonrpc;
 mod process;
+mod sessions;

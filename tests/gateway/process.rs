@@ -13,7 +13,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 struct Proc {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    stderr: Option<std::path::PathBuf>,
+}
+
+impl Proc {
+    fn stderr(&self) -> String {
+        self.stderr
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Proc {
@@ -25,19 +35,33 @@ impl Drop for Proc {
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = spawn_in(dir.path(), args, env);
+    proc._dir = Some(dir);
+    proc
+}
+
+/// Starts the binary on `data_dir`, its stderr kept in a file beside it.
+fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let log = data_dir.with_extension(format!("stderr-{nanos}.log"));
+    let stderr = std::fs::File::create(&log).expect("stderr file");
     let mut cmd = Command::new(BIN);
     cmd.arg("--data-dir")
-        .arg(dir.path())
+        .arg(data_dir)
         .arg("--port")
         .arg("0")
         .args(args);
     cmd.env_remove("CLAWGATE_TOKEN");
+    cmd.env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
@@ -53,7 +77,8 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
     Proc {
         child,
         url,
-        _dir: dir,
+        _dir: None,
+        stderr: Some(log),
     }
 }
 
@@ -237,4 +262,281 @@ fn committed_schema_is_current() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn kill9(proc: &mut Proc) {
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+}
+
+#[test]
+fn a_second_gateway_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = spawn_in(dir.path(), &[], &[]);
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--port", "0"])
+        .env_remove("CLAWGATE_TOKEN")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another clawgate") && err.contains(&first.child.id().to_string()),
+        "{err}"
+    );
+    // The lock dies with its process: after kill -9 a new gateway starts.
+    kill9(&mut first);
+    let again = spawn_in(dir.path(), &[], &[]);
+    drop(again);
+}
+
+/// Reads every message of `key` through chat.history, oldest first.
+async fn all_messages(ws: &mut RawWs, key: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut before: Option<Value> = None;
+    loop {
+        let mut params = json!({"sessionKey": key, "limit": 1000});
+        if let Some(b) = &before {
+            params["beforeId"] = b.clone();
+        }
+        let resp = ws.call("chat.history", params).await;
+        let page = resp["result"].clone();
+        let msgs = page["messages"].as_array().cloned().unwrap_or_default();
+        if let Some(first) = msgs.first() {
+            before = Some(first["id"].clone());
+        }
+        let mut merged = msgs;
+        merged.extend(out);
+        out = merged;
+        if page["hasMore"] != true {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(7);
+    let rounds = 5;
+    for round in 0..rounds {
+        let mut proc = spawn_in(dir.path(), &[], &[]);
+        let addr = addr_of(&proc.url);
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let acked = acked.clone();
+            writers.push(tokio::spawn(async move {
+                let Ok(mut ws) = RawWs::connect_with(addr, "/", &[]).await else { return };
+                let key = if w % 2 == 0 { "crash-a" } else { "crash-b" };
+                for i in 0.. {
+                    let content = format!("r{round}-w{w}-{i}");
+                    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "chat.inject", "params": {"sessionKey": key, "role": "assistant", "content": content}});
+                    if ws.sender.send_text(req.to_string()).await.is_err() || ws.sender.flush().await.is_err() {
+                        return;
+                    }
+                    match ws.try_recv(Duration::from_secs(5)).await {
+                        Some(resp) if resp.get("result").is_some() => {
+                            if let Ok(mut a) = acked.lock() {
+                                a.push((key.to_string(), content));
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        // Kill at a pseudo-random moment between 50 and 400 ms.
+        let delay = 50
+            + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(round * 1442695040888963407)
+                >> 33)
+                % 350;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        kill9(&mut proc);
+        for w in writers {
+            let _ = w.await;
+        }
+    }
+    let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(
+        acked.len() > 20,
+        "the test wrote too little: {}",
+        acked.len()
+    );
+    let proc = spawn_in(dir.path(), &[], &[]);
+    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    for key in ["crash-a", "crash-b"] {
+        let stored: std::collections::HashSet<String> = all_messages(&mut ws, key)
+            .await
+            .iter()
+            .filter_map(|m| m["content"].as_str().map(str::to_string))
+            .collect();
+        for (k, content) in &acked {
+            if k == key {
+                assert!(
+                    stored.contains(content),
+                    "acknowledged {content} lost in {key}"
+                );
+            }
+        }
+    }
+    // Every complete line of every transcript parses; at most one torn line per kill.
+    let mut torn = 0;
+    for entry in std::fs::read_dir(dir.path().join("sessions"))
+        .expect("dir")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("read");
+        for line in text.lines() {
+            if serde_json::from_str::<Value>(line).is_err() {
+                torn += 1;
+            }
+        }
+    }
+    assert!(torn <= rounds as usize * 2, "{torn} damaged lines");
+}
+
+#[tokio::test]
+async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = spawn_in(dir.path(), &[], &[]);
+    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let s = ws.call("sessions.create", json!({"key": "dmg"})).await;
+    let id = s["result"]["sessionId"].as_str().expect("id").to_string();
+    for i in 0..3 {
+        ws.call(
+            "chat.inject",
+            json!({"sessionKey": "dmg", "role": "assistant", "content": format!("ok{i}")}),
+        )
+        .await;
+    }
+    // A headerless transcript from elsewhere.
+    let orphan = "0123456789abcdef0123456789abcdef";
+    drop(ws);
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(proc.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = proc.child.wait();
+    let path = dir.path().join("sessions").join(format!("{id}.jsonl"));
+    let mut text = std::fs::read_to_string(&path).expect("read");
+    let garbage = "this is not json\n{\"type\":\"future-thing\",\"x\":1}\n";
+    // Insert garbage in the middle and a torn line at the end.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let tail = lines.split_off(2);
+    let mut rebuilt = lines.join("\n") + "\n" + garbage + &tail.join("\n") + "\n";
+    rebuilt.push_str(r#"{"type":"message","id":"torn","con"#);
+    text = rebuilt;
+    std::fs::write(&path, &text).expect("write");
+    std::fs::write(
+        dir.path().join("sessions").join(format!("{orphan}.jsonl")),
+        "{\"type\":\"message\",\"id\":\"o1\",\"parentId\":null,\"ts\":5,\"role\":\"user\",\"content\":\"orphan\"}\n",
+    )
+    .expect("write orphan");
+    // And no index: everything is rebuilt from the transcripts.
+    let _ = std::fs::remove_file(dir.path().join("sessions").join("index.json"));
+    let proc = spawn_in(dir.path(), &[], &[]);
+    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let msgs = all_messages(&mut ws, "dmg").await;
+    let contents: Vec<&str> = msgs.iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(contents, vec!["ok0", "ok1", "ok2"]);
+    let s = ws.call("sessions.get", json!({"key": "dmg"})).await;
+    assert_eq!(s["result"]["messageCount"], 3);
+    // The orphan is kept under a recovered key.
+    let o = ws
+        .call(
+            "chat.history",
+            json!({"sessionKey": format!("recovered:{orphan}")}),
+        )
+        .await;
+    assert_eq!(o["result"]["messages"][0]["content"], "orphan", "{o}");
+    // The next append starts on a fresh line after the torn bytes, which stay.
+    ws.call(
+        "chat.inject",
+        json!({"sessionKey": "dmg", "role": "system", "content": "after"}),
+    )
+    .await;
+    let after = std::fs::read_to_string(&path).expect("read");
+    assert!(
+        after.starts_with(&text),
+        "no byte before the append changed"
+    );
+    assert!(
+        after[text.len()..].starts_with("\n{\"type\":\"message\""),
+        "{}",
+        &after[text.len()..]
+    );
+    let log = proc.stderr();
+    let file = format!("{id}.jsonl");
+    assert!(
+        log.contains(&file) && log.contains("unparsable"),
+        "warning names the file: {log}"
+    );
+    assert!(
+        log.contains("line=3") || log.contains("line: 3"),
+        "warning names the line: {log}"
+    );
+    assert!(log.contains("unknown type"), "{log}");
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_with_or_without_the_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = spawn_in(dir.path(), &[], &[]);
+    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    for i in 0..20 {
+        ws.call(
+            "sessions.create",
+            json!({"key": format!("s{i}"), "label": format!("L{i}")}),
+        )
+        .await;
+        ws.call("chat.inject", json!({"sessionKey": format!("s{i}"), "role": "assistant", "content": format!("hello {i}")})).await;
+    }
+    let before = ws.call("sessions.list", json!({"limit": 1000})).await["result"].clone();
+    drop(ws);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(proc.child.id().to_string())
+        .status()
+        .expect("kill");
+    let _ = proc.child.wait();
+    assert!(
+        dir.path().join("sessions/index.json").exists(),
+        "the index is written at shutdown"
+    );
+    for variant in ["index", "no index", "damaged index"] {
+        match variant {
+            "no index" => std::fs::remove_file(dir.path().join("sessions/index.json")).expect("rm"),
+            "damaged index" => std::fs::write(
+                dir.path().join("sessions/index.json"),
+                b"{\"version\":1,\"sess",
+            )
+            .expect("write"),
+            _ => {}
+        }
+        let mut proc = spawn_in(dir.path(), &[], &[]);
+        let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+        let after = ws.call("sessions.list", json!({"limit": 1000})).await["result"].clone();
+        assert_eq!(after, before, "{variant}");
+        drop(ws);
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(proc.child.id().to_string())
+            .status()
+            .expect("kill");
+        let _ = proc.child.wait();
+    }
 }
