@@ -140,6 +140,12 @@ struct IndexFile {
 
 /// One live transcript.
 struct Transcript {
+    /// The session key (fixed for the life of a transcript).
+    key: String,
+    /// The key in lower case, for search.
+    key_lower: String,
+    /// `entry.updated_at`, readable without the lock (for listing).
+    updated_at: std::sync::atomic::AtomicU64,
     path: PathBuf,
     entry: Mutex<Entry>,
     writer: tokio::sync::Mutex<Option<Writer>>,
@@ -155,11 +161,22 @@ impl Transcript {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    fn update(&self, f: impl FnOnce(&mut Entry)) {
-        match self.entry.lock() {
-            Ok(mut e) => f(&mut e),
-            Err(p) => f(&mut p.into_inner()),
+    fn new(path: PathBuf, entry: Entry, writer: Option<Writer>) -> Self {
+        Self {
+            key: entry.key.clone(),
+            key_lower: entry.key.to_lowercase(),
+            updated_at: std::sync::atomic::AtomicU64::new(entry.updated_at),
+            path,
+            entry: Mutex::new(entry),
+            writer: tokio::sync::Mutex::new(writer),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Entry)) {
+        let mut guard = self.entry.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+        self.updated_at.store(guard.updated_at, Ordering::Release);
     }
 }
 
@@ -281,12 +298,7 @@ impl Store {
                 }
             };
             let Some(entry) = entry else { continue };
-            let transcript = Arc::new(Transcript {
-                path: path.clone(),
-                entry: Mutex::new(entry.clone()),
-                writer: tokio::sync::Mutex::new(None),
-                retired: AtomicBool::new(false),
-            });
+            let transcript = Arc::new(Transcript::new(path.clone(), entry.clone(), None));
             match sessions.get(&entry.key) {
                 Some(other) if other.entry().created_at >= entry.created_at => {
                     archive_duplicate(&path, &entry.key);
@@ -377,34 +389,35 @@ impl Store {
             })?),
         };
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let mut rows: Vec<(u64, String, Arc<Transcript>)> = {
-            let sessions = self
-                .sessions
-                .read()
-                .map_err(|_| Error::internal("session map poisoned"))?;
-            sessions
-                .values()
-                .filter_map(|t| {
-                    let e = t.entry.lock().ok()?;
-                    if let Some(n) = &needle {
-                        let hit = e.key.to_lowercase().contains(n.as_str())
-                            || e.label
-                                .as_ref()
-                                .is_some_and(|l| l.to_lowercase().contains(n.as_str()));
-                        if !hit {
-                            return None;
-                        }
-                    }
-                    Some((e.updated_at, e.key.clone(), t.clone()))
-                })
-                .collect()
-        };
+        let sessions = self
+            .sessions
+            .read()
+            .map_err(|_| Error::internal("session map poisoned"))?;
+        // Sorting reads only the key and an atomic; entries are locked for the page alone.
+        let mut rows: Vec<(u64, &str, &Arc<Transcript>)> = sessions
+            .values()
+            .filter(|t| match &needle {
+                None => true,
+                Some(n) => {
+                    t.key_lower.contains(n.as_str())
+                        || t.entry
+                            .lock()
+                            .map(|e| {
+                                e.label
+                                    .as_ref()
+                                    .is_some_and(|l| l.to_lowercase().contains(n.as_str()))
+                            })
+                            .unwrap_or(false)
+                }
+            })
+            .map(|t| (t.updated_at.load(Ordering::Acquire), t.key.as_str(), t))
+            .collect();
         let total = rows.len() as u64;
-        rows.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        rows.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         let start = match &after {
             None => 0,
             Some((ts, key)) => {
-                rows.partition_point(|(t, k, _)| (*t > *ts) || (*t == *ts && k <= key))
+                rows.partition_point(|(t, k, _)| (*t > *ts) || (*t == *ts && *k <= key.as_str()))
             }
         };
         let page: Vec<Session> = rows
@@ -526,12 +539,7 @@ impl Store {
         entry.len = writer.len();
         entry.lines = writer.lines();
         let session = entry.session();
-        let transcript = Arc::new(Transcript {
-            path,
-            entry: Mutex::new(entry),
-            writer: tokio::sync::Mutex::new(Some(writer)),
-            retired: AtomicBool::new(false),
-        });
+        let transcript = Arc::new(Transcript::new(path, entry, Some(writer)));
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.insert(key.to_string(), transcript);
         }
