@@ -19,7 +19,7 @@ fn message(i: u64, parent: Option<String>, content: String) -> TranscriptMessage
         id: format!("m{i:012}"),
         parent_id: parent,
         ts: 1_767_225_600_000 + i,
-        role: if i % 2 == 0 {
+        role: if i.is_multiple_of(2) {
             Role::User
         } else {
             Role::Assistant

@@ -11,7 +11,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --all-targets --locked
+cargo test --lib --bins --tests --locked
 
 echo "== schema is current"
 cargo run --quiet --locked -- schema --check
