@@ -206,6 +206,13 @@ async fn call(args: CallArgs) -> ExitCode {
                     Some(Ok(value)) => {
                         println!("{value}");
                         seen += 1;
+                        // Nothing follows a run's terminal payload, nor `shutdown`.
+                        let state = value["payload"]["state"].as_str();
+                        let ended = (args.method == "chat.stream" && matches!(state, Some("final" | "aborted" | "error")))
+                            || value["event"] == "shutdown";
+                        if ended {
+                            return ExitCode::SUCCESS;
+                        }
                     }
                     Some(Err(err)) => {
                         eprintln!("clawgate: bad notification: {err}");

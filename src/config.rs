@@ -192,6 +192,8 @@ pub struct AgentConfig {
     pub max_context_messages: usize,
     /// Model calls per run at most.
     pub max_turns: u32,
+    /// Output tokens per model call at most.
+    pub max_output_tokens: u32,
     /// A provider stream silent this long fails, in ms.
     pub idle_timeout_ms: u64,
     /// A run longer than this fails, in ms.
@@ -212,6 +214,7 @@ impl Default for AgentConfig {
             delta_interval_ms: 50,
             max_context_messages: 50,
             max_turns: 20,
+            max_output_tokens: 4096,
             idle_timeout_ms: 60_000,
             run_timeout_ms: 600_000,
             workspace: None,

@@ -114,6 +114,16 @@ pub enum Error {
     /// A subscription method called over HTTP.
     #[error("`{0}` is a subscription: connect over WebSocket to call it")]
     WebSocketRequired(String),
+    /// The model provider failed or cannot be used.
+    #[error("{message}")]
+    Upstream {
+        /// What happened.
+        message: String,
+        /// The provider error kind (`auth`, `rate_limited`, ...).
+        kind: String,
+        /// The provider's HTTP status, if any.
+        status: Option<u16>,
+    },
 }
 
 impl Error {
@@ -148,6 +158,7 @@ impl Error {
             Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::Unavailable { .. } => code::UNAVAILABLE,
             Self::WebSocketRequired(_) => code::WEBSOCKET_REQUIRED,
+            Self::Upstream { .. } => code::UPSTREAM,
         }
     }
 
@@ -169,6 +180,7 @@ impl Error {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "unavailable",
             Self::WebSocketRequired(_) => "websocket_required",
+            Self::Upstream { .. } => "upstream",
         }
     }
 
@@ -182,6 +194,12 @@ impl Error {
             Self::Unavailable { retryable, .. } => data["retryable"] = json!(retryable),
             Self::PayloadTooLarge { limit, .. } | Self::ResponseTooLarge { limit } => {
                 data["limit"] = json!(limit)
+            }
+            Self::Upstream { kind, status, .. } => {
+                data["upstream"] = match status {
+                    Some(s) => json!({"kind": kind, "status": s}),
+                    None => json!({"kind": kind}),
+                };
             }
             _ => {}
         }

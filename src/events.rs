@@ -220,11 +220,22 @@ impl EventHub {
 
     /// Publishes an event; returns its `seq`.
     pub fn publish(&self, event: &str, session_key: Option<&str>, payload: &impl Serialize) -> u64 {
+        self.publish_envelope(event, session_key, payload)
+            .map_or_else(|| self.seq(), |env| env.seq)
+    }
+
+    /// Publishes an event; returns its envelope (`None` if the payload does not serialize).
+    pub fn publish_envelope(
+        &self,
+        event: &str,
+        session_key: Option<&str>,
+        payload: &impl Serialize,
+    ) -> Option<Arc<Envelope>> {
         let payload = match serde_json::to_string(payload) {
             Ok(p) => p,
             Err(err) => {
                 tracing::error!(event, %err, "event payload does not serialize; dropped");
-                return self.seq();
+                return None;
             }
         };
         let mut json = self.envelope_head(event, session_key, &payload);
@@ -249,8 +260,8 @@ impl EventHub {
             }
         }
         // No receiver is fine: nobody listens.
-        let _ = self.live.send(Item::Event(env));
-        seq
+        let _ = self.live.send(Item::Event(env.clone()));
+        Some(env)
     }
 
     /// A control envelope (`tick`, `gap`, `shutdown`), carrying the latest `seq`.

@@ -66,6 +66,7 @@ pub struct Gateway {
     local_addr: Mutex<Option<SocketAddr>>,
     health_dirty: Arc<Notify>,
     store: Arc<Store>,
+    agent: crate::agent::Agent,
     index_stop: CancellationToken,
     index_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     active_runs: AtomicU64,
@@ -82,7 +83,9 @@ impl Gateway {
         store: Arc<Store>,
         health_dirty: Arc<Notify>,
     ) -> Arc<Self> {
+        let agent = crate::agent::Agent::new(crate::agent::providers::build(&loaded.config.agent));
         Arc::new(Self {
+            agent,
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
             config_path: loaded.path,
@@ -222,6 +225,11 @@ impl Gateway {
         &self.store
     }
 
+    /// The agent (provider, tools, runs).
+    pub fn agent(&self) -> &crate::agent::Agent {
+        &self.agent
+    }
+
     /// Sets the active run count and schedules a `health` event.
     pub fn set_active_runs(&self, n: u64) {
         self.active_runs.store(n, Ordering::Relaxed);
@@ -334,13 +342,15 @@ impl Gateway {
         }
     }
 
-    /// Graceful shutdown: refuse new calls, tell every subscriber, close connections.
-    pub async fn shutdown(&self, reason: &str) {
+    /// Graceful shutdown: refuse new calls, abort runs (their partial text is kept, each gets
+    /// its `aborted`), tell every subscriber, close connections.
+    pub async fn shutdown(self: &Arc<Self>, reason: &str) {
         if self.shutting_down.is_cancelled() {
             return;
         }
         tracing::info!(reason, "shutting down");
         self.shutting_down.cancel();
+        self.agent.abort_all(self).await;
         self.hub.shutdown(ShutdownEvent {
             reason: reason.to_string(),
             restart_expected_ms: None,

@@ -3,6 +3,7 @@
 //! One process, one port (WebSocket and HTTP), one method table, events as subscriptions.
 //! See `PROTOCOL.md` for the contract and `README.md` for a tour.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;

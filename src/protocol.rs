@@ -707,8 +707,9 @@ pub const MAX_LABEL_CHARS: usize = 128;
 /// The most bytes a message or content may have.
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
-/// A `chat` payload: `{runId, sessionKey, runSeq, state, ...}` (injected: no runId, no runSeq).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// A `chat` payload: `{runId, sessionKey, runSeq, state, ...}`; which other fields are present
+/// depends on `state` (PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(title = "ChatEvent")]
 pub struct ChatEvent {
@@ -723,7 +724,207 @@ pub struct ChatEvent {
     /// `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
     /// `injected`.
     pub state: String,
-    /// The message (`injected`, `final`).
+    /// `queued`: runs ahead of this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// `started`: the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `started`: the user message, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_message: Option<TranscriptMessage>,
+    /// `delta`, `tool_start`, `tool_end`: the model call, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
+    /// `delta`: new text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// `tool_start`, `tool_end`: the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// `tool_start`, `tool_end`: the tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `tool_start`: its input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// `tool_end`: the stored tool output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `tool_end`: whether the tool failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    /// `final`: the last assistant message; `injected`: the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<TranscriptMessage>,
+    /// `final`: tokens summed over turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// `final`: `end_turn`, `max_tokens`, `max_turns`, `refusal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// `aborted`: the text streamed before the abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_text: Option<String>,
+    /// `error`: what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
 }
+
+/// The error of a failed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "RunError")]
+pub struct RunError {
+    /// `auth`, `rate_limited`, `timeout`, `context_length`, `stream_cut`, `upstream`, `internal`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+    /// Whether sending again may succeed.
+    pub retryable: bool,
+}
+
+/// Params of `chat.send` and `chat.stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "ChatSendParams")]
+pub struct ChatSendParams {
+    /// The session (default `main`; created if missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    /// The user's message, at most 1 MiB.
+    pub message: String,
+    /// A repeated key within the session starts no second run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// A model for this run only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(title = "RunStatus")]
+pub enum RunStatus {
+    /// It starts now.
+    Started,
+    /// It waits behind another run of the session.
+    Queued,
+    /// (A repeated key) it is running.
+    InFlight,
+    /// (A repeated key) it has ended.
+    Done,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(title = "RunOutcome")]
+pub enum RunOutcome {
+    /// It answered.
+    Final,
+    /// It was aborted.
+    Aborted,
+    /// It failed.
+    Error,
+}
+
+impl RunOutcome {
+    /// The terminal `state` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Final => "final",
+            Self::Aborted => "aborted",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Result of `chat.send`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ChatSendResult")]
+pub struct ChatSendResult {
+    /// The run.
+    pub run_id: String,
+    /// The session.
+    pub session_key: String,
+    /// Where the run is.
+    pub status: RunStatus,
+    /// With `done`: how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+}
+
+/// Params of `chat.abort` (at least one field).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "ChatAbortParams")]
+pub struct ChatAbortParams {
+    /// The run to abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Abort this session's active run and drop its queued runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+}
+
+/// Result of `chat.abort`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ChatAbortResult")]
+pub struct ChatAbortResult {
+    /// The runs that were aborted.
+    pub aborted: Vec<String>,
+}
+
+/// One model of `models.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ModelInfo")]
+pub struct ModelInfo {
+    /// The model id.
+    pub id: String,
+    /// The provider.
+    pub provider: String,
+    /// Whether it is the default.
+    pub default: bool,
+    /// What it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Result of `models.list`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ModelsListResult")]
+pub struct ModelsListResult {
+    /// The models.
+    pub models: Vec<ModelInfo>,
+}
+
+/// One tool of `tools.catalog`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ToolInfo")]
+pub struct ToolInfo {
+    /// The tool's name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of its input.
+    pub input_schema: serde_json::Value,
+    /// `builtin` or `plugin:<name>`.
+    pub source: String,
+}
+
+/// Result of `tools.catalog`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ToolsCatalogResult")]
+pub struct ToolsCatalogResult {
+    /// The tools.
+    pub tools: Vec<ToolInfo>,
+}
+
+/// The most characters an idempotency key may have.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;

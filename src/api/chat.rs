@@ -1,14 +1,22 @@
 //! The `chat.*` methods that read and write transcripts without running the model.
 
-use serde::Serialize;
 use serde_json::json;
 
+use crate::agent::SendRequest;
 use crate::error::{Error, Result, code};
+use crate::events::{Delivery, Filter};
 use crate::protocol::{
-    ChatHistoryParams, ChatHistoryResult, ChatInjectParams, ChatInjectResult, InjectRole,
-    MAX_CONTENT_BYTES, MAX_LABEL_CHARS, Role, TranscriptMessage, validate_session_key,
+    ChatAbortParams, ChatAbortResult, ChatSendParams, ChatSendResult, EventEnvelope,
 };
-use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+use crate::protocol::{
+    ChatEvent, ChatHistoryParams, ChatHistoryResult, ChatInjectParams, ChatInjectResult,
+    InjectRole, MAX_CONTENT_BYTES, MAX_LABEL_CHARS, Role, validate_session_key,
+};
+use crate::rpc::table::BoxFuture;
+use crate::rpc::{
+    CallContext, DuplicateMethod, Example, Method, MethodTable, Scope, Subscription,
+    SubscriptionSink, SubscriptionTask,
+};
 use crate::store::NewMessage;
 
 /// `chat.history`.
@@ -51,17 +59,186 @@ impl Method for Inject {
     }
 }
 
-/// The `chat` payload of an injected message.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InjectedPayload<'a> {
-    session_key: &'a str,
-    state: &'static str,
-    message: &'a TranscriptMessage,
+/// `chat.send`.
+pub struct Send;
+impl Method for Send {
+    const NAME: &'static str = "chat.send";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str =
+        "Hands a message to the agent; answers at once, the run streams `chat` events.";
+    const ERRORS: &'static [i32] = &[code::UPSTREAM, code::UNAVAILABLE];
+    type Params = ChatSendParams;
+    type Result = ChatSendResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "send",
+            params: json!({"sessionKey": "main", "message": "Summarize my notes", "idempotencyKey": "msg-0042"}),
+            result: json!({"runId": "9b2f0c1e4d5a4b3c8e7f6a5b4c3d2e1f", "sessionKey": "main", "status": "started"}),
+        }]
+    }
 }
 
-/// Registers `chat.history` and `chat.inject`.
+/// `chat.stream`.
+pub struct Stream;
+impl Subscription for Stream {
+    const NAME: &'static str = "chat.stream";
+    const UNSUBSCRIBE: &'static str = "chat.unstream";
+    const NOTIFICATION: &'static str = "chat.event";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str =
+        "Sends like chat.send, then streams that run's chat envelopes until its terminal payload.";
+    const ERRORS: &'static [i32] = &[code::UPSTREAM, code::WEBSOCKET_REQUIRED];
+    type Params = ChatSendParams;
+    type Item = EventEnvelope;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "stream",
+            params: json!({"message": "Hello"}),
+            result: json!("7a1c9e0b2d3f4a5b"),
+        }]
+    }
+}
+
+/// `chat.abort`.
+pub struct Abort;
+impl Method for Abort {
+    const NAME: &'static str = "chat.abort";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str =
+        "Aborts a run (and, with sessionKey, drops that session's queued runs).";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND];
+    type Params = ChatAbortParams;
+    type Result = ChatAbortResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "abort",
+            params: json!({"runId": "9b2f0c1e4d5a4b3c8e7f6a5b4c3d2e1f"}),
+            result: json!({"aborted": ["9b2f0c1e4d5a4b3c8e7f6a5b4c3d2e1f"]}),
+        }]
+    }
+}
+
+/// Checks and starts a send; shared by `chat.send` and `chat.stream`.
+async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
+    let session_key = p.session_key.unwrap_or_else(|| "main".into());
+    validate_session_key(&session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+    crate::agent::validate_send(&p.message, p.idempotency_key.as_deref(), p.model.as_deref())?;
+    let agent = ctx.gateway.agent();
+    if let Err(err) = agent.provider().ready() {
+        return Err(Error::Upstream {
+            message: err.message,
+            kind: err.kind.as_str().into(),
+            status: err.status,
+        });
+    }
+    let outcome = agent
+        .send(
+            &ctx.gateway,
+            SendRequest {
+                session_key: session_key.clone(),
+                message: p.message,
+                idempotency_key: p.idempotency_key,
+                model: p.model,
+            },
+        )
+        .await?;
+    Ok(ChatSendResult {
+        run_id: outcome.run_id,
+        session_key,
+        status: outcome.status,
+        outcome: outcome.outcome,
+    })
+}
+
+/// Whether `json` (an envelope) is a terminal payload of `run_id`; `None` if not of that run.
+fn terminal_of(json: &str, needle: &str) -> Option<bool> {
+    if !json.contains(needle) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let state = v["payload"]["state"].as_str()?;
+    Some(matches!(state, "final" | "aborted" | "error"))
+}
+
+fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionTask>> {
+    Box::pin(async move {
+        let session_key = p.session_key.clone().unwrap_or_else(|| "main".into());
+        validate_session_key(&session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+        // Subscribe before sending, so no payload of the run can be missed.
+        let filter = Filter::new(Some(&["chat".to_string()]), Some(session_key.clone()))
+            .map_err(|_| Error::internal("chat filter"))?;
+        let mut sub = ctx
+            .gateway
+            .hub()
+            .subscribe(filter, None, None)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let result = send(&ctx, p).await?;
+        let needle = format!("\"runId\":\"{}\"", result.run_id);
+        let done = ctx.gateway.agent().run_info(&result.run_id);
+        let task: SubscriptionTask = Box::new(move |sink: SubscriptionSink| {
+            Box::pin(async move {
+                if let Some((true, terminal)) = done {
+                    // A resend of a finished key gets the terminal payload alone.
+                    if let Some(env) = terminal {
+                        let _ = sink.send_raw(&env.json).await;
+                    }
+                    return;
+                }
+                loop {
+                    let delivery = tokio::select! {
+                        biased;
+                        _ = sink.closed() => return,
+                        d = sub.next() => d,
+                    };
+                    match delivery {
+                        Some(Delivery::Event(env)) => {
+                            let terminal = if env.event == "gap" {
+                                Some(false)
+                            } else {
+                                terminal_of(&env.json, &needle)
+                            };
+                            let Some(terminal) = terminal else { continue };
+                            if sink.send_raw(&env.json).await.is_err() || terminal {
+                                return;
+                            }
+                        }
+                        Some(Delivery::Shutdown(env)) => {
+                            sink.send_final(&env.json, std::time::Duration::from_secs(2))
+                                .await;
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+            })
+        });
+        Ok(task)
+    })
+}
+
+/// Registers the `chat.*` methods.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
+    table.method::<Send, _, _>(|ctx: CallContext, p: ChatSendParams| async move {
+        send(&ctx, p).await
+    })?;
+    table.subscription::<Stream, _, _>(stream)?;
+    table.method::<Abort, _, _>(|ctx: CallContext, p: ChatAbortParams| async move {
+        if p.run_id.is_none() && p.session_key.is_none() {
+            return Err(Error::invalid_params(
+                "",
+                "expected runId, sessionKey, or both",
+            ));
+        }
+        if let Some(key) = &p.session_key {
+            validate_session_key(key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+        }
+        let aborted = ctx
+            .gateway
+            .agent()
+            .abort(&ctx.gateway, p.run_id.as_deref(), p.session_key.as_deref())
+            .await?;
+        Ok(ChatAbortResult { aborted })
+    })?;
     table.method::<HistoryMethod, _, _>(|ctx: CallContext, p: ChatHistoryParams| async move {
         validate_session_key(&p.session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
         let limit = p.limit.unwrap_or(50);
@@ -117,6 +294,8 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         }
         let store = ctx.gateway.store();
         store.ensure(&p.session_key).await?;
+        // Never between a tool call and its result.
+        let _boundary = store.hold_boundary(&p.session_key).await;
         let role = match p.role {
             InjectRole::Assistant => Role::Assistant,
             InjectRole::System => Role::System,
@@ -130,10 +309,11 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         ctx.gateway.hub().publish(
             "chat",
             Some(&p.session_key),
-            &InjectedPayload {
-                session_key: &p.session_key,
-                state: "injected",
-                message: &message,
+            &ChatEvent {
+                session_key: p.session_key.clone(),
+                state: "injected".into(),
+                message: Some(message.clone()),
+                ..Default::default()
             },
         );
         store.publish_updated(&p.session_key);

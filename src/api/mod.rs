@@ -1,5 +1,6 @@
 //! The core namespaces, one file each, assembled into the method table.
 
+pub mod catalog;
 pub mod chat;
 pub mod events;
 pub mod gateway;
@@ -15,6 +16,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     events::register(&mut table)?;
     sessions::register(&mut table)?;
     chat::register(&mut table)?;
+    catalog::register(&mut table)?;
     table.event::<TickEvent>("tick", "Sent every policy.tickIntervalMs; a control event.");
     table.event::<GapEvent>(
         "gap",

@@ -214,10 +214,24 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     })?;
     table.method::<Reset, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         check_key("key", &p.key)?;
+        // An active run is aborted first (its partial text lands in the old transcript).
+        ctx.gateway
+            .agent()
+            .abort(&ctx.gateway, None, Some(&p.key))
+            .await?;
         ctx.gateway.store().reset(&p.key).await
     })?;
     table.method::<Delete, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         check_key("key", &p.key)?;
+        if p.key == "main" {
+            return Err(Error::Conflict(
+                "the session `main` cannot be deleted; reset it instead".into(),
+            ));
+        }
+        ctx.gateway
+            .agent()
+            .abort(&ctx.gateway, None, Some(&p.key))
+            .await?;
         ctx.gateway.store().delete(&p.key).await?;
         Ok(DeletedResult { deleted: true })
     })?;

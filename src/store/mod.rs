@@ -244,6 +244,7 @@ pub struct Store {
     structure: tokio::sync::Mutex<()>,
     dirty: AtomicBool,
     changed: Arc<Notify>,
+    groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     _lock: File,
 }
 
@@ -322,8 +323,19 @@ impl Store {
             structure: tokio::sync::Mutex::new(()),
             dirty: AtomicBool::new(true),
             changed,
+            groups: Mutex::new(HashMap::new()),
             _lock: lock,
         }))
+    }
+
+    /// Holds `key`'s message boundary: a run holds it from an assistant message with tool calls
+    /// until the last result is written, so an injected message never lands in between.
+    pub async fn hold_boundary(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            groups.entry(key.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// Sessions in the store.
@@ -795,6 +807,56 @@ impl Store {
             messages,
             has_more,
         })
+    }
+
+    /// The idempotency keys of the last `n` runs of `key`'s transcript, newest first, with each
+    /// run's outcome as the transcript tells it (a run without an ending was interrupted).
+    pub async fn idempotency_keys(
+        &self,
+        key: &str,
+        n: usize,
+    ) -> Result<Vec<(String, String, crate::protocol::RunOutcome)>, Error> {
+        use crate::protocol::RunOutcome;
+        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        let path = t.path.clone();
+        let end = t.entry().len;
+        tokio::task::spawn_blocking(move || {
+            let mut outcomes: HashMap<String, RunOutcome> = HashMap::new();
+            let mut found = Vec::new();
+            transcript::scan_backward(&path, end, |_, line| {
+                let Line::Message(m) = transcript::parse_line(line) else {
+                    return true;
+                };
+                let Some(run) = m.run_id.clone() else {
+                    return true;
+                };
+                if m.role == Role::User {
+                    if let Some(idem) = m.idempotency_key.clone() {
+                        let outcome = outcomes.get(&run).copied().unwrap_or(RunOutcome::Aborted);
+                        found.push((idem, run, outcome));
+                    }
+                    return found.len() < n;
+                }
+                outcomes.entry(run).or_insert_with(|| {
+                    if m.aborted == Some(true)
+                        || (m.role == Role::Tool && m.content.starts_with("aborted:"))
+                    {
+                        RunOutcome::Aborted
+                    } else if m.error.is_some() {
+                        RunOutcome::Error
+                    } else if m.role == Role::Assistant && m.tool_calls.is_none() {
+                        RunOutcome::Final
+                    } else {
+                        RunOutcome::Aborted
+                    }
+                });
+                true
+            })
+            .map(|()| found)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)
     }
 
     /// The `n` most recent messages of `key`, oldest first (the agent's context).

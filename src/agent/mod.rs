@@ -1,0 +1,1050 @@
+//! The streaming agent: the run manager (lanes, idempotency, abort) and the agent loop.
+//!
+//! `chat.send` hands a message to [`Agent::send`]. Each session is a lane: one run at a time,
+//! later sends wait in order. A run writes the user message, then repeats: stream a model turn
+//! (coalesced deltas), write the assistant message, run its tool calls and write their results,
+//! until the model stops calling tools or `agent.max_turns` is reached. Every run owns one
+//! cancellation token that reaches the provider stream and every tool.
+
+pub mod providers;
+pub mod tools;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::events::Envelope;
+use crate::gateway::Gateway;
+use crate::protocol::{
+    ChatEvent, MAX_CONTENT_BYTES, MessageError, Role, RunError, RunOutcome, RunStatus, ToolCall,
+    TranscriptMessage, Usage,
+};
+use crate::store::NewMessage;
+use providers::{ErrorKind, Provider, ProviderError, ProviderEvent, StopReason, TurnRequest};
+use tools::{Tool, ToolContext, ToolOutput};
+
+/// Stored tool output is cut at this many bytes, with a marker.
+pub const MAX_TOOL_OUTPUT: usize = 256 * 1024;
+/// Idempotency keys remembered per session.
+const IDEMPOTENCY_KEYS: usize = 1000;
+/// Finished runs remembered (for `chat.abort` and `chat.stream` of a done key).
+const FINISHED_RUNS: usize = 10_000;
+/// Retries of a failed model call (before any delta reached a client).
+const MAX_RETRIES: u32 = 4;
+
+/// What `chat.send` asked for.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    /// The session.
+    pub session_key: String,
+    /// The user's message.
+    pub message: String,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Model for this run.
+    pub model: Option<String>,
+}
+
+/// What `chat.send` answers.
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    /// The run.
+    pub run_id: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// How it ended (with `done`).
+    pub outcome: Option<RunOutcome>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Queued,
+    InFlight,
+    Done(RunOutcome),
+}
+
+struct RunRecord {
+    session_key: String,
+    state: RunState,
+    cancel: CancellationToken,
+    aborted: Arc<AtomicBool>,
+    done: watch::Sender<bool>,
+    terminal: Option<Arc<Envelope>>,
+}
+
+struct Pending {
+    run_id: String,
+    request: SendRequest,
+}
+
+#[derive(Default)]
+struct Lane {
+    running: Option<String>,
+    queue: VecDeque<Pending>,
+}
+
+#[derive(Default)]
+struct IdempotencyCache {
+    session_id: String,
+    keys: HashMap<String, (String, Option<RunOutcome>)>,
+    order: VecDeque<String>,
+}
+
+impl IdempotencyCache {
+    fn insert(&mut self, key: String, run_id: String, outcome: Option<RunOutcome>) {
+        if self.keys.insert(key.clone(), (run_id, outcome)).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > IDEMPOTENCY_KEYS {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    lanes: HashMap<String, Lane>,
+    runs: HashMap<String, RunRecord>,
+    finished: VecDeque<String>,
+    idempotency: HashMap<String, IdempotencyCache>,
+}
+
+/// The agent: provider, tools and runs.
+pub struct Agent {
+    provider: ArcSwap<Arc<dyn Provider>>,
+    tools: ArcSwap<Vec<Arc<dyn Tool>>>,
+    state: Mutex<State>,
+}
+
+impl Agent {
+    /// An agent with `provider` and the built-in tools.
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        Self {
+            provider: ArcSwap::from_pointee(provider),
+            tools: ArcSwap::from_pointee(tools::builtin()),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current provider.
+    pub fn provider(&self) -> Arc<dyn Provider> {
+        self.provider.load_full().as_ref().clone()
+    }
+
+    /// Replaces the provider (configuration reload); runs in progress keep theirs.
+    pub fn set_provider(&self, provider: Arc<dyn Provider>) {
+        self.provider.store(Arc::new(provider));
+    }
+
+    /// The tools offered to the model.
+    pub fn tools(&self) -> Arc<Vec<Arc<dyn Tool>>> {
+        self.tools.load_full()
+    }
+
+    /// Replaces the tool list (plugins).
+    pub fn set_tools(&self, tools: Vec<Arc<dyn Tool>>) {
+        self.tools.store(Arc::new(tools));
+    }
+
+    /// Runs in flight now.
+    pub fn active_runs(&self) -> u64 {
+        self.state()
+            .runs
+            .values()
+            .filter(|r| r.state == RunState::InFlight)
+            .count() as u64
+    }
+
+    /// Starts (or queues) a run; a repeated idempotency key starts nothing.
+    pub async fn send(
+        &self,
+        gw: &Arc<Gateway>,
+        request: SendRequest,
+    ) -> Result<SendOutcome, Error> {
+        let store = gw.store();
+        let session = store.ensure(&request.session_key).await?;
+        if let Some(key) = &request.idempotency_key {
+            self.load_idempotency(gw, &request.session_key, &session.session_id)
+                .await?;
+            let state = self.state();
+            if let Some((run_id, outcome)) = state
+                .idempotency
+                .get(&request.session_key)
+                .and_then(|c| c.keys.get(key))
+                .cloned()
+            {
+                let (status, outcome) = match state.runs.get(&run_id).map(|r| r.state) {
+                    Some(RunState::Queued) => (RunStatus::Queued, None),
+                    Some(RunState::InFlight) => (RunStatus::InFlight, None),
+                    Some(RunState::Done(o)) => (RunStatus::Done, Some(o)),
+                    None => (
+                        RunStatus::Done,
+                        Some(outcome.unwrap_or(RunOutcome::Aborted)),
+                    ),
+                };
+                return Ok(SendOutcome {
+                    run_id,
+                    status,
+                    outcome,
+                });
+            }
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let (done, _) = watch::channel(false);
+        let position;
+        {
+            let mut state = self.state();
+            if let Some(key) = &request.idempotency_key {
+                // Checked and inserted under one lock: two sends of one key cannot both start.
+                if let Some((existing, _)) = state
+                    .idempotency
+                    .get(&request.session_key)
+                    .and_then(|c| c.keys.get(key))
+                    .cloned()
+                {
+                    return Ok(SendOutcome {
+                        run_id: existing,
+                        status: RunStatus::Queued,
+                        outcome: None,
+                    });
+                }
+                let cache = state
+                    .idempotency
+                    .entry(request.session_key.clone())
+                    .or_default();
+                cache.insert(key.clone(), run_id.clone(), None);
+            }
+            state.runs.insert(
+                run_id.clone(),
+                RunRecord {
+                    session_key: request.session_key.clone(),
+                    state: RunState::Queued,
+                    cancel: CancellationToken::new(),
+                    aborted: Arc::new(AtomicBool::new(false)),
+                    done,
+                    terminal: None,
+                },
+            );
+            let lane = state.lanes.entry(request.session_key.clone()).or_default();
+            position = lane.queue.len() + usize::from(lane.running.is_some());
+            let start_worker = lane.running.is_none() && lane.queue.is_empty();
+            lane.queue.push_back(Pending {
+                run_id: run_id.clone(),
+                request: request.clone(),
+            });
+            if start_worker {
+                lane.running = Some(String::new());
+            }
+            drop(state);
+            if start_worker {
+                let gw = gw.clone();
+                let key = request.session_key.clone();
+                tokio::spawn(async move { lane_worker(gw, key).await });
+            }
+        }
+        if position > 0 {
+            let emitter = Emitter::new(gw, &request.session_key, &run_id);
+            emitter.emit(ChatEvent {
+                position: Some(position as u64),
+                ..emitter.base("queued")
+            });
+            return Ok(SendOutcome {
+                run_id,
+                status: RunStatus::Queued,
+                outcome: None,
+            });
+        }
+        Ok(SendOutcome {
+            run_id,
+            status: RunStatus::Started,
+            outcome: None,
+        })
+    }
+
+    /// Loads the idempotency keys of `key`'s current transcript (once per sessionId).
+    async fn load_idempotency(
+        &self,
+        gw: &Arc<Gateway>,
+        key: &str,
+        session_id: &str,
+    ) -> Result<(), Error> {
+        if self
+            .state()
+            .idempotency
+            .get(key)
+            .is_some_and(|c| c.session_id == session_id)
+        {
+            return Ok(());
+        }
+        let found = gw.store().idempotency_keys(key, IDEMPOTENCY_KEYS).await?;
+        let mut state = self.state();
+        let cache = state.idempotency.entry(key.to_string()).or_default();
+        if cache.session_id != session_id {
+            *cache = IdempotencyCache {
+                session_id: session_id.to_string(),
+                ..Default::default()
+            };
+            for (idem, run_id, outcome) in found {
+                cache.insert(idem, run_id, Some(outcome));
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of a run: its state, and its terminal envelope once done.
+    pub fn run_info(&self, run_id: &str) -> Option<(bool, Option<Arc<Envelope>>)> {
+        let state = self.state();
+        let record = state.runs.get(run_id)?;
+        Some((
+            matches!(record.state, RunState::Done(_)),
+            record.terminal.clone(),
+        ))
+    }
+
+    /// Aborts `run_id` and/or the session's active run and queued runs; returns the runs aborted.
+    pub async fn abort(
+        &self,
+        gw: &Arc<Gateway>,
+        run_id: Option<&str>,
+        session_key: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let mut targets: Vec<String> = Vec::new();
+        {
+            let state = self.state();
+            if let Some(id) = run_id {
+                let Some(record) = state.runs.get(id) else {
+                    return Err(Error::NotFound(format!("no run `{id}`")));
+                };
+                if !matches!(record.state, RunState::Done(_)) {
+                    targets.push(id.to_string());
+                }
+            }
+            if let Some(key) = session_key
+                && let Some(lane) = state.lanes.get(key)
+            {
+                if let Some(active) = lane.running.as_ref().filter(|r| !r.is_empty()) {
+                    targets.push(active.clone());
+                }
+                targets.extend(lane.queue.iter().map(|p| p.run_id.clone()));
+            }
+        }
+        targets.dedup();
+        let mut aborted = Vec::new();
+        let mut waits = Vec::new();
+        for id in targets {
+            let queued = {
+                let mut state = self.state();
+                let session = state.runs.get(&id).map(|r| r.session_key.clone());
+                let mut removed = false;
+                if let Some(key) = &session
+                    && let Some(lane) = state.lanes.get_mut(key)
+                    && let Some(pos) = lane.queue.iter().position(|p| p.run_id == id)
+                {
+                    lane.queue.remove(pos);
+                    removed = true;
+                }
+                match state.runs.get(&id) {
+                    Some(r) if r.state == RunState::InFlight => {
+                        r.aborted.store(true, Ordering::Release);
+                        r.cancel.cancel();
+                        waits.push(r.done.subscribe());
+                        aborted.push(id.clone());
+                        None
+                    }
+                    Some(r) if removed => Some(r.session_key.clone()),
+                    _ => None,
+                }
+            };
+            if let Some(key) = queued {
+                let emitter = Emitter::new(gw, &key, &id);
+                let env = emitter.emit(emitter.base("aborted"));
+                self.finish(&id, RunOutcome::Aborted, env);
+                aborted.push(id);
+            }
+        }
+        for mut rx in waits {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|d| *d)).await;
+        }
+        Ok(aborted)
+    }
+
+    /// Aborts every run (shutdown).
+    pub async fn abort_all(&self, gw: &Arc<Gateway>) {
+        let keys: Vec<String> = self.state().lanes.keys().cloned().collect();
+        for key in keys {
+            let _ = self.abort(gw, None, Some(&key)).await;
+        }
+    }
+
+    fn finish(&self, run_id: &str, outcome: RunOutcome, terminal: Option<Arc<Envelope>>) {
+        let mut state = self.state();
+        if let Some(r) = state.runs.get_mut(run_id) {
+            r.state = RunState::Done(outcome);
+            r.terminal = terminal;
+            let _ = r.done.send(true);
+        }
+        let key = state.runs.get(run_id).map(|r| r.session_key.clone());
+        if let Some(key) = key
+            && let Some(cache) = state.idempotency.get_mut(&key)
+        {
+            for (_, entry) in cache.keys.iter_mut().filter(|(_, (id, _))| id == run_id) {
+                entry.1 = Some(outcome);
+            }
+        }
+        state.finished.push_back(run_id.to_string());
+        while state.finished.len() > FINISHED_RUNS {
+            if let Some(old) = state.finished.pop_front() {
+                state.runs.remove(&old);
+            }
+        }
+    }
+}
+
+/// Runs a lane's queue, one run at a time, until it is empty.
+async fn lane_worker(gw: Arc<Gateway>, key: String) {
+    loop {
+        let next = {
+            let mut state = gw.agent().state();
+            let Some(lane) = state.lanes.get_mut(&key) else {
+                return;
+            };
+            match lane.queue.pop_front() {
+                Some(p) => {
+                    lane.running = Some(p.run_id.clone());
+                    let record = state.runs.get_mut(&p.run_id).map(|r| {
+                        r.state = RunState::InFlight;
+                        (r.cancel.clone(), r.aborted.clone())
+                    });
+                    record.map(|(c, a)| (p, c, a))
+                }
+                None => {
+                    state.lanes.remove(&key);
+                    return;
+                }
+            }
+        };
+        let Some((pending, cancel, aborted)) = next else {
+            continue;
+        };
+        gw.set_active_runs(gw.agent().active_runs());
+        let run_id = pending.run_id.clone();
+        let emitter = Emitter::new(&gw, &key, &run_id);
+        let (outcome, terminal) = run(&gw, &emitter, pending.request, cancel, aborted).await;
+        gw.agent().finish(&run_id, outcome, terminal);
+        gw.store().publish_updated(&key);
+        gw.set_active_runs(gw.agent().active_runs());
+    }
+}
+
+/// Publishes a run's `chat` payloads with increasing `runSeq`.
+struct Emitter {
+    gw: Arc<Gateway>,
+    session_key: String,
+    run_id: String,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl Emitter {
+    fn new(gw: &Arc<Gateway>, session_key: &str, run_id: &str) -> Self {
+        Self {
+            gw: gw.clone(),
+            session_key: session_key.into(),
+            run_id: run_id.into(),
+            seq: Default::default(),
+        }
+    }
+
+    fn base(&self, state: &str) -> ChatEvent {
+        ChatEvent {
+            run_id: Some(self.run_id.clone()),
+            session_key: self.session_key.clone(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    fn emit(&self, mut event: ChatEvent) -> Option<Arc<Envelope>> {
+        event.run_seq = Some(self.seq.fetch_add(1, Ordering::Relaxed));
+        self.gw
+            .hub()
+            .publish_envelope("chat", Some(&self.session_key), &event)
+    }
+}
+
+/// How a streamed turn ended.
+enum TurnEnd {
+    Done {
+        text: String,
+        calls: Vec<ToolCall>,
+        broken: Vec<(ToolCall, String)>,
+        usage: Option<Usage>,
+        stop: StopReason,
+    },
+    Stopped {
+        partial: String,
+    },
+    Failed {
+        error: ProviderError,
+        partial: String,
+    },
+}
+
+/// Cuts stored tool output at [`MAX_TOOL_OUTPUT`] bytes, saying so.
+pub fn cut_output(mut text: String) -> String {
+    if text.len() <= MAX_TOOL_OUTPUT {
+        return text;
+    }
+    let mut end = MAX_TOOL_OUTPUT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let total = text.len();
+    text.truncate(end);
+    text.push_str(&format!(
+        "\n[output cut at {MAX_TOOL_OUTPUT} bytes of {total}]"
+    ));
+    text
+}
+
+/// The context sent to the model: never opens with an orphan tool result, and every tool call
+/// has a result (a missing one, from an interrupted run, gets a synthetic error result).
+pub fn prepare_context(messages: Vec<TranscriptMessage>) -> Vec<TranscriptMessage> {
+    let start = messages
+        .iter()
+        .position(|m| m.role != Role::Tool)
+        .unwrap_or(messages.len());
+    let mut out: Vec<TranscriptMessage> = Vec::with_capacity(messages.len());
+    let mut iter = messages.into_iter().skip(start).peekable();
+    while let Some(m) = iter.next() {
+        if m.role == Role::Tool {
+            // A tool result without its call (should not happen): leave it out.
+            continue;
+        }
+        let calls: Vec<ToolCall> = m.tool_calls.clone().unwrap_or_default();
+        let is_assistant = m.role == Role::Assistant;
+        out.push(m);
+        if is_assistant && !calls.is_empty() {
+            let mut results: Vec<TranscriptMessage> = Vec::new();
+            while let Some(next) = iter.peek() {
+                if next.role != Role::Tool {
+                    break;
+                }
+                if let Some(r) = iter.next() {
+                    results.push(r);
+                }
+            }
+            for call in &calls {
+                match results
+                    .iter()
+                    .position(|r| r.tool_call_id.as_deref() == Some(call.id.as_str()))
+                {
+                    Some(i) => out.push(results.remove(i)),
+                    None => {
+                        let mut synthetic =
+                            NewMessage::new(Role::Tool, "no result: the run was interrupted")
+                                .message;
+                        synthetic.tool_call_id = Some(call.id.clone());
+                        synthetic.is_error = Some(true);
+                        out.push(synthetic);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn jitter_ms(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    if max == 0 { 0 } else { nanos % max }
+}
+
+/// Streams one model call with retries, emitting coalesced deltas.
+#[allow(clippy::too_many_arguments)]
+async fn stream_turn(
+    provider: &Arc<dyn Provider>,
+    request: &TurnRequest,
+    emitter: &Emitter,
+    turn: u32,
+    cancel: &CancellationToken,
+    delta_interval: Duration,
+    idle_timeout: Duration,
+) -> TurnEnd {
+    let mut attempt = 0u32;
+    loop {
+        let mut rx = provider.stream(request.clone(), cancel.child_token());
+        let mut text = String::new();
+        let mut pending = String::new();
+        let mut flushed = false;
+        let mut calls = Vec::new();
+        let mut broken = Vec::new();
+        let mut usage: Option<Usage> = None;
+        let mut ticker = tokio::time::interval(delta_interval.max(Duration::from_millis(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let flush = |pending: &mut String, flushed: &mut bool| {
+            if !pending.is_empty() {
+                emitter.emit(ChatEvent {
+                    turn: Some(turn),
+                    text: Some(std::mem::take(pending)),
+                    ..emitter.base("delta")
+                });
+                *flushed = true;
+            }
+        };
+        let error = loop {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    flush(&mut pending, &mut flushed);
+                    return TurnEnd::Stopped { partial: text };
+                }
+                _ = ticker.tick(), if !pending.is_empty() => {
+                    flush(&mut pending, &mut flushed);
+                    continue;
+                }
+                next = tokio::time::timeout(idle_timeout, rx.recv()) => next,
+            };
+            match next {
+                Err(_) => {
+                    break ProviderError::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the provider sent nothing for {} ms (agent.idle_timeout_ms)",
+                            idle_timeout.as_millis()
+                        ),
+                        true,
+                    );
+                }
+                Ok(None) => {
+                    break ProviderError::new(
+                        ErrorKind::StreamCut,
+                        "the provider stream ended before the turn was complete",
+                        true,
+                    );
+                }
+                Ok(Some(Err(e))) => break e,
+                Ok(Some(Ok(event))) => match event {
+                    ProviderEvent::Text(t) => {
+                        text.push_str(&t);
+                        pending.push_str(&t);
+                    }
+                    ProviderEvent::ToolCall(c) => calls.push(c),
+                    ProviderEvent::BrokenToolCall { id, name, reason } => broken.push((
+                        ToolCall {
+                            id,
+                            name,
+                            input: serde_json::json!({}),
+                        },
+                        reason,
+                    )),
+                    ProviderEvent::Usage(u) => usage = Some(u),
+                    ProviderEvent::Stop(stop) => {
+                        flush(&mut pending, &mut flushed);
+                        return TurnEnd::Done {
+                            text,
+                            calls,
+                            broken,
+                            usage,
+                            stop,
+                        };
+                    }
+                },
+            }
+        };
+        let retry = matches!(
+            error.kind,
+            ErrorKind::RateLimited | ErrorKind::Upstream | ErrorKind::StreamCut
+        ) && error.retryable
+            && !flushed
+            && attempt < MAX_RETRIES;
+        if !retry {
+            flush(&mut pending, &mut flushed);
+            return TurnEnd::Failed {
+                error,
+                partial: text,
+            };
+        }
+        let backoff = 250u64.saturating_mul(1 << attempt);
+        let wait = Duration::from_millis(backoff / 2 + jitter_ms(backoff / 2 + 1));
+        let wait = error
+            .retry_after
+            .map_or(wait, |ra| ra.max(wait))
+            .min(Duration::from_secs(60));
+        tracing::info!(
+            kind = error.kind.as_str(),
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "retrying the model call"
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return TurnEnd::Stopped { partial: String::new() },
+            _ = tokio::time::sleep(wait) => {}
+        }
+        attempt += 1;
+    }
+}
+
+/// One run, start to terminal payload. Returns the outcome and the terminal envelope.
+async fn run(
+    gw: &Arc<Gateway>,
+    emitter: &Emitter,
+    request: SendRequest,
+    cancel: CancellationToken,
+    aborted: Arc<AtomicBool>,
+) -> (RunOutcome, Option<Arc<Envelope>>) {
+    let config = gw.config();
+    let agent_cfg = &config.agent;
+    let store = gw.store();
+    let key = request.session_key.clone();
+    let provider = gw.agent().provider();
+    let session_model = store.get(&key).ok().and_then(|s| s.model);
+    let model = request
+        .model
+        .clone()
+        .or(session_model)
+        .unwrap_or_else(|| agent_cfg.model.clone());
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let (cancel, timed_out) = (cancel.clone(), timed_out.clone());
+        let limit = Duration::from_millis(agent_cfg.run_timeout_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            timed_out.store(true, Ordering::Release);
+            cancel.cancel();
+        })
+    };
+    let result = run_loop(
+        gw, emitter, &request, &model, &provider, &cancel, &aborted, &timed_out,
+    )
+    .await;
+    timer.abort();
+    result
+}
+
+fn error_event(emitter: &Emitter, error: &ProviderError) -> Option<Arc<Envelope>> {
+    emitter.emit(ChatEvent {
+        error: Some(RunError {
+            kind: error.kind.as_str().into(),
+            message: error.message.clone(),
+            retryable: error.retryable,
+        }),
+        ..emitter.base("error")
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_loop(
+    gw: &Arc<Gateway>,
+    emitter: &Emitter,
+    request: &SendRequest,
+    model: &str,
+    provider: &Arc<dyn Provider>,
+    cancel: &CancellationToken,
+    aborted: &AtomicBool,
+    timed_out: &AtomicBool,
+) -> (RunOutcome, Option<Arc<Envelope>>) {
+    let config = gw.config();
+    let agent_cfg = &config.agent;
+    let store = gw.store();
+    let key = &request.session_key;
+    let run_id = emitter.run_id.clone();
+    // How a cancellation ends the run: aborted, or the run timeout.
+    let stopped = |partial: String| -> (RunOutcome, Option<Arc<Envelope>>) {
+        if timed_out.load(Ordering::Acquire) && !aborted.load(Ordering::Acquire) {
+            let error = ProviderError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the run passed agent.run_timeout_ms ({} ms)",
+                    agent_cfg.run_timeout_ms
+                ),
+                true,
+            );
+            return (RunOutcome::Error, error_event(emitter, &error));
+        }
+        let partial = (!partial.is_empty()).then_some(partial);
+        (
+            RunOutcome::Aborted,
+            emitter.emit(ChatEvent {
+                partial_text: partial,
+                ..emitter.base("aborted")
+            }),
+        )
+    };
+    if cancel.is_cancelled() {
+        return stopped(String::new());
+    }
+    let mut user = NewMessage::new(Role::User, request.message.clone());
+    user.message.run_id = Some(run_id.clone());
+    user.message.idempotency_key = request.idempotency_key.clone();
+    let written = {
+        let _boundary = store.hold_boundary(key).await;
+        store.append(key, vec![user]).await
+    };
+    let user_message = match written.map(|mut w| w.pop()) {
+        Ok(Some(m)) => m,
+        Ok(None) | Err(_) => {
+            let error =
+                ProviderError::new(ErrorKind::Internal, "cannot write the user message", false);
+            return (RunOutcome::Error, error_event(emitter, &error));
+        }
+    };
+    emitter.emit(ChatEvent {
+        model: Some(model.to_string()),
+        user_message: Some(user_message),
+        ..emitter.base("started")
+    });
+    let tool_list = gw.agent().tools();
+    let specs = tool_list.iter().map(|t| t.spec()).collect::<Vec<_>>();
+    let workspace = agent_cfg
+        .workspace
+        .clone()
+        .unwrap_or_else(|| gw.data_dir().join("workspace"));
+    let _ = tokio::fs::create_dir_all(&workspace).await;
+    let mut total = Usage::default();
+    let mut any_usage = false;
+    let mut last_assistant: Option<TranscriptMessage> = None;
+    for turn in 0..agent_cfg.max_turns {
+        let context = match store
+            .recent(key, agent_cfg.max_context_messages.max(1))
+            .await
+        {
+            Ok(c) => prepare_context(c),
+            Err(e) => {
+                let error = ProviderError::new(
+                    ErrorKind::Internal,
+                    format!("cannot read the context: {e}"),
+                    false,
+                );
+                return (RunOutcome::Error, error_event(emitter, &error));
+            }
+        };
+        let turn_request = TurnRequest {
+            model: model.to_string(),
+            messages: context,
+            tools: specs.clone(),
+            max_tokens: agent_cfg.max_output_tokens,
+        };
+        let end = stream_turn(
+            provider,
+            &turn_request,
+            emitter,
+            turn,
+            cancel,
+            Duration::from_millis(agent_cfg.delta_interval_ms),
+            Duration::from_millis(agent_cfg.idle_timeout_ms.max(1)),
+        )
+        .await;
+        let mut assistant = NewMessage::new(Role::Assistant, String::new());
+        assistant.message.run_id = Some(run_id.clone());
+        assistant.message.model = Some(model.to_string());
+        let (text, calls, broken, usage, stop) = match end {
+            TurnEnd::Done {
+                text,
+                calls,
+                broken,
+                usage,
+                stop,
+            } => (text, calls, broken, usage, stop),
+            TurnEnd::Stopped { partial } => {
+                if !partial.is_empty() {
+                    assistant.message.content = partial.clone();
+                    assistant.message.aborted = Some(true);
+                    let _ = store.append(key, vec![assistant]).await;
+                }
+                return stopped(partial);
+            }
+            TurnEnd::Failed { error, partial } => {
+                if !partial.is_empty() {
+                    assistant.message.content = partial;
+                    assistant.message.error = Some(MessageError {
+                        kind: error.kind.as_str().into(),
+                        message: error.message.clone(),
+                    });
+                    let _ = store.append(key, vec![assistant]).await;
+                }
+                return (RunOutcome::Error, error_event(emitter, &error));
+            }
+        };
+        if let Some(u) = usage {
+            total.input_tokens += u.input_tokens;
+            total.output_tokens += u.output_tokens;
+            any_usage = true;
+        }
+        let mut all_calls: Vec<ToolCall> = calls.clone();
+        all_calls.extend(broken.iter().map(|(c, _)| c.clone()));
+        assistant.message.content = text;
+        assistant.message.usage = usage;
+        assistant.message.stop_reason = Some(
+            if all_calls.is_empty() {
+                stop.as_str()
+            } else {
+                "tool_use"
+            }
+            .to_string(),
+        );
+        if !all_calls.is_empty() {
+            assistant.message.tool_calls = Some(all_calls.clone());
+        }
+        // From the call to its last result, nothing may come between.
+        let boundary = store.hold_boundary(key).await;
+        let message = match store
+            .append(key, vec![assistant])
+            .await
+            .map(|mut w| w.pop())
+        {
+            Ok(Some(m)) => m,
+            _ => {
+                let error = ProviderError::new(
+                    ErrorKind::Internal,
+                    "cannot write the assistant message",
+                    false,
+                );
+                return (RunOutcome::Error, error_event(emitter, &error));
+            }
+        };
+        if all_calls.is_empty() {
+            drop(boundary);
+            let env = emitter.emit(ChatEvent {
+                message: Some(message),
+                usage: any_usage.then_some(total),
+                stop_reason: Some(stop.as_str().into()),
+                ..emitter.base("final")
+            });
+            return (RunOutcome::Final, env);
+        }
+        let ctx = ToolContext {
+            workspace: workspace.clone(),
+            cancel: cancel.child_token(),
+            exec: agent_cfg.tools.exec,
+        };
+        for (i, call) in all_calls.iter().enumerate() {
+            if cancel.is_cancelled() {
+                write_aborted_results(gw, key, &run_id, &all_calls[i..]).await;
+                drop(boundary);
+                return stopped(String::new());
+            }
+            emitter.emit(ChatEvent {
+                turn: Some(turn),
+                tool_call_id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                input: Some(call.input.clone()),
+                ..emitter.base("tool_start")
+            });
+            let output = match broken.iter().find(|(b, _)| b.id == call.id) {
+                Some((_, reason)) => ToolOutput {
+                    content: format!("not run: {reason}"),
+                    is_error: true,
+                },
+                None => match tool_list.iter().find(|t| t.spec().name == call.name) {
+                    None => ToolOutput {
+                        content: format!("unknown tool `{}`", call.name),
+                        is_error: true,
+                    },
+                    Some(tool) => tool.call(call.input.clone(), ctx.clone()).await,
+                },
+            };
+            let content = cut_output(output.content);
+            let mut result = NewMessage::new(Role::Tool, content.clone());
+            result.message.tool_call_id = Some(call.id.clone());
+            result.message.is_error = Some(output.is_error);
+            result.message.run_id = Some(run_id.clone());
+            if store.append(key, vec![result]).await.is_err() {
+                let error =
+                    ProviderError::new(ErrorKind::Internal, "cannot write a tool result", false);
+                return (RunOutcome::Error, error_event(emitter, &error));
+            }
+            emitter.emit(ChatEvent {
+                turn: Some(turn),
+                tool_call_id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                output: Some(content),
+                is_error: Some(output.is_error),
+                ..emitter.base("tool_end")
+            });
+        }
+        drop(boundary);
+        if cancel.is_cancelled() {
+            return stopped(String::new());
+        }
+        last_assistant = Some(message);
+    }
+    let env = emitter.emit(ChatEvent {
+        message: last_assistant,
+        usage: any_usage.then_some(total),
+        stop_reason: Some("max_turns".into()),
+        ..emitter.base("final")
+    });
+    (RunOutcome::Final, env)
+}
+
+async fn write_aborted_results(gw: &Arc<Gateway>, key: &str, run_id: &str, calls: &[ToolCall]) {
+    let results = calls
+        .iter()
+        .map(|call| {
+            let mut m = NewMessage::new(
+                Role::Tool,
+                "aborted: the run was stopped before this tool finished",
+            );
+            m.message.tool_call_id = Some(call.id.clone());
+            m.message.is_error = Some(true);
+            m.message.run_id = Some(run_id.to_string());
+            m
+        })
+        .collect();
+    let _ = gw.store().append(key, results).await;
+}
+
+/// Checks `chat.send` params that types alone cannot.
+pub fn validate_send(
+    message: &str,
+    idempotency_key: Option<&str>,
+    model: Option<&str>,
+) -> Result<(), Error> {
+    if message.trim().is_empty() {
+        return Err(Error::invalid_params(
+            "message",
+            "expected non-empty text, found only whitespace",
+        ));
+    }
+    if message.len() > MAX_CONTENT_BYTES {
+        return Err(Error::invalid_params(
+            "message",
+            format!(
+                "expected at most {MAX_CONTENT_BYTES} bytes, found {}",
+                message.len()
+            ),
+        ));
+    }
+    if let Some(k) = idempotency_key
+        && crate::protocol::validate_session_key(k).is_err()
+    {
+        return Err(Error::invalid_params(
+            "idempotencyKey",
+            "expected 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ));
+    }
+    if let Some(m) = model
+        && (m.trim().is_empty() || m.len() > 256)
+    {
+        return Err(Error::invalid_params(
+            "model",
+            "expected a model name of 1 to 256 characters",
+        ));
+    }
+    Ok(())
+}

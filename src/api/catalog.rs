@@ -1,0 +1,79 @@
+//! `models.list` and `tools.catalog`.
+
+use serde_json::json;
+
+use crate::error::Result;
+use crate::protocol::{ModelInfo, ModelsListResult, NoParams, ToolInfo, ToolsCatalogResult};
+use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+
+/// `models.list`.
+pub struct Models;
+impl Method for Models {
+    const NAME: &'static str = "models.list";
+    const SCOPE: Scope = Scope::Read;
+    const SUMMARY: &'static str =
+        "Models of the configured provider (echo is an offline stand-in).";
+    type Params = NoParams;
+    type Result = ModelsListResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "echo",
+            params: json!({}),
+            result: json!({"models": [{"id": "echo", "provider": "echo", "default": true, "description": "offline stand-in: echoes your message, `/tool NAME {json}` calls a tool; no key, no network"}]}),
+        }]
+    }
+}
+
+/// `tools.catalog`.
+pub struct Tools;
+impl Method for Tools {
+    const NAME: &'static str = "tools.catalog";
+    const SCOPE: Scope = Scope::Read;
+    const SUMMARY: &'static str = "Tools the agent can call, built-in and from plugins.";
+    type Params = NoParams;
+    type Result = ToolsCatalogResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "catalog",
+            params: json!({}),
+            result: json!({"tools": [{"name": "read_file", "description": "Reads a UTF-8 text file in the workspace.", "inputSchema": {"type": "object"}, "source": "builtin"}]}),
+        }]
+    }
+}
+
+/// Registers `models.list` and `tools.catalog`.
+pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
+    table.method::<Models, _, _>(|ctx: CallContext, _: NoParams| async move {
+        let provider = ctx.gateway.agent().provider();
+        let models = provider
+            .models()
+            .into_iter()
+            .map(|(id, default, description)| ModelInfo {
+                id,
+                provider: provider.name().into(),
+                default,
+                description: Some(description),
+            })
+            .collect();
+        Ok(ModelsListResult { models })
+    })?;
+    table.method::<Tools, _, _>(|ctx: CallContext, _: NoParams| async move {
+        let tools = ctx
+            .gateway
+            .agent()
+            .tools()
+            .iter()
+            .map(|t| {
+                let spec = t.spec();
+                ToolInfo {
+                    name: spec.name,
+                    description: spec.description,
+                    input_schema: spec.input_schema,
+                    source: t.source(),
+                }
+            })
+            .collect();
+        Ok(ToolsCatalogResult { tools })
+    })?;
+    Ok(())
+}
