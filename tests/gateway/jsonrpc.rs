@@ -378,6 +378,16 @@ async fn bad_params_on_every_method() {
         .filter(|m| m.contains('.') && !m.starts_with("test.") && *m != "foo.get")
         .collect();
     assert!(core.len() >= 7, "{core:?}");
+    // Unsubscribe methods take `[subscriptionId]`: the document says which they are.
+    let doc = ws.call("rpc.discover", json!({})).await;
+    let unsubscribes: Vec<String> = doc["result"]["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .filter(|m| m.get("x-unsubscribe-for").is_some())
+        .filter_map(|m| m["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(unsubscribes.contains(&"events.unsubscribe".to_string()));
     for method in core {
         let resp = ws.call(method, json!({"bogus": 1})).await;
         assert_eq!(resp["error"]["code"], -32602, "{method}: {resp}");
@@ -388,7 +398,7 @@ async fn bad_params_on_every_method() {
         assert_eq!(resp["error"]["data"]["path"], "bogus", "{method}: {resp}");
         let message = resp["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains("bogus"), "{method}: {message}");
-        let positional = if method.ends_with("unsubscribe") {
+        let positional = if unsubscribes.contains(method) {
             json!([1, 2])
         } else {
             json!(["positional"])
