@@ -1,8 +1,10 @@
 //! Integration tests: the real gateway on an ephemeral port, driven over real sockets.
 
+mod agent;
 mod auth;
 mod common;
 mod events;
+mod fake_provider;
 mod jsonrpc;
 mod process;
 mod sessions;

@@ -540,3 +540,117 @@ async fn sessions_survive_a_restart_with_or_without_the_index() {
         let _ = proc.child.wait();
     }
 }
+
+#[tokio::test]
+async fn idempotency_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = spawn_in(dir.path(), &[], &[]);
+    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let first = ws
+        .call(
+            "chat.send",
+            json!({"message": "remember me", "idempotencyKey": "idem-1"}),
+        )
+        .await;
+    let run_id = first["result"]["runId"].clone();
+    // Wait for the run to end.
+    loop {
+        let r = ws
+            .call(
+                "chat.send",
+                json!({"message": "remember me", "idempotencyKey": "idem-1"}),
+            )
+            .await;
+        if r["result"]["status"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ws);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(proc.child.id().to_string())
+        .status()
+        .expect("kill");
+    let _ = proc.child.wait();
+    let before = all_transcript_lines(dir.path());
+    let proc = spawn_in(dir.path(), &[], &[]);
+    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let again = ws
+        .call(
+            "chat.send",
+            json!({"message": "remember me", "idempotencyKey": "idem-1"}),
+        )
+        .await;
+    assert_eq!(again["result"]["runId"], run_id, "{again}");
+    assert_eq!(again["result"]["status"], "done");
+    assert_eq!(again["result"]["outcome"], "final");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(all_transcript_lines(dir.path()), before, "nothing written");
+}
+
+fn all_transcript_lines(data_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(data_dir.join("sessions"))
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn echo_tool_loop_end_to_end_with_clawgate_call() {
+    let proc = spawn(&[], &[]);
+    let out = Command::new(BIN)
+        .args(["call", "--url", &proc.url, "--subscribe", "chat.stream"])
+        .arg(r#"{"message": "/tool write_file {\"path\": \"hello.txt\", \"content\": \"written by the agent\"}", "sessionKey": "demo"}"#)
+        .env_remove("CLAWGATE_TOKEN")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let payloads: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line")["payload"].clone())
+        .collect();
+    let states: Vec<&str> = payloads
+        .iter()
+        .filter_map(|p| p["state"].as_str())
+        .filter(|s| *s != "delta")
+        .collect();
+    assert_eq!(
+        states,
+        vec!["started", "tool_start", "tool_end", "final"],
+        "{text}"
+    );
+    let fin = payloads.last().expect("final");
+    assert!(
+        fin["message"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("wrote 20 bytes to hello.txt")),
+        "{fin}"
+    );
+    let dir = proc._dir.as_ref().expect("dir").path();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("workspace/hello.txt")).expect("file"),
+        "written by the agent"
+    );
+    let (ok, out, _) = call(&proc.url, &["chat.history", "{\"sessionKey\":\"demo\"}"]);
+    assert!(ok);
+    let history: Value = serde_json::from_str(&out).expect("json");
+    let roles: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(roles, vec!["user", "assistant", "tool", "assistant"]);
+}
