@@ -731,3 +731,112 @@ async fn catalogue_methods() {
     assert_eq!(tools["result"]["tools"][0]["source"], "builtin");
     assert!(tools["result"]["tools"][0]["inputSchema"].is_object());
 }
+
+#[tokio::test]
+async fn inject_waits_for_the_message_boundary_and_reset_aborts_the_run() {
+    let gw = start(|c| c.agent.tools.exec = ExecMode::On).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let mut ctl = RawWs::connect(gw.addr()).await;
+    ws.call(
+        "chat.stream",
+        json!({"message": "/tool exec {\"command\": \"sleep 0.5\"}", "sessionKey": "bd"}),
+    )
+    .await;
+    loop {
+        let p = ws.recv().await["params"]["result"]["payload"].clone();
+        if p["state"] == "tool_start" {
+            break;
+        }
+    }
+    // Injected while the tool runs: it must land after the tool's result, never between.
+    let inj = ctl
+        .call(
+            "chat.inject",
+            json!({"sessionKey": "bd", "role": "system", "content": "note"}),
+        )
+        .await;
+    assert!(inj.get("result").is_some(), "{inj}");
+    loop {
+        let p = ws.recv().await["params"]["result"]["payload"].clone();
+        if p["state"] == "final" {
+            break;
+        }
+    }
+    let roles: Vec<String> = transcript(&gw, "bd")
+        .iter()
+        .map(|l| l["role"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        roles,
+        vec!["user", "assistant", "tool", "system", "assistant"]
+    );
+
+    // Reset during a run: the run is aborted first, then the transcript is archived.
+    ws.call(
+        "chat.stream",
+        json!({"message": "/tool exec {\"command\": \"sleep 30\"}", "sessionKey": "rs"}),
+    )
+    .await;
+    loop {
+        let p = ws.recv().await["params"]["result"]["payload"].clone();
+        if p["state"] == "tool_start" {
+            break;
+        }
+    }
+    let t0 = Instant::now();
+    let reset = ctl.call("sessions.reset", json!({"key": "rs"})).await;
+    assert_eq!(reset["result"]["messageCount"], 0, "{reset}");
+    loop {
+        let p = ws.recv().await["params"]["result"]["payload"].clone();
+        if p["state"] == "aborted" {
+            break;
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn shutdown_aborts_runs_and_keeps_partial_text() {
+    let slow: Vec<String> = (0..100).map(|i| format!("s{i} ")).collect();
+    let slow_refs: Vec<&str> = slow.iter().map(String::as_str).collect();
+    let fake = FakeProvider::start(vec![Script::sse(anthropic::reply(&slow_refs)).paced(50)]).await;
+    let gw = start(|c| use_fake(c, Wire::Anthropic, &fake)).await;
+    let mut watcher = RawWs::connect(gw.addr()).await;
+    watcher.subscribe(json!({"events": ["chat"]})).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    ws.call("chat.send", json!({"message": "long", "sessionKey": "sd"}))
+        .await;
+    ws.call(
+        "chat.send",
+        json!({"message": "queued", "sessionKey": "sd"}),
+    )
+    .await;
+    loop {
+        if watcher.next_event().await["payload"]["state"] == "delta" {
+            break;
+        }
+    }
+    let gateway = gw.running.gateway.clone();
+    let stopper = tokio::spawn(async move { gateway.shutdown("test").await });
+    let mut aborted = 0;
+    loop {
+        let e = watcher.next_event().await;
+        if e["event"] == "shutdown" {
+            break;
+        }
+        if e["payload"]["state"] == "aborted" {
+            aborted += 1;
+        }
+    }
+    assert_eq!(
+        aborted, 2,
+        "the active run and the queued one each get their aborted, before shutdown"
+    );
+    stopper.await.expect("stopped");
+    let lines = transcript(&gw, "sd");
+    assert_eq!(
+        lines.last().map(|l| l["aborted"].clone()),
+        Some(json!(true)),
+        "partial text kept"
+    );
+}
