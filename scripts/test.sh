@@ -15,3 +15,14 @@ cargo test --lib --bins --tests --locked
 
 echo "== schema is current"
 cargo run --quiet --locked -- schema --check
+
+# The SDKs run against the gateway binary the Rust tests just built.
+export CLAWGATE_BIN="$PWD/target/debug/clawgate"
+
+echo "== TypeScript client"
+./clients/typescript/test.sh
+
+if [ -x clients/python/test.sh ]; then
+  echo "== Python client"
+  ./clients/python/test.sh
+fi

@@ -6,7 +6,9 @@ pub mod events;
 pub mod gateway;
 pub mod sessions;
 
-use crate::protocol::{GapEvent, Health, PresenceEvent, ShutdownEvent, TickEvent};
+use crate::protocol::{
+    ChatEvent, GapEvent, Health, PresenceEvent, SessionsChangedEvent, ShutdownEvent, TickEvent,
+};
 use crate::rpc::{DuplicateMethod, MethodTable};
 
 /// The table of every core method and event.
@@ -31,5 +33,10 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
         "health",
         "Connections, sessions or active runs changed (at most once a second).",
     );
+    table.event::<SessionsChangedEvent>(
+        "sessions.changed",
+        "A session was created, updated, reset, deleted or forked.",
+    );
+    table.event::<ChatEvent>("chat", "A chat payload; the envelope carries sessionKey.");
     Ok(table)
 }

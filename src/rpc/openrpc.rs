@@ -27,6 +27,7 @@ pub fn document(table: &MethodTable) -> Value {
                 })).collect::<Vec<_>>(),
                 "x-scope": desc.scope,
                 "x-owner": desc.owner,
+                "x-params": desc.params_schema,
             });
             match &desc.kind {
                 MethodKind::Subscribe {

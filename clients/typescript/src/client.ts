@@ -1,0 +1,375 @@
+// The hand-written runtime: one WebSocket, request/response by id, subscriptions as async
+// iterators, automatic reconnect that resumes `events.subscribe` with `afterSeq`/`epoch`.
+import {
+  bindMethods,
+  type Calls,
+  type EventEnvelope,
+  type Methods,
+  type Subscriptions,
+  type Transport,
+} from "./generated.js";
+
+/** A JSON-RPC error answered by the gateway. */
+export class ClawgateError extends Error {
+  /** The JSON-RPC error code (e.g. -32602). */
+  readonly code: number;
+  /** `error.data.kind` (e.g. "invalid_params", "not_found"). */
+  readonly kind: string;
+  /** The whole `error.data`. */
+  readonly data: Record<string, unknown>;
+
+  constructor(code: number, message: string, data: Record<string, unknown> | undefined) {
+    super(message);
+    this.name = "ClawgateError";
+    this.code = code;
+    this.data = data ?? {};
+    this.kind = typeof this.data.kind === "string" ? (this.data.kind as string) : "unknown";
+  }
+}
+
+/** The connection was lost (and reconnecting is off, or the client was closed). */
+export class ConnectionClosedError extends Error {
+  constructor(message = "the connection to the gateway is closed") {
+    super(message);
+    this.name = "ConnectionClosedError";
+  }
+}
+
+/** Options of {@link Client.connect}. */
+export interface ConnectOptions {
+  /** A bearer token (sent as a header in Node, as `?token=` in browsers). */
+  token?: string;
+  /** Reconnect after the connection drops (default true). */
+  reconnect?: boolean;
+  /** Longest wait between reconnect attempts, ms (default 5000). */
+  maxBackoffMs?: number;
+  /** How long a call may take, ms (default 120000). */
+  requestTimeoutMs?: number;
+}
+
+type WsLike = {
+  readyState: number;
+  send(data: string): void;
+  close(code?: number): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: unknown) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+};
+
+interface Pending {
+  /** Runs synchronously with the response, before any later message is handled. */
+  onResult?: (value: unknown) => void;
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** An async queue feeding one subscription's iterator. */
+class Feed<T> {
+  private items: T[] = [];
+  private waiters: Array<{ resolve(r: IteratorResult<T>): void; reject(e: Error): void }> = [];
+  private ended = false;
+  private failure: Error | null = null;
+
+  push(item: T): void {
+    if (this.ended) return;
+    const w = this.waiters.shift();
+    if (w) w.resolve({ value: item, done: false });
+    else this.items.push(item);
+  }
+
+  end(failure?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.failure = failure ?? null;
+    for (const w of this.waiters.splice(0)) {
+      if (this.failure) w.reject(this.failure);
+      else w.resolve({ value: undefined as never, done: true });
+    }
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    const item = this.items.shift();
+    if (item !== undefined) return Promise.resolve({ value: item, done: false });
+    if (this.ended) {
+      return this.failure ? Promise.reject(this.failure) : Promise.resolve({ value: undefined as never, done: true });
+    }
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+}
+
+interface SubState {
+  method: keyof Subscriptions;
+  params: Record<string, unknown>;
+  unsubscribe: string;
+  feed: Feed<EventEnvelope>;
+  serverId: string | null;
+  lastSeq: number | null;
+  lastEpoch: string | null;
+  /** `chat.stream` ends after its run's terminal payload and is not resumed. */
+  resumable: boolean;
+}
+
+const TERMINAL = new Set(["final", "aborted", "error"]);
+
+async function openSocket(url: string, token: string | undefined): Promise<WsLike> {
+  const g = globalThis as unknown as { WebSocket?: new (url: string) => WsLike; window?: unknown };
+  if (g.window !== undefined && g.WebSocket) {
+    // Browsers cannot set headers on a WebSocket: the token goes in the query string.
+    const u = new URL(url);
+    if (token) u.searchParams.set("token", token);
+    return new g.WebSocket(u.toString());
+  }
+  const { default: WebSocket } = await import("ws");
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  return new WebSocket(url, { headers }) as unknown as WsLike;
+}
+
+/** A connected clawgate client. */
+export class Client implements Transport {
+  /** One typed function per method, by namespace: `client.api.chat.send({...})`. */
+  readonly api: Methods;
+  private ws: WsLike | null = null;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private subs = new Map<string, SubState>();
+  private closed = false;
+  private connecting: Promise<void> | null = null;
+
+  private constructor(
+    private readonly url: string,
+    private readonly options: Required<Omit<ConnectOptions, "token">> & { token?: string },
+  ) {
+    this.api = bindMethods(this);
+  }
+
+  /** Connects to `url` (`ws://127.0.0.1:18789/`). */
+  static async connect(url: string, options: ConnectOptions = {}): Promise<Client> {
+    const client = new Client(url, {
+      token: options.token,
+      reconnect: options.reconnect ?? true,
+      maxBackoffMs: options.maxBackoffMs ?? 5000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 120_000,
+    });
+    await client.open();
+    return client;
+  }
+
+  /** Shorthands for the namespaces. */
+  get gateway() { return this.api.gateway; }
+  get events() { return this.api.events; }
+  get chat() { return this.api.chat; }
+  get sessions() { return this.api.sessions; }
+  get models() { return this.api.models; }
+  get tools() { return this.api.tools; }
+  get rpc() { return this.api.rpc; }
+
+  private open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      openSocket(this.url, this.options.token).then((ws) => {
+        let opened = false;
+        ws.onopen = () => {
+          opened = true;
+          this.ws = ws;
+          resolve();
+        };
+        ws.onerror = (ev) => {
+          if (!opened) reject(new ConnectionClosedError(`cannot connect to ${this.url}: ${String((ev as { message?: string })?.message ?? "error")}`));
+        };
+        ws.onclose = () => {
+          if (!opened) {
+            reject(new ConnectionClosedError(`cannot connect to ${this.url}`));
+            return;
+          }
+          this.onDisconnect(ws);
+        };
+        ws.onmessage = (ev) => this.onMessage(String(ev.data));
+      }, reject);
+    });
+  }
+
+  private onMessage(text: string): void {
+    let msg: Record<string, unknown>;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (typeof msg.id === "number" && this.pending.has(msg.id)) {
+      const p = this.pending.get(msg.id)!;
+      this.pending.delete(msg.id);
+      clearTimeout(p.timer);
+      const err = msg.error as { code: number; message: string; data?: Record<string, unknown> } | undefined;
+      if (err) p.reject(new ClawgateError(err.code, err.message, err.data));
+      else {
+        p.onResult?.(msg.result);
+        p.resolve(msg.result);
+      }
+      return;
+    }
+    const params = msg.params as { subscription?: string; result?: EventEnvelope } | undefined;
+    if (typeof msg.method === "string" && params?.subscription && params.result) {
+      for (const sub of this.subs.values()) {
+        if (sub.serverId !== params.subscription) continue;
+        const env = params.result;
+        if (env.event !== "gap" && env.event !== "tick" && env.event !== "shutdown") {
+          sub.lastSeq = env.seq;
+        }
+        sub.lastEpoch = env.epoch;
+        sub.feed.push(env);
+        const state = (env.payload as { state?: string } | undefined)?.state;
+        if (sub.method === "chat.stream" && state && TERMINAL.has(state)) {
+          sub.feed.end();
+          this.subs.delete(this.keyOf(sub));
+        }
+      }
+    }
+  }
+
+  private keyOf(sub: SubState): string {
+    for (const [k, v] of this.subs) if (v === sub) return k;
+    return "";
+  }
+
+  private onDisconnect(ws: WsLike): void {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new ConnectionClosedError());
+      this.pending.delete(id);
+    }
+    for (const [k, sub] of this.subs) {
+      sub.serverId = null;
+      if (!sub.resumable || this.closed || !this.options.reconnect) {
+        sub.feed.end(sub.resumable && !this.closed ? new ConnectionClosedError() : undefined);
+        this.subs.delete(k);
+      }
+    }
+    if (!this.closed && this.options.reconnect) void this.reconnect();
+  }
+
+  private async reconnect(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    this.connecting = (async () => {
+      let backoff = 100;
+      while (!this.closed) {
+        try {
+          await this.open();
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, backoff + Math.random() * backoff));
+          backoff = Math.min(backoff * 2, this.options.maxBackoffMs);
+        }
+      }
+      // Resume every events subscription where it stopped; the gateway replays what was missed
+      // or announces a `gap` (expired, or restart when the epoch changed).
+      for (const sub of this.subs.values()) {
+        const params: Record<string, unknown> = { ...sub.params };
+        if (sub.lastSeq !== null && sub.lastEpoch !== null) {
+          params.afterSeq = sub.lastSeq;
+          params.epoch = sub.lastEpoch;
+        }
+        try {
+          // Set synchronously: the first notification may follow the response in the same read.
+          await this.rawCall(sub.method, params, (id) => {
+            sub.serverId = id as string;
+          });
+        } catch (err) {
+          sub.feed.end(err as Error);
+        }
+      }
+    })().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private rawCall(method: string, params: unknown, onResult?: (value: unknown) => void): Promise<unknown> {
+    const ws = this.ws;
+    if (!ws || this.closed) return Promise.reject(new ConnectionClosedError());
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${method} timed out after ${this.options.requestTimeoutMs} ms`));
+      }, this.options.requestTimeoutMs);
+      this.pending.set(id, { resolve, reject, timer, onResult });
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params: params ?? {} }));
+    });
+  }
+
+  /** Calls a method by name with typed params and result. */
+  async call<M extends keyof Calls>(method: M, params: Calls[M]["params"]): Promise<Calls[M]["result"]> {
+    if (!this.ws && this.connecting) await this.connecting;
+    return (await this.rawCall(method, params)) as Calls[M]["result"];
+  }
+
+  /**
+   * Subscribes; the iterator yields each envelope (including `gap`, `tick` and `shutdown`).
+   * Breaking out of a `for await` unsubscribes.
+   */
+  subscribe<M extends keyof Subscriptions>(
+    method: M,
+    params: Subscriptions[M]["params"],
+    unsubscribe: Subscriptions[M]["unsubscribe"],
+  ): AsyncIterableIterator<Subscriptions[M]["item"]> {
+    const sub: SubState = {
+      method,
+      params: { ...(params as Record<string, unknown>) },
+      unsubscribe,
+      feed: new Feed<EventEnvelope>(),
+      serverId: null,
+      lastSeq: null,
+      lastEpoch: null,
+      resumable: method === "events.subscribe",
+    };
+    const key = `s${this.nextId++}`;
+    this.subs.set(key, sub);
+    const started = this.rawCall(method, sub.params, (id) => {
+      // Set synchronously: the first notification may follow the response in the same read.
+      sub.serverId = id as string;
+    }).then(
+      () => undefined,
+      (err: Error) => {
+        sub.feed.end(err);
+        this.subs.delete(key);
+      },
+    );
+    const stop = async () => {
+      this.subs.delete(key);
+      sub.feed.end();
+      if (sub.serverId && this.ws) {
+        try {
+          await this.rawCall(unsubscribe, [sub.serverId]);
+        } catch {
+          // The subscription is gone either way.
+        }
+      }
+    };
+    const iterator: AsyncIterableIterator<EventEnvelope> = {
+      next: async () => {
+        await started;
+        return sub.feed.next();
+      },
+      return: async () => {
+        await started.catch(() => undefined);
+        await stop();
+        return { value: undefined as never, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+    return iterator;
+  }
+
+  /** Closes the connection; pending calls fail, subscriptions end. */
+  close(): void {
+    this.closed = true;
+    for (const sub of this.subs.values()) sub.feed.end();
+    this.subs.clear();
+    this.ws?.close(1000);
+  }
+}
