@@ -71,6 +71,22 @@ impl GatewayClient {
         self.inner.request(M::NAME, RawParams(Some(params))).await
     }
 
+    /// Subscribes to `S` with typed params and items.
+    pub async fn subscribe<S>(
+        &self,
+        params: &S::Params,
+    ) -> Result<Subscription<S::Item>, ClientError>
+    where
+        S: crate::rpc::Subscription,
+        S::Params: Serialize,
+        S::Item: DeserializeOwned,
+    {
+        let params = serde_json::to_value(params).map_err(ClientError::ParseError)?;
+        self.inner
+            .subscribe(S::NAME, RawParams(Some(params)), S::UNSUBSCRIBE)
+            .await
+    }
+
     /// Calls any method with JSON params.
     pub async fn call_raw(
         &self,

@@ -7,4 +7,5 @@ mod events;
 mod fake_provider;
 mod jsonrpc;
 mod process;
+mod rust_client;
 mod sessions;
