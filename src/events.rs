@@ -26,6 +26,8 @@ pub struct Envelope {
     pub session_key: Option<String>,
     /// The envelope as JSON: `{epoch, seq, event, ts, sessionKey?, payload}`.
     pub json: Box<str>,
+    /// A control event (`tick`, `gap`, `shutdown`): no `seq` of its own.
+    pub control: bool,
 }
 
 /// What goes over the live channel.
@@ -249,6 +251,7 @@ impl EventHub {
             event: event.to_string(),
             session_key: session_key.map(str::to_string),
             json: json.into_boxed_str(),
+            control: false,
         });
         ring.bytes += env.json.len();
         ring.events.push_back(env.clone());
@@ -264,11 +267,10 @@ impl EventHub {
         Some(env)
     }
 
-    /// A control envelope (`tick`, `gap`, `shutdown`), carrying the latest `seq`.
-    fn control(&self, event: &str, payload: &impl Serialize) -> Arc<Envelope> {
+    /// A control envelope (`tick`, `gap`, `shutdown`) carrying `seq`, the latest published.
+    fn control(&self, event: &str, payload: &impl Serialize, seq: u64) -> Arc<Envelope> {
         let payload = serde_json::to_string(payload).unwrap_or_else(|_| "{}".into());
         let mut json = self.envelope_head(event, None, &payload);
-        let seq = self.seq();
         json.push_str(&seq.to_string());
         json.push('}');
         Arc::new(Envelope {
@@ -276,18 +278,22 @@ impl EventHub {
             event: event.to_string(),
             session_key: None,
             json: json.into_boxed_str(),
+            control: true,
         })
     }
 
     /// Publishes a `tick` to every subscriber.
     pub fn tick(&self) {
-        let env = self.control("tick", &TickEvent { ts: now_ms() });
+        // Under the ring lock: the tick's seq is exactly the last event sent before it.
+        let ring = self.lock();
+        let env = self.control("tick", &TickEvent { ts: now_ms() }, ring.seq);
         let _ = self.live.send(Item::Control(env));
+        drop(ring);
     }
 
     /// Announces shutdown to every subscriber; each receives it as its last delivery.
     pub fn shutdown(&self, event: ShutdownEvent) {
-        let env = self.control("shutdown", &event);
+        let env = self.control("shutdown", &event, self.seq());
         self.shutdown.send_replace(Some(env));
     }
 
@@ -341,6 +347,7 @@ impl EventHub {
         if let Some(first) = pending.front() {
             last_seq = first.seq - 1;
         }
+        let gap = gap.map(|gap| self.control("gap", &gap, ring.seq));
         drop(ring);
         let mut sub = Subscriber {
             hub: self.clone(),
@@ -352,8 +359,7 @@ impl EventHub {
             lagged: false,
             done: false,
         };
-        if let Some(gap) = gap {
-            let env = self.control("gap", &gap);
+        if let Some(env) = gap {
             sub.pending.push_front(env);
         }
         Ok(sub)
@@ -373,7 +379,9 @@ impl Subscriber {
             return Some(Delivery::Shutdown(env));
         }
         if let Some(env) = self.pending.pop_front() {
-            self.last_seq = self.last_seq.max(env.seq);
+            if !env.control {
+                self.last_seq = self.last_seq.max(env.seq);
+            }
             return Some(Delivery::Event(env));
         }
         loop {
@@ -442,6 +450,7 @@ impl Subscriber {
                 to_seq,
                 reason: GapReason::Lagged,
             },
+            self.hub.seq(),
         )
     }
 }

@@ -71,6 +71,8 @@ enum RunState {
 
 struct RunRecord {
     session_key: String,
+    /// The next `runSeq`, shared by every emitter of the run.
+    seq: Arc<std::sync::atomic::AtomicU64>,
     state: RunState,
     cancel: CancellationToken,
     aborted: Arc<AtomicBool>,
@@ -206,6 +208,13 @@ impl Agent {
         let position;
         {
             let mut state = self.state();
+            // Checked under the lock `abort_all` takes, so no run starts after shutdown began.
+            if gw.is_shutting_down() {
+                return Err(Error::Unavailable {
+                    message: "the gateway is shutting down".into(),
+                    retryable: true,
+                });
+            }
             if let Some(key) = &request.idempotency_key {
                 // Checked and inserted under one lock: two sends of one key cannot both start.
                 if let Some((existing, _)) = state
@@ -226,10 +235,12 @@ impl Agent {
                     .or_default();
                 cache.insert(key.clone(), run_id.clone(), None);
             }
+            let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
             state.runs.insert(
                 run_id.clone(),
                 RunRecord {
                     session_key: request.session_key.clone(),
+                    seq: seq.clone(),
                     state: RunState::Queued,
                     cancel: CancellationToken::new(),
                     aborted: Arc::new(AtomicBool::new(false)),
@@ -238,7 +249,9 @@ impl Agent {
                 },
             );
             let lane = state.lanes.entry(request.session_key.clone()).or_default();
-            position = lane.queue.len() + usize::from(lane.running.is_some());
+            // A placeholder (empty) `running` means the worker has not popped the queue yet.
+            position = lane.queue.len()
+                + usize::from(lane.running.as_ref().is_some_and(|r| !r.is_empty()));
             let start_worker = lane.running.is_none() && lane.queue.is_empty();
             lane.queue.push_back(Pending {
                 run_id: run_id.clone(),
@@ -246,6 +259,14 @@ impl Agent {
             });
             if start_worker {
                 lane.running = Some(String::new());
+            }
+            if position > 0 {
+                // Published under the lock: nothing of this run can come before it.
+                let emitter = Emitter::with_seq(gw, &request.session_key, &run_id, seq);
+                emitter.emit(ChatEvent {
+                    position: Some(position as u64),
+                    ..emitter.base("queued")
+                });
             }
             drop(state);
             if start_worker {
@@ -255,11 +276,6 @@ impl Agent {
             }
         }
         if position > 0 {
-            let emitter = Emitter::new(gw, &request.session_key, &run_id);
-            emitter.emit(ChatEvent {
-                position: Some(position as u64),
-                ..emitter.base("queued")
-            });
             return Ok(SendOutcome {
                 run_id,
                 status: RunStatus::Queued,
@@ -363,12 +379,12 @@ impl Agent {
                         aborted.push(id.clone());
                         None
                     }
-                    Some(r) if removed => Some(r.session_key.clone()),
+                    Some(r) if removed => Some((r.session_key.clone(), r.seq.clone())),
                     _ => None,
                 }
             };
-            if let Some(key) = queued {
-                let emitter = Emitter::new(gw, &key, &id);
+            if let Some((key, seq)) = queued {
+                let emitter = Emitter::with_seq(gw, &key, &id, seq);
                 let env = emitter.emit(emitter.base("aborted"));
                 self.finish(&id, RunOutcome::Aborted, env);
                 aborted.push(id);
@@ -425,9 +441,9 @@ async fn lane_worker(gw: Arc<Gateway>, key: String) {
                     lane.running = Some(p.run_id.clone());
                     let record = state.runs.get_mut(&p.run_id).map(|r| {
                         r.state = RunState::InFlight;
-                        (r.cancel.clone(), r.aborted.clone())
+                        (r.cancel.clone(), r.aborted.clone(), r.seq.clone())
                     });
-                    record.map(|(c, a)| (p, c, a))
+                    record.map(|(c, a, q)| (p, c, a, q))
                 }
                 None => {
                     state.lanes.remove(&key);
@@ -435,13 +451,27 @@ async fn lane_worker(gw: Arc<Gateway>, key: String) {
                 }
             }
         };
-        let Some((pending, cancel, aborted)) = next else {
+        let Some((pending, cancel, aborted, seq)) = next else {
             continue;
         };
         gw.set_active_runs(gw.agent().active_runs());
         let run_id = pending.run_id.clone();
-        let emitter = Emitter::new(&gw, &key, &run_id);
-        let (outcome, terminal) = run(&gw, &emitter, pending.request, cancel, aborted).await;
+        let emitter = Arc::new(Emitter::with_seq(&gw, &key, &run_id, seq));
+        // In its own task: a panic in a tool or provider ends this run, not the lane.
+        let task = {
+            let (gw, emitter, cancel) = (gw.clone(), emitter.clone(), cancel.clone());
+            tokio::spawn(async move { run(&gw, &emitter, pending.request, cancel, aborted).await })
+        };
+        let (outcome, terminal) = match task.await {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::error!(run = %run_id, %err, "a run failed unexpectedly");
+                cancel.cancel();
+                let error =
+                    ProviderError::new(ErrorKind::Internal, "the run failed unexpectedly", false);
+                (RunOutcome::Error, error_event(&emitter, &error))
+            }
+        };
         gw.agent().finish(&run_id, outcome, terminal);
         gw.store().publish_updated(&key);
         gw.set_active_runs(gw.agent().active_runs());
@@ -453,16 +483,21 @@ struct Emitter {
     gw: Arc<Gateway>,
     session_key: String,
     run_id: String,
-    seq: std::sync::atomic::AtomicU64,
+    seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Emitter {
-    fn new(gw: &Arc<Gateway>, session_key: &str, run_id: &str) -> Self {
+    fn with_seq(
+        gw: &Arc<Gateway>,
+        session_key: &str,
+        run_id: &str,
+        seq: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         Self {
             gw: gw.clone(),
             session_key: session_key.into(),
             run_id: run_id.into(),
-            seq: Default::default(),
+            seq,
         }
     }
 
@@ -587,7 +622,10 @@ async fn stream_turn(
 ) -> TurnEnd {
     let mut attempt = 0u32;
     loop {
-        let mut rx = provider.stream(request.clone(), cancel.child_token());
+        let attempt_token = cancel.child_token();
+        // Ends the provider's task and its HTTP request however this attempt ends.
+        let _attempt_guard = attempt_token.clone().drop_guard();
+        let mut rx = provider.stream(request.clone(), attempt_token);
         let mut text = String::new();
         let mut pending = String::new();
         let mut flushed = false;
@@ -653,6 +691,7 @@ async fn stream_turn(
                         reason,
                     )),
                     ProviderEvent::Usage(u) => usage = Some(u),
+                    ProviderEvent::Progress => {}
                     ProviderEvent::Stop(stop) => {
                         flush(&mut pending, &mut flushed);
                         return TurnEnd::Done {
@@ -788,12 +827,21 @@ async fn run_loop(
     if cancel.is_cancelled() {
         return stopped(String::new());
     }
+    // Every message of the run goes to this transcript, even if the session is reset meanwhile.
+    let session_id = match store.get(key) {
+        Ok(s) => s.session_id,
+        Err(_) => {
+            let error = ProviderError::new(ErrorKind::Internal, "the session is gone", false);
+            return (RunOutcome::Error, error_event(emitter, &error));
+        }
+    };
+    let sid = Some(session_id.as_str());
     let mut user = NewMessage::new(Role::User, request.message.clone());
     user.message.run_id = Some(run_id.clone());
     user.message.idempotency_key = request.idempotency_key.clone();
     let written = {
         let _boundary = store.hold_boundary(key).await;
-        store.append(key, vec![user]).await
+        store.append_to(key, sid, vec![user]).await
     };
     let user_message = match written.map(|mut w| w.pop()) {
         Ok(Some(m)) => m,
@@ -864,7 +912,7 @@ async fn run_loop(
                 if !partial.is_empty() {
                     assistant.message.content = partial.clone();
                     assistant.message.aborted = Some(true);
-                    let _ = store.append(key, vec![assistant]).await;
+                    let _ = store.append_to(key, sid, vec![assistant]).await;
                 }
                 return stopped(partial);
             }
@@ -875,7 +923,7 @@ async fn run_loop(
                         kind: error.kind.as_str().into(),
                         message: error.message.clone(),
                     });
-                    let _ = store.append(key, vec![assistant]).await;
+                    let _ = store.append_to(key, sid, vec![assistant]).await;
                 }
                 return (RunOutcome::Error, error_event(emitter, &error));
             }
@@ -934,7 +982,7 @@ async fn run_loop(
         };
         for (i, call) in all_calls.iter().enumerate() {
             if cancel.is_cancelled() {
-                write_aborted_results(gw, key, &run_id, &all_calls[i..]).await;
+                write_aborted_results(gw, key, sid, &run_id, &all_calls[i..]).await;
                 drop(boundary);
                 return stopped(String::new());
             }
@@ -963,7 +1011,7 @@ async fn run_loop(
             result.message.tool_call_id = Some(call.id.clone());
             result.message.is_error = Some(output.is_error);
             result.message.run_id = Some(run_id.clone());
-            if store.append(key, vec![result]).await.is_err() {
+            if store.append_to(key, sid, vec![result]).await.is_err() {
                 let error =
                     ProviderError::new(ErrorKind::Internal, "cannot write a tool result", false);
                 return (RunOutcome::Error, error_event(emitter, &error));
@@ -992,7 +1040,13 @@ async fn run_loop(
     (RunOutcome::Final, env)
 }
 
-async fn write_aborted_results(gw: &Arc<Gateway>, key: &str, run_id: &str, calls: &[ToolCall]) {
+async fn write_aborted_results(
+    gw: &Arc<Gateway>,
+    key: &str,
+    sid: Option<&str>,
+    run_id: &str,
+    calls: &[ToolCall],
+) {
     let results = calls
         .iter()
         .map(|call| {
@@ -1006,7 +1060,7 @@ async fn write_aborted_results(gw: &Arc<Gateway>, key: &str, run_id: &str, calls
             m
         })
         .collect();
-    let _ = gw.store().append(key, results).await;
+    let _ = gw.store().append_to(key, sid, results).await;
 }
 
 /// Checks `chat.send` params that types alone cannot.

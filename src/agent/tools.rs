@@ -116,7 +116,9 @@ pub fn confine(workspace: &Path, relative: &str) -> Result<PathBuf, String> {
     // Walk up to the deepest existing ancestor and canonicalize it (resolving symlinks).
     let mut existing = joined.clone();
     let mut rest = Vec::new();
-    while !existing.exists() {
+    // `symlink_metadata`, not `exists`: a dangling symlink exists and must be resolved (and
+    // fail), never treated as a free name whose parent is inside.
+    while existing.symlink_metadata().is_err() {
         match (
             existing.file_name().map(|n| n.to_os_string()),
             existing.parent(),
@@ -328,11 +330,32 @@ async fn run_exec(command: &str, ctx: &ToolContext, timeout: Duration) -> ToolOu
         }
         buf
     };
-    let work = async { tokio::join!(child.wait(), read_out, read_err) };
-    let outcome = tokio::select! {
-        r = work => Some(r),
+    let readers = tokio::spawn(async move { tokio::join!(read_out, read_err) });
+    let status = tokio::select! {
+        r = child.wait() => Some(r),
         _ = tokio::time::sleep(timeout) => None,
         _ = ctx.cancel.cancelled() => None,
+    };
+    // A background child may keep the pipes open after the command exited: read for a moment
+    // more, then kill the group and take what arrived.
+    let outcome = match status {
+        Some(status) => {
+            let abort = readers.abort_handle();
+            let read = tokio::time::timeout(Duration::from_secs(1), readers).await;
+            if read.is_err() {
+                kill_group(pid);
+                abort.abort();
+            }
+            let (out, err) = match read {
+                Ok(Ok(pair)) => pair,
+                _ => (Vec::new(), Vec::new()),
+            };
+            Some((status, out, err))
+        }
+        None => {
+            readers.abort();
+            None
+        }
     };
     match outcome {
         Some((status, out, err)) => {
@@ -416,6 +439,9 @@ mod tests {
         std::fs::write(root.path().join("secret"), "s").expect("write");
         #[cfg(unix)]
         std::os::unix::fs::symlink(root.path(), ws.join("escape")).expect("symlink");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.path().join("planted"), ws.join("dangling"))
+            .expect("symlink");
         let c = ctx(&ws, ExecMode::Off);
         let w = WriteFile
             .call(json!({"path": "a/b.txt", "content": "hi"}), c.clone())

@@ -12,6 +12,7 @@ use crate::protocol::{
     ChatEvent, ChatHistoryParams, ChatHistoryResult, ChatInjectParams, ChatInjectResult,
     InjectRole, MAX_CONTENT_BYTES, MAX_LABEL_CHARS, Role, validate_session_key,
 };
+use crate::protocol::{RunOutcome, RunStatus};
 use crate::rpc::table::BoxFuture;
 use crate::rpc::{
     CallContext, DuplicateMethod, Example, Method, MethodTable, Scope, Subscription,
@@ -174,14 +175,22 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
             .map_err(|e| Error::internal(e.to_string()))?;
         let result = send(&ctx, p).await?;
         let needle = format!("\"runId\":\"{}\"", result.run_id);
-        let done = ctx.gateway.agent().run_info(&result.run_id);
+        let gateway = ctx.gateway.clone();
+        let run_id = result.run_id.clone();
+        let done = (result.status == RunStatus::Done).then(|| {
+            let terminal = gateway.agent().run_info(&run_id).and_then(|(_, t)| t);
+            (terminal, result.outcome.unwrap_or(RunOutcome::Aborted))
+        });
         let task: SubscriptionTask = Box::new(move |sink: SubscriptionSink| {
             Box::pin(async move {
-                if let Some((true, terminal)) = done {
-                    // A resend of a finished key gets the terminal payload alone.
-                    if let Some(env) = terminal {
-                        let _ = sink.send_raw(&env.json).await;
-                    }
+                if let Some((terminal, outcome)) = done {
+                    // A resend of a finished key gets the terminal payload alone; after a
+                    // restart only its outcome is known.
+                    let json = match terminal {
+                        Some(env) => env.json.to_string(),
+                        None => synthesized_terminal(&gateway, &session_key, &run_id, outcome),
+                    };
+                    let _ = sink.send_raw(&json).await;
                     return;
                 }
                 loop {
@@ -214,6 +223,30 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
         });
         Ok(task)
     })
+}
+
+/// A terminal envelope for a run known only by its outcome (finished before a restart).
+fn synthesized_terminal(
+    gw: &crate::gateway::Gateway,
+    session_key: &str,
+    run_id: &str,
+    outcome: RunOutcome,
+) -> String {
+    let payload = ChatEvent {
+        run_id: Some(run_id.to_string()),
+        session_key: session_key.to_string(),
+        state: outcome.as_str().into(),
+        ..Default::default()
+    };
+    serde_json::json!({
+        "epoch": gw.hub().epoch(),
+        "seq": gw.hub().seq(),
+        "event": "chat",
+        "ts": crate::util::now_ms(),
+        "sessionKey": session_key,
+        "payload": payload,
+    })
+    .to_string()
 }
 
 /// Registers the `chat.*` methods.

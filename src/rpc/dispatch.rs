@@ -143,9 +143,11 @@ async fn handle_batch(
     let len: usize = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
     let limit = gateway.config().gateway.max_payload_bytes;
     if len > limit {
+        // The client never learns these subscriptions' ids: do not start them.
+        drop(accepted);
         return Reply {
             json: Some(error_json("null", &Error::ResponseTooLarge { limit })),
-            accepted,
+            accepted: Vec::new(),
         };
     }
     let mut json = String::with_capacity(len);

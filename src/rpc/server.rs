@@ -85,6 +85,8 @@ async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: Socket
         async move { Ok::<_, Infallible>(route(gw, peer, conn_id, over_limit, guard, req).await) }
     });
     let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
         .keep_alive(!over_limit)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
@@ -265,7 +267,17 @@ async fn http_rpc(
             );
         }
     };
-    let reply = handle_message(&gateway, &conn, &body).await;
+    // Spawned, so a client that hangs up mid-call cannot cut a store change in half.
+    let reply =
+        match tokio::spawn(async move { handle_message(&gateway, &conn, &body).await }).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    error_json("null", &Error::internal("the call failed unexpectedly")),
+                );
+            }
+        };
     match reply.json {
         Some(json) => json_response(StatusCode::OK, json),
         None => {
@@ -346,6 +358,7 @@ async fn run_websocket(
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
     let ping_interval = Duration::from_millis(config.gateway.ping_interval_ms);
     let ping_timeout = config.gateway.ping_timeout_ms;
+    let send_timeout = Duration::from_millis(ping_timeout);
 
     // Writer: queued messages, then pings; drains and closes when told to stop.
     let stop_writer = CancellationToken::new();
@@ -362,25 +375,41 @@ async fn run_websocket(
                     biased;
                     msg = out_rx.recv() => {
                         let Some(msg) = msg else { break };
-                        if sender.send_text_owned(msg).await.is_err() { closed.cancel(); return; }
-                        let mut burst = 0;
-                        while burst < 64 {
-                            let Ok(msg) = out_rx.try_recv() else { break };
-                            if sender.send_text_owned(msg).await.is_err() { closed.cancel(); return; }
-                            burst += 1;
-                        }
-                        if sender.flush().await.is_err() { closed.cancel(); return; }
+                        // A peer that stops reading is dropped after the ping timeout, never
+                        // left holding a writer forever.
+                        let sent = tokio::time::timeout(send_timeout, async {
+                            sender.send_text_owned(msg).await?;
+                            let mut burst = 0;
+                            while burst < 64 {
+                                let Ok(msg) = out_rx.try_recv() else { break };
+                                sender.send_text_owned(msg).await?;
+                                burst += 1;
+                            }
+                            sender.flush().await
+                        })
+                        .await;
+                        if !matches!(sent, Ok(Ok(()))) { closed.cancel(); return; }
                     }
                     _ = stop.cancelled() => {
-                        while let Ok(msg) = out_rx.try_recv() {
-                            if sender.send_text_owned(msg).await.is_err() { return; }
-                        }
+                        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+                            while let Ok(msg) = out_rx.try_recv() {
+                                sender.send_text_owned(msg).await?;
+                            }
+                            sender.flush().await
+                        })
+                        .await;
+                        if !matches!(drained, Ok(Ok(()))) { return; }
                         break;
                     }
                     _ = ping.tick() => {
                         let empty: &[u8] = &[];
                         let Ok(payload) = soketto::data::ByteSlice125::try_from(empty) else { continue };
-                        if sender.send_ping(payload).await.is_err() || sender.flush().await.is_err() {
+                        let pinged = tokio::time::timeout(send_timeout, async {
+                            sender.send_ping(payload).await?;
+                            sender.flush().await
+                        })
+                        .await;
+                        if !matches!(pinged, Ok(Ok(()))) {
                             closed.cancel();
                             return;
                         }
@@ -434,12 +463,17 @@ async fn run_websocket(
                 let gw = gateway.clone();
                 let conn = conn.clone();
                 let out = out_tx.clone();
+                let closed_for_call = closed.clone();
                 tokio::spawn(async move {
                     let mut reply = handle_message(&gw, &conn, &body).await;
-                    if let Some(json) = reply.json.take()
-                        && out.send(json).await.is_err()
-                    {
-                        return;
+                    if let Some(json) = reply.json.take() {
+                        let sent = tokio::select! {
+                            r = out.send(json) => r.is_ok(),
+                            _ = closed_for_call.cancelled() => false,
+                        };
+                        if !sent {
+                            return;
+                        }
                     }
                     reply.start_subscriptions(&gw);
                     drop(permit);
@@ -471,5 +505,11 @@ async fn run_websocket(
     gateway.leave(&conn);
     drop(out_tx);
     stop_writer.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(3), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }

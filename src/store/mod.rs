@@ -567,10 +567,31 @@ impl Store {
         key: &str,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<TranscriptMessage>, Error> {
-        loop {
+        self.append_to(key, None, messages).await
+    }
+
+    /// Like [`append`](Self::append), but only to the transcript `session_id` (a run never
+    /// writes into the transcript that replaced its own after a reset).
+    pub async fn append_to(
+        &self,
+        key: &str,
+        session_id: Option<&str>,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<TranscriptMessage>, Error> {
+        for _ in 0..100 {
             let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+            if let Some(expected) = session_id
+                && t.entry().session_id != expected
+            {
+                return Err(Error::Conflict(format!(
+                    "session `{key}` was reset: transcript {expected} is archived"
+                )));
+            }
             let mut writer = t.writer.lock().await;
             if t.retired.load(Ordering::Acquire) {
+                // Archived while we waited: look the key up again.
+                drop(writer);
+                tokio::task::yield_now().await;
                 continue;
             }
             if writer.is_none() {
@@ -601,10 +622,21 @@ impl Store {
                 written.push(m);
             }
             let count = written.len() as u64;
-            let len = w
-                .append(buf, count)
-                .await
-                .map_err(|e| Error::internal(format!("cannot write {}: {e}", t.path.display())))?;
+            let appended = w.append(buf, count).await;
+            let len = match appended {
+                Ok(len) => len,
+                Err(e) => {
+                    let (len, lines) = (w.len(), w.lines());
+                    t.update(|entry| {
+                        entry.len = len;
+                        entry.lines = lines;
+                    });
+                    return Err(Error::internal(format!(
+                        "cannot write {}: {e}",
+                        t.path.display()
+                    )));
+                }
+            };
             let lines = w.lines();
             t.update(|e| {
                 for m in &written {
@@ -616,6 +648,10 @@ impl Store {
             self.mark_dirty();
             return Ok(written);
         }
+        Err(Error::Unavailable {
+            message: format!("session `{key}` keeps changing under this write; try again"),
+            retryable: true,
+        })
     }
 
     /// Changes label and/or model (a `meta` line); publishes `updated`.
@@ -945,7 +981,8 @@ fn read_history(
             found = before_id == Some(m.id.as_str());
             return true;
         }
-        if out.len() >= limit || bytes + line.len() > max_bytes {
+        // At least one message per page, so paging with beforeId always moves on.
+        if out.len() >= limit || (!out.is_empty() && bytes + line.len() > max_bytes) {
             has_more = true;
             return false;
         }

@@ -236,12 +236,24 @@ impl Writer {
         }
         let file = self.file.clone();
         let written = buf.len() as u64;
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
             (&*file).write_all(&buf)?;
             file.sync_data()
         })
         .await
-        .map_err(io::Error::other)??;
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        if let Err(err) = result {
+            // Part of the line may be on disk (a full disk): learn the real length, and start
+            // the next record on a fresh line so no valid line is glued to the fragment.
+            if let Ok(meta) = self.file.metadata()
+                && meta.len() != self.len
+            {
+                self.len = meta.len();
+                self.needs_newline = true;
+            }
+            return Err(err);
+        }
         self.needs_newline = false;
         self.len += written;
         self.lines += count;

@@ -581,10 +581,14 @@ async fn idempotent_resend_queueing_and_two_sessions() {
     let run_b = b["result"]["runId"].as_str().expect("id").to_string();
     let run_c = c["result"]["runId"].as_str().expect("id").to_string();
     let mut order: Vec<(String, String)> = Vec::new();
+    let mut seqs_b: Vec<u64> = Vec::new();
     let mut finals = 0;
     while finals < 3 {
         let e = watcher.next_event().await;
         let p = &e["payload"];
+        if p["runId"] == run_b.as_str() {
+            seqs_b.push(p["runSeq"].as_u64().unwrap_or(u64::MAX));
+        }
         let run = p["runId"].as_str().unwrap_or("").to_string();
         let state = p["state"].as_str().unwrap_or("").to_string();
         if state == "final" {

@@ -86,6 +86,8 @@ pub enum ProviderEvent {
     Usage(Usage),
     /// The turn ended normally.
     Stop(StopReason),
+    /// The provider is alive (an event that carried nothing the loop uses); resets the idle timer.
+    Progress,
 }
 
 /// `error.kind` values of the protocol.
@@ -219,6 +221,8 @@ pub fn api_key(var: &str) -> Option<String> {
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
+        // A stream silent this long is dead even if the agent's idle timeout is longer.
+        .read_timeout(Duration::from_secs(300))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
@@ -288,6 +292,7 @@ pub async fn run_sse(
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => return SseEnd::Cancelled,
+            _ = tx.closed() => return SseEnd::Cancelled,
             n = events.next() => n,
         };
         match next {
@@ -305,6 +310,9 @@ pub async fn run_sse(
             Some(Ok(event)) => {
                 let mut out = Vec::new();
                 let result = on_event(&event.event, &event.data, &mut out);
+                if out.is_empty() && matches!(result, Ok(false)) {
+                    out.push(ProviderEvent::Progress);
+                }
                 for item in out {
                     if tx.send(Ok(item)).await.is_err() {
                         return SseEnd::Cancelled;

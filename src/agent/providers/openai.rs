@@ -144,6 +144,7 @@ impl Provider for OpenAi {
             let mut finish: Option<String> = None;
             let mut usage: Option<Usage> = None;
             let mut finished = false;
+            let mut refused = false;
             let end = run_sse(http, &tx, &cancel, |_event, data, out| {
                 let data = data.trim();
                 if data == "[DONE]" {
@@ -180,6 +181,10 @@ impl Provider for OpenAi {
                 for choice in v["choices"].as_array().into_iter().flatten() {
                     let delta = &choice["delta"];
                     if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                        out.push(ProviderEvent::Text(text.to_string()));
+                    }
+                    if let Some(text) = delta["refusal"].as_str().filter(|t| !t.is_empty()) {
+                        refused = true;
                         out.push(ProviderEvent::Text(text.to_string()));
                     }
                     for (n, call) in delta["tool_calls"]
@@ -278,6 +283,7 @@ impl Provider for OpenAi {
             let stop = match finish.as_deref() {
                 Some("length") => StopReason::MaxTokens,
                 Some("content_filter") => StopReason::Refusal,
+                _ if refused => StopReason::Refusal,
                 _ => StopReason::EndTurn,
             };
             let _ = tx.send(Ok(ProviderEvent::Stop(stop))).await;
