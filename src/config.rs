@@ -291,6 +291,10 @@ pub struct Loaded {
     pub hash: String,
     /// Keys set by the environment or flags.
     pub overridden_paths: Vec<String>,
+    /// The top layers, kept to load the file again on a change.
+    pub overrides: Overrides,
+    /// The `CLAWGATE_*` environment as it was at start.
+    pub env: Vec<(String, String)>,
 }
 
 /// Environment variables with a meaning of their own, not config paths.
@@ -310,14 +314,8 @@ pub fn load(
     overrides: &Overrides,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Loaded, ConfigError> {
-    let data_dir = match &overrides.data_dir {
-        Some(dir) => dir.clone(),
-        None => default_data_dir()?,
-    };
-    let path = overrides
-        .config_path
-        .clone()
-        .unwrap_or_else(|| data_dir.join("clawgate.toml"));
+    let data_dir = data_dir_of(overrides)?;
+    let path = config_path_of(overrides, &data_dir);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -328,8 +326,40 @@ pub fn load(
             ));
         }
     };
-    let hash = hex::encode(Sha256::digest(&bytes));
-    let text = std::str::from_utf8(&bytes)
+    load_bytes(overrides, env, &bytes)
+}
+
+/// The data directory the overrides name (or the default).
+pub fn data_dir_of(overrides: &Overrides) -> Result<PathBuf, ConfigError> {
+    match &overrides.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => default_data_dir(),
+    }
+}
+
+/// The config file the overrides name (or `<dataDir>/clawgate.toml`).
+pub fn config_path_of(overrides: &Overrides, data_dir: &Path) -> PathBuf {
+    overrides
+        .config_path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("clawgate.toml"))
+}
+
+/// Hex SHA-256 of a config file's bytes.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Loads the configuration from the file's `bytes` (which may be empty) and the upper layers.
+pub fn load_bytes(
+    overrides: &Overrides,
+    env: impl IntoIterator<Item = (String, String)>,
+    bytes: &[u8],
+) -> Result<Loaded, ConfigError> {
+    let data_dir = data_dir_of(overrides)?;
+    let path = config_path_of(overrides, &data_dir);
+    let hash = hash_bytes(bytes);
+    let text = std::str::from_utf8(bytes)
         .map_err(|_| ConfigError::new("", format!("{} is not UTF-8", path.display())))?;
     let mut root: toml::Table = toml::from_str(text).map_err(|err| {
         ConfigError::new(
@@ -339,9 +369,12 @@ pub fn load(
     })?;
 
     let mut overridden = Vec::new();
-    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("CLAWGATE_"))
+        .collect();
     env.sort();
-    for (name, value) in env {
+    for (name, value) in env.clone() {
         let Some(rest) = name.strip_prefix("CLAWGATE_") else {
             continue;
         };
@@ -394,6 +427,8 @@ pub fn load(
         path,
         hash,
         overridden_paths: overridden,
+        overrides: overrides.clone(),
+        env,
     })
 }
 
@@ -581,6 +616,153 @@ fn set_path(
     }
     table.insert(last.clone(), value);
     Ok(())
+}
+
+/// Whether a key takes effect at once or at the next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reload {
+    /// Applied while the gateway runs.
+    Hot,
+    /// Applied at the next start; reported as pending until then.
+    Restart,
+}
+
+/// Every configuration key, classified. The longest matching prefix wins; this one table feeds
+/// the reloader, `config.schema` (`x-reload`) and the docs.
+pub const RELOAD: &[(&str, Reload)] = &[
+    ("gateway", Reload::Hot),
+    ("gateway.bind", Reload::Restart),
+    ("gateway.port", Reload::Restart),
+    // Read when a WebSocket connection opens: new connections get the new value.
+    ("gateway.ping_interval_ms", Reload::Hot),
+    ("gateway.ping_timeout_ms", Reload::Hot),
+    ("gateway.send_buffer_bytes", Reload::Hot),
+    // The hub is sized once.
+    ("events", Reload::Restart),
+    ("agent", Reload::Hot),
+    ("plugins", Reload::Hot),
+];
+
+/// How `path` (dotted) reloads.
+pub fn reload_kind(path: &str) -> Reload {
+    RELOAD
+        .iter()
+        .filter(|(prefix, _)| {
+            path == *prefix
+                || path.starts_with(&format!("{prefix}."))
+                || path.starts_with(&format!("{prefix}["))
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map_or(Reload::Restart, |(_, kind)| *kind)
+}
+
+/// The placeholder that stands for a secret in `config.get`.
+pub const REDACTED: &str = "<redacted>";
+
+/// The configuration as JSON with secrets (token values, plugin environment) replaced.
+pub fn redacted(config: &Config) -> serde_json::Value {
+    let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+    if let Some(tokens) = value
+        .pointer_mut("/gateway/auth/tokens")
+        .and_then(|t| t.as_array_mut())
+    {
+        for token in tokens {
+            token["token"] = serde_json::Value::from(REDACTED);
+        }
+    }
+    if let Some(plugins) = value.pointer_mut("/plugins").and_then(|p| p.as_array_mut()) {
+        for plugin in plugins {
+            if let Some(env) = plugin.get_mut("env").and_then(|e| e.as_object_mut()) {
+                for v in env.values_mut() {
+                    *v = serde_json::Value::from(REDACTED);
+                }
+            }
+        }
+    }
+    value
+}
+
+/// Dotted paths of the leaves that differ between two configurations (arrays compare whole).
+pub fn changed_paths(old: &Config, new: &Config) -> Vec<String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        &p,
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let a = serde_json::to_value(old).unwrap_or_default();
+    let b = serde_json::to_value(new).unwrap_or_default();
+    let mut out = Vec::new();
+    walk(&a, &b, "", &mut out);
+    out
+}
+
+/// The JSON Schema of the configuration, each property annotated with `x-reload`.
+pub fn schema() -> serde_json::Value {
+    let generator = crate::rpc::table::schema_settings()
+        .with(|s| s.definitions_path = "/definitions".into())
+        .into_generator();
+    let mut root = generator.into_root_schema_for::<Config>().to_value();
+    let defs = root.get("definitions").cloned().unwrap_or_default();
+    fn annotate(
+        schema: &mut serde_json::Value,
+        path: &str,
+        defs: &serde_json::Value,
+        depth: usize,
+    ) -> Option<serde_json::Value> {
+        if depth > 8 {
+            return None;
+        }
+        let props = schema.get_mut("properties")?.as_object_mut()?;
+        for (name, prop) in props.iter_mut() {
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            prop["x-reload"] = serde_json::to_value(reload_kind(&p)).unwrap_or_default();
+            // Nested objects are references to definitions: annotate a copy inline.
+            // A reference, alone or wrapped in `allOf` (with a default beside it).
+            let target = prop
+                .get("$ref")
+                .or_else(|| prop.pointer("/allOf/0/$ref"))
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix("#/definitions/"))
+                .and_then(|n| defs.get(n))
+                .cloned();
+            if let Some(mut inner) = target
+                && inner.get("properties").is_some()
+            {
+                annotate(&mut inner, &p, defs, depth + 1);
+                inner["x-reload"] = prop["x-reload"].clone();
+                if let Some(d) = prop.get("description") {
+                    inner["description"] = d.clone();
+                }
+                *prop = inner;
+            }
+        }
+        None
+    }
+    annotate(&mut root, "", &defs, 0);
+    root
 }
 
 #[cfg(test)]

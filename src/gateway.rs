@@ -67,6 +67,9 @@ pub struct Gateway {
     health_dirty: Arc<Notify>,
     store: Arc<Store>,
     agent: crate::agent::Agent,
+    live: crate::live::Live,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    plugins_notify: Notify,
     index_stop: CancellationToken,
     index_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     active_runs: AtomicU64,
@@ -84,8 +87,12 @@ impl Gateway {
         health_dirty: Arc<Notify>,
     ) -> Arc<Self> {
         let agent = crate::agent::Agent::new(crate::agent::providers::build(&loaded.config.agent));
+        let live = crate::live::Live::new(&loaded);
         Arc::new(Self {
             agent,
+            live,
+            watcher: Mutex::new(None),
+            plugins_notify: Notify::new(),
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
             config_path: loaded.path,
@@ -223,6 +230,21 @@ impl Gateway {
     /// The session store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The live configuration state.
+    pub fn live(&self) -> &crate::live::Live {
+        &self.live
+    }
+
+    /// The `plugins` configuration changed: the plugin host reconciles.
+    pub fn plugins_changed(&self) {
+        self.plugins_notify.notify_one();
+    }
+
+    /// Resolves when the `plugins` configuration changed.
+    pub async fn plugins_change(&self) {
+        self.plugins_notify.notified().await
     }
 
     /// The agent (provider, tools, runs).
@@ -370,6 +392,9 @@ impl Gateway {
         {
             tracing::warn!("some connections did not close within 3 s");
         }
+        if let Ok(mut w) = self.watcher.lock() {
+            w.take();
+        }
         self.index_stop.cancel();
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -475,6 +500,10 @@ pub async fn start_with(
         .store(writable.is_ok(), Ordering::Release);
     tokio::spawn(gateway.clone().tick_loop());
     tokio::spawn(gateway.clone().health_loop());
+    let watcher = crate::live::watch(&gateway);
+    if let Ok(mut slot) = gateway.watcher.lock() {
+        *slot = watcher;
+    }
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod live;
 pub mod logging;
 pub mod protocol;
 pub mod rpc;

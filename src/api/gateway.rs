@@ -218,6 +218,6 @@ fn status(ctx: &CallContext) -> StatusResult {
             model: config.agent.model.clone(),
         },
         plugins: Vec::new(),
-        pending_restart: Vec::new(),
+        pending_restart: gw.live().pending_restart(),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod chat;
+pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod sessions;
@@ -19,6 +20,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     sessions::register(&mut table)?;
     chat::register(&mut table)?;
     catalog::register(&mut table)?;
+    config::register(&mut table)?;
     table.event::<TickEvent>("tick", "Sent every policy.tickIntervalMs; a control event.");
     table.event::<GapEvent>(
         "gap",
@@ -38,5 +40,9 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
         "A session was created, updated, reset, deleted or forked.",
     );
     table.event::<ChatEvent>("chat", "A chat payload; the envelope carries sessionKey.");
+    table.event::<crate::protocol::ConfigChangedEvent>(
+        "config.changed",
+        "The configuration changed (a file edit or config.patch).",
+    );
     Ok(table)
 }

@@ -47,12 +47,22 @@ pub async fn start(edit: impl FnOnce(&mut Config)) -> TestGateway {
     config.gateway.port = 0;
     edit(&mut config);
     clawgate::config::validate(&config).expect("valid test config");
+    let path = dir.path().join("clawgate.toml");
+    // The test's config is the file's, so live reloads and patches start from it.
+    let text = toml::to_string(&config).expect("config serializes");
+    std::fs::write(&path, &text).expect("write config");
     let loaded = Loaded {
         config,
         data_dir: dir.path().to_path_buf(),
-        path: dir.path().join("clawgate.toml"),
-        hash: String::new(),
+        path: path.clone(),
+        hash: clawgate::config::hash_bytes(text.as_bytes()),
         overridden_paths: Vec::new(),
+        overrides: clawgate::config::Overrides {
+            config_path: Some(path),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+        env: Vec::new(),
     };
     let notified = Arc::new(AtomicUsize::new(0));
     let table = test_table(notified.clone());

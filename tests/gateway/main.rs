@@ -3,6 +3,7 @@
 mod agent;
 mod auth;
 mod common;
+mod config;
 mod events;
 mod fake_provider;
 mod jsonrpc;

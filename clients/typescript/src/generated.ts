@@ -481,6 +481,97 @@ export interface ClientInfo {
   version?: string | null;
 }
 /**
+ * Payload of `config.changed`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ConfigChangedEvent".
+ */
+export interface ConfigChangedEvent {
+  /**
+   * Keys whose effective value changed.
+   */
+  changedPaths: string[];
+  /**
+   * The config file's new hash.
+   */
+  hash: string;
+  /**
+   * `hot` (applied) or `restart` (some keys apply at the next start).
+   */
+  reloadKind: string;
+}
+/**
+ * Result of `config.get`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ConfigGetResult".
+ */
+export interface ConfigGetResult {
+  /**
+   * The effective configuration, secrets redacted.
+   */
+  config: {
+    [k: string]: unknown;
+  };
+  /**
+   * Hex SHA-256 of the config file's bytes (of the empty string when there is none).
+   */
+  hash: string;
+  /**
+   * Keys set by the environment or flags (they win over the file).
+   */
+  overriddenPaths: string[];
+  /**
+   * The config file.
+   */
+  path: string;
+}
+/**
+ * Params of `config.patch`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ConfigPatchParams".
+ */
+export interface ConfigPatchParams {
+  /**
+   * The `hash` from `config.get`; a stale one changes nothing.
+   */
+  baseHash: string;
+  /**
+   * An RFC 7396 merge patch of the config file (snake_case keys; `null` removes a key).
+   */
+  patch: {
+    [k: string]: unknown;
+  };
+}
+/**
+ * Result of `config.patch`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ConfigPatchResult".
+ */
+export interface ConfigPatchResult {
+  /**
+   * Keys whose effective value changed.
+   */
+  changedPaths: string[];
+  /**
+   * The file's new hash.
+   */
+  hash: string;
+  /**
+   * `hot` or `restart`.
+   */
+  reloadKind: string;
+}
+/**
+ * A draft-07 JSON Schema; each property has x-reload: hot | restart.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ConfigSchema".
+ */
+export interface ConfigSchema {}
+/**
  * Result of `sessions.delete`.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -1239,6 +1330,9 @@ export interface Calls {
   "chat.history": { params: ChatHistoryParams; result: ChatHistoryResult };
   "chat.inject": { params: ChatInjectParams; result: ChatInjectResult };
   "chat.send": { params: ChatSendParams; result: ChatSendResult };
+  "config.get": { params: NoParams; result: ConfigGetResult };
+  "config.patch": { params: ConfigPatchParams; result: ConfigPatchResult };
+  "config.schema": { params: NoParams; result: ConfigSchema };
   "gateway.health": { params: NoParams; result: Health };
   "gateway.hello": { params: HelloParams; result: HelloResult };
   "gateway.presence": { params: NoParams; result: PresenceResult };
@@ -1269,6 +1363,9 @@ export const SCOPES = {
   "chat.send": "write",
   "chat.stream": "write",
   "chat.unstream": "write",
+  "config.get": "admin",
+  "config.patch": "admin",
+  "config.schema": "read",
   "events.subscribe": "read",
   "events.unsubscribe": "read",
   "gateway.health": "read",
@@ -1307,6 +1404,14 @@ export function bindMethods(t: Transport) {
       send: (params: Calls["chat.send"]["params"]) => t.call("chat.send", params ?? ({} as Calls["chat.send"]["params"])),
       /** Sends like chat.send, then streams that run's chat envelopes until its terminal payload. */
       stream: (params: Subscriptions["chat.stream"]["params"]) => t.subscribe("chat.stream", params ?? ({} as Subscriptions["chat.stream"]["params"]), "chat.unstream"),
+    },
+    config: {
+      /** The effective configuration (secrets redacted), the file's hash and path, and the keys set by environment or flags. */
+      get: (params?: Calls["config.get"]["params"]) => t.call("config.get", params ?? ({} as Calls["config.get"]["params"])),
+      /** Applies an RFC 7396 merge patch to the config file (comments kept), if baseHash is current; validated before writing. */
+      patch: (params: Calls["config.patch"]["params"]) => t.call("config.patch", params ?? ({} as Calls["config.patch"]["params"])),
+      /** The JSON Schema of the configuration; each key says whether it reloads hot or at restart (x-reload). */
+      schema: (params?: Calls["config.schema"]["params"]) => t.call("config.schema", params ?? ({} as Calls["config.schema"]["params"])),
     },
     events: {
       /** Streams event envelopes matching a filter, optionally replaying those after afterSeq first. */

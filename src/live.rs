@@ -1,0 +1,381 @@
+//! Live configuration: apply a new snapshot, `config.patch` (RFC 7396 onto the TOML file,
+//! keeping comments), and the file watcher. An invalid edit keeps the last good config.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::config::{self, Config, Loaded, REDACTED, Reload};
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::protocol::ConfigChangedEvent;
+
+/// What an applied change did.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The file's new hash.
+    pub hash: String,
+    /// Keys whose effective value changed.
+    pub changed_paths: Vec<String>,
+    /// `restart` if any changed key needs one.
+    pub reload_kind: Reload,
+}
+
+/// State of the live configuration.
+pub struct Live {
+    overrides: config::Overrides,
+    env: Vec<(String, String)>,
+    startup: Config,
+    pending: Mutex<BTreeSet<String>>,
+    /// Serializes patches and reloads.
+    write: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// From the configuration the gateway started with.
+    pub fn new(loaded: &Loaded) -> Self {
+        Self {
+            overrides: loaded.overrides.clone(),
+            env: loaded.env.clone(),
+            startup: loaded.config.clone(),
+            pending: Mutex::new(BTreeSet::new()),
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Restart-class keys changed since start.
+    pub fn pending_restart(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Loaded, config::ConfigError> {
+        config::load_bytes(&self.overrides, self.env.clone(), bytes)
+    }
+}
+
+/// Swaps in `loaded` and tells everyone what changed.
+pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
+    let old = gw.config();
+    let changed = config::changed_paths(&old, &loaded.config);
+    let live = gw.live();
+    let restart_changed: Vec<&String> = changed
+        .iter()
+        .filter(|p| config::reload_kind(p) == Reload::Restart)
+        .collect();
+    // Pending: restart keys that differ from what the process started with.
+    let still_pending: BTreeSet<String> = config::changed_paths(&live.startup, &loaded.config)
+        .into_iter()
+        .filter(|p| config::reload_kind(p) == Reload::Restart)
+        .collect();
+    if let Ok(mut pending) = live.pending.lock() {
+        *pending = still_pending;
+    }
+    let reload_kind = if restart_changed.is_empty() {
+        Reload::Hot
+    } else {
+        Reload::Restart
+    };
+    let agent_changed = changed.iter().any(|p| p.starts_with("agent"));
+    let plugins_changed = changed
+        .iter()
+        .any(|p| p == "plugins" || p.starts_with("plugins"));
+    let new_config = loaded.config.clone();
+    gw.set_config(loaded.config, loaded.hash.clone());
+    if agent_changed {
+        gw.agent()
+            .set_provider(crate::agent::providers::build(&new_config.agent));
+    }
+    if plugins_changed {
+        gw.plugins_changed();
+    }
+    if !changed.is_empty() {
+        tracing::info!(paths = ?changed, kind = ?reload_kind, "configuration changed");
+    }
+    gw.hub().publish(
+        "config.changed",
+        None,
+        &ConfigChangedEvent {
+            hash: loaded.hash.clone(),
+            changed_paths: changed.clone(),
+            reload_kind: match reload_kind {
+                Reload::Hot => "hot".into(),
+                Reload::Restart => "restart".into(),
+            },
+        },
+    );
+    Change {
+        hash: loaded.hash,
+        changed_paths: changed,
+        reload_kind,
+    }
+}
+
+/// Reads the file again; a valid change is applied, an invalid one logged and ignored.
+pub async fn reload_from_disk(gw: &Arc<Gateway>) {
+    let live = gw.live();
+    let _guard = live.write.lock().await;
+    let path = gw.config_path().clone();
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => {
+            tracing::error!(file = %path.display(), %err, "cannot read the config file; keeping the running config");
+            return;
+        }
+    };
+    if config::hash_bytes(&bytes) == *gw.config_hash() {
+        return;
+    }
+    match live.load(&bytes) {
+        Ok(loaded) => {
+            apply(gw, loaded);
+        }
+        Err(err) => {
+            tracing::error!(file = %path.display(), key = %err.path, error = %err.message, "invalid config edit ignored; keeping the last good config");
+        }
+    }
+}
+
+/// Applies an RFC 7396 merge patch to the config file, if its hash is still `base_hash`.
+pub async fn patch(gw: &Arc<Gateway>, patch: &Value, base_hash: &str) -> Result<Change, Error> {
+    let Value::Object(patch) = patch else {
+        return Err(Error::invalid_params(
+            "patch",
+            "expected a JSON object (an RFC 7396 merge patch)",
+        ));
+    };
+    if let Some(path) = find_placeholder(&Value::Object(patch.clone()), "patch") {
+        return Err(Error::invalid_params(
+            path,
+            format!(
+                "this is the {REDACTED} placeholder of config.get, not a value: send the real secret or leave the key out"
+            ),
+        ));
+    }
+    let live = gw.live();
+    let _guard = live.write.lock().await;
+    let path = gw.config_path().clone();
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => {
+            return Err(Error::internal(format!(
+                "cannot read {}: {err}",
+                path.display()
+            )));
+        }
+    };
+    let current = config::hash_bytes(&bytes);
+    if current != base_hash {
+        return Err(Error::Conflict(format!(
+            "stale baseHash: the config file changed (its hash is now {current}); call config.get and patch again"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Conflict("the config file is not UTF-8; fix it by hand".into()))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+        Error::Conflict(format!(
+            "the config file is not valid TOML ({e}); fix it by hand"
+        ))
+    })?;
+    merge(doc.as_table_mut(), patch);
+    let new_text = doc.to_string();
+    let loaded = live.load(new_text.as_bytes()).map_err(|e| {
+        Error::invalid_params(
+            e.path.clone(),
+            format!("the patched config would be invalid: {}", e.message),
+        )
+    })?;
+    write_atomically(&path, new_text.as_bytes())
+        .await
+        .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
+    Ok(apply(gw, loaded))
+}
+
+/// The dotted path of the first redaction placeholder in `value`.
+fn find_placeholder(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) if s == REDACTED => Some(path.to_string()),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| find_placeholder(v, &format!("{path}.{k}"))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_placeholder(v, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// RFC 7396 onto a TOML table: `null` removes, objects merge, anything else replaces. Comments
+/// and formatting of untouched keys stay as they are.
+fn merge(table: &mut toml_edit::Table, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                table.remove(key);
+            }
+            Value::Object(inner) => {
+                let existing = table.get_mut(key).and_then(|item| item.as_table_mut());
+                match existing {
+                    Some(sub) => merge(sub, inner),
+                    None => {
+                        let mut sub = toml_edit::Table::new();
+                        merge(&mut sub, inner);
+                        table.insert(key, toml_edit::Item::Table(sub));
+                    }
+                }
+            }
+            other => {
+                let Some(mut item) = to_item(other) else {
+                    continue;
+                };
+                match table.get_mut(key) {
+                    // Replace in place: the key and its comments stay, and so does the value's
+                    // trailing comment.
+                    Some(existing) => {
+                        if let (Some(old), Some(new)) = (existing.as_value(), item.as_value_mut()) {
+                            *new.decor_mut() = old.decor().clone();
+                        }
+                        *existing = item;
+                    }
+                    None => {
+                        table.insert(key, item);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_value(value: &Value) -> Option<toml_edit::Value> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64()?.into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(items) => {
+            let mut array = toml_edit::Array::new();
+            for item in items {
+                if let Some(v) = to_value(item) {
+                    array.push(v);
+                }
+            }
+            toml_edit::Value::Array(array)
+        }
+        Value::Object(map) => {
+            let mut inline = toml_edit::InlineTable::new();
+            for (k, v) in map {
+                if let Some(v) = to_value(v) {
+                    inline.insert(k, v);
+                }
+            }
+            toml_edit::Value::InlineTable(inline)
+        }
+    })
+}
+
+/// Arrays of objects become arrays of tables (`[[plugins]]`), as a person would write them.
+fn to_item(value: &Value) -> Option<toml_edit::Item> {
+    if let Value::Array(items) = value
+        && !items.is_empty()
+        && items.iter().all(Value::is_object)
+    {
+        let mut tables = toml_edit::ArrayOfTables::new();
+        for item in items {
+            if let Value::Object(map) = item {
+                let mut t = toml_edit::Table::new();
+                merge(&mut t, map);
+                tables.push(t);
+            }
+        }
+        return Some(toml_edit::Item::ArrayOfTables(tables));
+    }
+    to_value(value).map(toml_edit::Item::Value)
+}
+
+async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let path = path.to_path_buf();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| ".".into());
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("config"),
+            std::process::id()
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        crate::store::transcript::sync_dir(&dir)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Watches the config file (its directory, so a file created or replaced later is seen) and
+/// reloads it, debounced. The watcher lives as long as the returned handle.
+pub fn watch(gw: &Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let path = gw.config_path().clone();
+    let dir = path.parent().map(Path::to_path_buf)?;
+    let name = path.file_name()?.to_os_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(%e, "cannot watch the config file; edits apply at restart"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), %e, "cannot watch the config directory; edits apply at restart");
+        return None;
+    }
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: editors write in several steps.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(150), rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if gw.is_shutting_down() {
+                return;
+            }
+            reload_from_disk(&gw).await;
+        }
+    });
+    Some(watcher)
+}
