@@ -224,7 +224,7 @@ impl Default for AgentConfig {
 }
 
 /// `[[plugins]]`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// The plugin's name, also its method namespace.
@@ -238,6 +238,9 @@ pub struct PluginConfig {
     /// Whether the plugin runs.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// How long a forwarded call may take before the plugin counts as hung and is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_ms: Option<u64>,
 }
 
 fn yes() -> bool {

@@ -46,6 +46,10 @@ pub enum StartError {
     Store(#[from] crate::store::OpenError),
 }
 
+/// Builds the method table without plugins; called again whenever plugins come and go.
+pub type BaseTable =
+    Arc<dyn Fn() -> Result<crate::rpc::MethodTable, DuplicateMethod> + Send + Sync>;
+
 /// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
 pub struct Gateway {
     config: ArcSwap<Config>,
@@ -70,6 +74,8 @@ pub struct Gateway {
     live: crate::live::Live,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     plugins_notify: Notify,
+    plugins: crate::plugins::Plugins,
+    base_table: BaseTable,
     index_stop: CancellationToken,
     index_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     active_runs: AtomicU64,
@@ -81,6 +87,7 @@ impl Gateway {
     /// New state from a loaded configuration, a frozen method table, and the hub and store.
     pub fn new(
         loaded: Loaded,
+        base_table: BaseTable,
         table: TableSnapshot,
         hub: Arc<EventHub>,
         store: Arc<Store>,
@@ -93,6 +100,8 @@ impl Gateway {
             live,
             watcher: Mutex::new(None),
             plugins_notify: Notify::new(),
+            plugins: crate::plugins::Plugins::default(),
+            base_table,
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
             config_path: loaded.path,
@@ -235,6 +244,16 @@ impl Gateway {
     /// The live configuration state.
     pub fn live(&self) -> &crate::live::Live {
         &self.live
+    }
+
+    /// The plugins.
+    pub fn plugins(&self) -> &crate::plugins::Plugins {
+        &self.plugins
+    }
+
+    /// A fresh copy of the table without plugins (core, or core plus a test's methods).
+    pub fn base_table(&self) -> Result<crate::rpc::MethodTable, DuplicateMethod> {
+        (self.base_table)()
     }
 
     /// The `plugins` configuration changed: the plugin host reconciles.
@@ -395,6 +414,7 @@ impl Gateway {
         if let Ok(mut w) = self.watcher.lock() {
             w.take();
         }
+        crate::plugins::stop_all(self);
         self.index_stop.cancel();
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -430,14 +450,12 @@ impl Running {
 
 /// Creates the data directory, binds, and starts serving the core method table.
 pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
-    start_with(loaded, crate::api::core_table()?).await
+    start_with(loaded, Arc::new(crate::api::core_table)).await
 }
 
 /// Like [`start`], with a method table of the caller's (the core table plus more methods).
-pub async fn start_with(
-    loaded: Loaded,
-    table: crate::rpc::MethodTable,
-) -> Result<Running, StartError> {
+pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running, StartError> {
+    let table = base_table()?;
     let data_dir = loaded.data_dir.clone();
     create_private_dir(&data_dir).map_err(|e| StartError::DataDir {
         path: data_dir.clone(),
@@ -483,7 +501,7 @@ pub async fn start_with(
         source,
     })?;
     let snapshot = TableSnapshot::build(&table)?;
-    let gateway = Gateway::new(loaded, snapshot, hub, store, health_dirty);
+    let gateway = Gateway::new(loaded, base_table, snapshot, hub, store, health_dirty);
     let index_task = tokio::spawn(gateway.store.clone().index_loop(gateway.index_stop.clone()));
     if let Ok(mut slot) = gateway.index_task.lock() {
         *slot = Some(index_task);
@@ -504,6 +522,8 @@ pub async fn start_with(
     if let Ok(mut slot) = gateway.watcher.lock() {
         *slot = watcher;
     }
+    crate::plugins::reconcile(&gateway);
+    tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })

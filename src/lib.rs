@@ -13,6 +13,7 @@ pub mod events;
 pub mod gateway;
 pub mod live;
 pub mod logging;
+pub mod plugins;
 pub mod protocol;
 pub mod rpc;
 pub mod store;

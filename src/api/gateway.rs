@@ -217,7 +217,13 @@ fn status(ctx: &CallContext) -> StatusResult {
             name: config.agent.provider.as_str().into(),
             model: config.agent.model.clone(),
         },
-        plugins: Vec::new(),
+        plugins: crate::api::plugins::infos(gw)
+            .into_iter()
+            .map(|p| crate::protocol::PluginStatus {
+                name: p.name,
+                state: p.state,
+            })
+            .collect(),
         pending_restart: gw.live().pending_restart(),
     }
 }

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod config;
 pub mod events;
 pub mod gateway;
+pub mod plugins;
 pub mod sessions;
 
 use crate::protocol::{
@@ -21,6 +22,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     chat::register(&mut table)?;
     catalog::register(&mut table)?;
     config::register(&mut table)?;
+    plugins::register(&mut table)?;
     table.event::<TickEvent>("tick", "Sent every policy.tickIntervalMs; a control event.");
     table.event::<GapEvent>(
         "gap",
@@ -40,6 +42,10 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
         "A session was created, updated, reset, deleted or forked.",
     );
     table.event::<ChatEvent>("chat", "A chat payload; the envelope carries sessionKey.");
+    table.event::<crate::protocol::PluginsChangedEvent>(
+        "plugins.changed",
+        "A plugin changed state (starting, running, restarting, failed, stopped).",
+    );
     table.event::<crate::protocol::ConfigChangedEvent>(
         "config.changed",
         "The configuration changed (a file edit or config.patch).",

@@ -65,7 +65,8 @@ pub async fn start(edit: impl FnOnce(&mut Config)) -> TestGateway {
         env: Vec::new(),
     };
     let notified = Arc::new(AtomicUsize::new(0));
-    let table = test_table(notified.clone());
+    let n = notified.clone();
+    let table: clawgate::gateway::BaseTable = Arc::new(move || Ok(test_table(n.clone())));
     let running = clawgate::start_with(loaded, table)
         .await
         .expect("gateway starts");

@@ -7,6 +7,7 @@ mod config;
 mod events;
 mod fake_provider;
 mod jsonrpc;
+mod plugins;
 mod process;
 mod rust_client;
 mod sessions;

@@ -890,6 +890,38 @@ export interface NoParams {}
  */
 export interface OpenRpcDocument {}
 /**
+ * One plugin in `plugins.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "PluginInfo".
+ */
+export interface PluginInfo {
+  /**
+   * Why it failed or last restarted.
+   */
+  error?: string | null;
+  /**
+   * `builtin` (in-process) or `process`.
+   */
+  kind: string;
+  /**
+   * Methods it adds.
+   */
+  methods: string[];
+  /**
+   * Its name (and namespace).
+   */
+  name: string;
+  /**
+   * `starting`, `running`, `restarting`, `failed` or `stopped`.
+   */
+  state: string;
+  /**
+   * Agent tools it adds.
+   */
+  tools: string[];
+}
+/**
  * A plugin's name and state in `gateway.status`.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -904,6 +936,34 @@ export interface PluginStatus {
    * `starting`, `running`, `restarting`, `failed` or `stopped`.
    */
   state: string;
+}
+/**
+ * Payload of `plugins.changed`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "PluginsChangedEvent".
+ */
+export interface PluginsChangedEvent {
+  /**
+   * The plugin.
+   */
+  plugin: string;
+  /**
+   * Its new state.
+   */
+  state: string;
+}
+/**
+ * Result of `plugins.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "PluginsListResult".
+ */
+export interface PluginsListResult {
+  /**
+   * Every configured plugin.
+   */
+  plugins: PluginInfo[];
 }
 /**
  * Limits and cadences a client should know.
@@ -1338,6 +1398,7 @@ export interface Calls {
   "gateway.presence": { params: NoParams; result: PresenceResult };
   "gateway.status": { params: NoParams; result: StatusResult };
   "models.list": { params: NoParams; result: ModelsListResult };
+  "plugins.list": { params: NoParams; result: PluginsListResult };
   "rpc.discover": { params: NoParams; result: OpenRpcDocument };
   "sessions.create": { params: SessionsCreateParams; result: Session };
   "sessions.delete": { params: SessionKeyParams; result: DeletedResult };
@@ -1373,6 +1434,7 @@ export const SCOPES = {
   "gateway.presence": "read",
   "gateway.status": "read",
   "models.list": "read",
+  "plugins.list": "read",
   "rpc.discover": "read",
   "sessions.create": "write",
   "sessions.delete": "write",
@@ -1430,6 +1492,10 @@ export function bindMethods(t: Transport) {
     models: {
       /** Models of the configured provider (echo is an offline stand-in). */
       list: (params?: Calls["models.list"]["params"]) => t.call("models.list", params ?? ({} as Calls["models.list"]["params"])),
+    },
+    plugins: {
+      /** Configured plugins with their state, methods and tools. */
+      list: (params?: Calls["plugins.list"]["params"]) => t.call("plugins.list", params ?? ({} as Calls["plugins.list"]["params"])),
     },
     rpc: {
       /** The OpenRPC document of every method callable now, plugin methods included. */

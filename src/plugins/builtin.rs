@@ -1,0 +1,102 @@
+//! In-process plugins compiled into the gateway, enabled from the config by name
+//! (`[[plugins]] name = "clock"` with no `command`).
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Plugin;
+use crate::agent::providers::ToolSpec;
+use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::protocol::NoParams;
+use crate::rpc::{CallContext, Example, Method, MethodTable, Scope};
+
+/// The compiled-in plugin called `name`.
+pub fn find(name: &str) -> Option<Arc<dyn Plugin>> {
+    match name {
+        "clock" => Some(Arc::new(Clock)),
+        _ => None,
+    }
+}
+
+/// `clock`: the gateway's time, as a method, an agent tool and an event.
+pub struct Clock;
+
+/// Result of `clock.now`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ClockNowResult")]
+pub struct ClockNowResult {
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// `clock.now`.
+pub struct ClockNow;
+impl Method for ClockNow {
+    const NAME: &'static str = "clock.now";
+    const SCOPE: Scope = Scope::Read;
+    const SUMMARY: &'static str =
+        "The gateway's clock (an in-process plugin); also publishes `clock.read`.";
+    type Params = NoParams;
+    type Result = ClockNowResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "now",
+            params: json!({}),
+            result: json!({"ts": 1767225600000u64}),
+        }]
+    }
+}
+
+struct ClockTool;
+impl Tool for ClockTool {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "clock_now".into(),
+            description: "The current time in milliseconds since the Unix epoch.".into(),
+            input_schema: json!({"type": "object", "additionalProperties": false}),
+        }
+    }
+    fn source(&self) -> String {
+        "plugin:clock".into()
+    }
+    fn call(&self, _input: Value, _ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            ToolOutput {
+                content: crate::util::now_ms().to_string(),
+                is_error: false,
+            }
+        })
+    }
+}
+
+impl Plugin for Clock {
+    fn name(&self) -> &str {
+        "clock"
+    }
+
+    fn register(
+        &self,
+        _gw: &Arc<Gateway>,
+        table: &mut MethodTable,
+        tools: &mut Vec<Arc<dyn Tool>>,
+    ) -> Result<(), Error> {
+        table
+            .method::<ClockNow, _, _>(|ctx: CallContext, _: NoParams| async move {
+                let ts = crate::util::now_ms();
+                ctx.gateway
+                    .hub()
+                    .publish("clock.read", None, &json!({"ts": ts}));
+                Ok(ClockNowResult { ts })
+            })
+            .map_err(|e| Error::Conflict(e.to_string()))?;
+        table.event::<ClockNowResult>("clock.read", "clock.now was called.");
+        tools.push(Arc::new(ClockTool));
+        Ok(())
+    }
+}
