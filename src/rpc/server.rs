@@ -317,7 +317,8 @@ fn upgrade(
             }
         };
         let io = TokioIo::new(upgraded).compat();
-        let stream = BufReader::with_capacity(4096, BufWriter::with_capacity(4096, io));
+        // Small buffers: an idle connection should cost little (soketto buffers frames itself).
+        let stream = BufReader::with_capacity(1024, BufWriter::with_capacity(2048, io));
         let mut builder = server.into_builder(stream);
         builder.set_max_message_size(gw.config().gateway.max_payload_bytes);
         let (sender, receiver) = builder.finish();

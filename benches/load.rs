@@ -1,0 +1,446 @@
+//! Load generator: trivial-call throughput and latency against the gateway and, in the same run,
+//! a bare jsonrpsee server with one method (the baseline); broadcast fan-out; idle memory.
+//! Client and servers are separate processes on loopback. Run:
+//!   cargo bench --bench load -- [calls|fanout|memory|all] [--seconds N] [--rounds N]
+//! Prints a table, and one JSON object per figure on stderr.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::io::{BufReader as FBufReader, BufWriter as FBufWriter};
+use serde_json::{Value, json};
+use soketto::handshake::{Client, ServerResponse};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
+type Io = FBufReader<FBufWriter<Compat<TcpStream>>>;
+
+struct Ws {
+    tx: soketto::Sender<Io>,
+    rx: soketto::Receiver<Io>,
+}
+
+async fn connect(addr: SocketAddr) -> Ws {
+    let mut last_err = String::new();
+    for _ in 0..50 {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let host = addr.to_string();
+                let mut client = Client::new(
+                    FBufReader::new(FBufWriter::new(stream.compat())),
+                    &host,
+                    "/",
+                );
+                match client.handshake().await {
+                    Ok(ServerResponse::Accepted { .. }) => {
+                        let (tx, rx) = client.into_builder().finish();
+                        return Ws { tx, rx };
+                    }
+                    other => last_err = format!("{other:?}"),
+                }
+            }
+            Err(e) => last_err = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {addr}: {last_err}");
+}
+
+impl Ws {
+    async fn send(&mut self, text: &str) {
+        self.tx.send_text(text).await.expect("send");
+        self.tx.flush().await.expect("flush");
+    }
+    async fn recv(&mut self) -> Vec<u8> {
+        let mut data = Vec::new();
+        loop {
+            data.clear();
+            match self.rx.receive(&mut data).await.expect("receive") {
+                soketto::Incoming::Data(_) => return data,
+                _ => continue,
+            }
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn gateway(data: &std::path::Path) -> (Server, Duration) {
+    let t0 = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--port", "0"])
+        .env("RUST_LOG", "error")
+        .env("CLAWGATE_GATEWAY__MAX_CONNECTIONS", "30000")
+        .env("CLAWGATE_GATEWAY__MAX_BATCH", "64")
+        .env_remove("CLAWGATE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gateway");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let ready = t0.elapsed();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on ws://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("addr");
+    (Server { child, addr }, ready)
+}
+
+fn bare() -> Server {
+    let exe = std::env::current_exe().expect("exe");
+    let mut child = Command::new(exe)
+        .arg("--bare-server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn bare");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let addr = line.trim().parse().expect("addr");
+    Server { child, addr }
+}
+
+/// The baseline: a bare jsonrpsee server with one method, as lean as jsonrpsee makes it.
+fn run_bare_server() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let config = jsonrpsee::server::ServerConfig::builder().max_connections(30_000).build();
+        let server = jsonrpsee::server::Server::builder()
+            .set_config(config)
+            .build("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let mut module = jsonrpsee::RpcModule::new(());
+        module
+            .register_method("health", |_, _, _| json!({"ok": true, "version": "0", "uptimeMs": 1, "connections": 1, "sessions": 1, "activeRuns": 0}))
+            .expect("register");
+        let handle = server.start(module);
+        println!("{addr}");
+        handle.stopped().await;
+    });
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CallStats {
+    rate: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// N connections × M requests in flight for `secs`; latencies in µs.
+async fn calls(
+    addr: SocketAddr,
+    method: &str,
+    conns: usize,
+    inflight: usize,
+    secs: f64,
+) -> CallStats {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let stop = stop.clone();
+        let method = method.to_string();
+        let mut ws = connect(addr).await;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut sent: std::collections::VecDeque<Instant> = Default::default();
+            let mut id = 0u64;
+            loop {
+                while sent.len() < inflight && !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    let req = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
+                    ws.tx.send_text(&req).await.expect("send");
+                    sent.push_back(Instant::now());
+                }
+                ws.tx.flush().await.expect("flush");
+                if sent.is_empty() {
+                    break;
+                }
+                let _ = ws.recv().await;
+                if let Some(t) = sent.pop_front() {
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            lat
+        }));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    CallStats {
+        rate: all.len() as f64 / elapsed,
+        p50: pct(&all, 0.5),
+        p90: pct(&all, 0.9),
+        p99: pct(&all, 0.99),
+        max: all.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    pct(&v, 0.5)
+}
+
+fn emit(scenario: &str, name: &str, value: f64, unit: &str) {
+    eprintln!(
+        "{}",
+        json!({"scenario": scenario, "figure": name, "value": value, "unit": unit})
+    );
+}
+
+async fn scenario_calls(secs: f64, rounds: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, _) = gateway(dir.path());
+    let bare = bare();
+    println!("\n## Trivial calls (median of {rounds} alternating rounds of {secs} s)\n");
+    println!("| load | server | calls/s | p50 µs | p90 µs | p99 µs | max µs |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (conns, inflight) in [(1usize, 1usize), (16, 4)] {
+        let mut results: Vec<(&str, Vec<CallStats>)> =
+            vec![("bare jsonrpsee", Vec::new()), ("clawgate", Vec::new())];
+        for _ in 0..rounds {
+            results[0]
+                .1
+                .push(calls(bare.addr, "health", conns, inflight, secs).await);
+            results[1]
+                .1
+                .push(calls(gw.addr, "gateway.health", conns, inflight, secs).await);
+        }
+        let mut rates = Vec::new();
+        for (name, stats) in &results {
+            let m = |f: fn(&CallStats) -> f64| median(stats.iter().map(f).collect());
+            let (rate, p50, p90, p99, max) = (
+                m(|s| s.rate),
+                m(|s| s.p50),
+                m(|s| s.p90),
+                m(|s| s.p99),
+                m(|s| s.max),
+            );
+            rates.push(rate);
+            println!(
+                "| {conns}×{inflight} | {name} | {rate:.0} | {p50:.0} | {p90:.0} | {p99:.0} | {max:.0} |"
+            );
+            let key = format!("{conns}x{inflight} {name}");
+            emit("calls", &format!("{key} rate"), rate, "calls/s");
+            emit("calls", &format!("{key} p50"), p50, "us");
+            emit("calls", &format!("{key} p99"), p99, "us");
+        }
+        let ratio = rates[1] / rates[0];
+        println!("| {conns}×{inflight} | ratio clawgate/bare | {ratio:.2} | | | | |");
+        emit("calls", &format!("{conns}x{inflight} ratio"), ratio, "x");
+    }
+}
+
+async fn scenario_fanout(counts: &[usize]) {
+    println!("\n## Fan-out: one chat.inject to S subscribers of its session\n");
+    println!("| subscribers | events | delivered | p50 ms | p99 ms | max ms | gaps |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &subs in counts {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gw, _) = gateway(dir.path());
+        let events = 20usize;
+        let received = Arc::new(AtomicU64::new(0));
+        let gaps = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..subs {
+            let mut ws = connect(gw.addr).await;
+            ws.send(r#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe","params":{"events":["chat"],"sessionKey":"fan"}}"#).await;
+            let _ = ws.recv().await;
+            let (received, gaps) = (received.clone(), gaps.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(events);
+                while lat.len() < events {
+                    let data = ws.recv().await;
+                    let v: Value = serde_json::from_slice(&data).unwrap_or_default();
+                    let env = &v["params"]["result"];
+                    if env["event"] == "gap" {
+                        gaps.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if env["event"] != "chat" {
+                        continue; // a tick
+                    }
+                    let sent: f64 = env["payload"]["message"]["content"]
+                        .as_str()
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(f64::NAN);
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64() * 1e3)
+                        .unwrap_or(0.0);
+                    lat.push(now - sent);
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+                lat
+            }));
+        }
+        let mut publisher = connect(gw.addr).await;
+        // Let the storm of presence events from connecting settle: this measures steady state.
+        tokio::time::sleep(Duration::from_millis(2000 + subs as u64 / 5)).await;
+        for i in 0..events {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(0.0);
+            let req = json!({"jsonrpc": "2.0", "id": i, "method": "chat.inject", "params": {"sessionKey": "fan", "role": "system", "content": format!("{now:.3}")}});
+            publisher.send(&req.to_string()).await;
+            let _ = publisher.recv().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut all = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for t in tasks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok(l)) = tokio::time::timeout(left, t).await {
+                all.extend(l);
+            }
+        }
+        all.sort_by(|a, b| a.total_cmp(b));
+        let delivered = received.load(Ordering::Relaxed);
+        let expected = (subs * events) as u64;
+        println!(
+            "| {subs} | {events} | {delivered}/{expected} | {:.2} | {:.2} | {:.2} | {} |",
+            pct(&all, 0.5),
+            pct(&all, 0.99),
+            all.last().copied().unwrap_or(f64::NAN),
+            gaps.load(Ordering::Relaxed)
+        );
+        emit("fanout", &format!("{subs} p99"), pct(&all, 0.99), "ms");
+        emit(
+            "fanout",
+            &format!("{subs} delivered"),
+            delivered as f64 / expected as f64,
+            "fraction",
+        );
+    }
+}
+
+async fn scenario_memory(counts: &[usize]) {
+    println!("\n## Memory (resident set of the gateway process)\n");
+    println!("| state | RSS MiB | per connection KiB |");
+    println!("|---|---:|---:|");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, ready) = gateway(dir.path());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = gw.rss_kib();
+    println!(
+        "| idle (ready in {:.0} ms) | {:.1} | |",
+        ready.as_secs_f64() * 1e3,
+        idle as f64 / 1024.0
+    );
+    emit("memory", "idle rss", idle as f64 / 1024.0, "MiB");
+    emit("memory", "ready", ready.as_secs_f64() * 1e3, "ms");
+    let mut held = Vec::new();
+    for &n in counts {
+        while held.len() < n {
+            let mut ws = connect(gw.addr).await;
+            ws.send(r#"{"jsonrpc":"2.0","id":1,"method":"gateway.hello","params":{"client":{"name":"bench"}}}"#).await;
+            let _ = ws.recv().await;
+            held.push(ws);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let rss = gw.rss_kib();
+        let per = (rss.saturating_sub(idle)) as f64 / n as f64;
+        println!(
+            "| {n} idle WebSocket connections | {:.1} | {per:.1} |",
+            rss as f64 / 1024.0
+        );
+        emit("memory", &format!("{n} connections per-conn"), per, "KiB");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bare-server") {
+        run_bare_server();
+        return;
+    }
+    let value = |flag: &str, default: f64| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let secs = value("--seconds", 3.0);
+    let rounds = value("--rounds", 3.0) as usize;
+    let which = args
+        .iter()
+        .skip(1)
+        .find(|a| ["calls", "fanout", "memory", "all"].contains(&a.as_str()))
+        .cloned()
+        .unwrap_or_else(|| "all".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if which == "calls" || which == "all" {
+            scenario_calls(secs, rounds).await;
+        }
+        if which == "fanout" || which == "all" {
+            scenario_fanout(&[100, 1000, 10_000]).await;
+        }
+        if which == "memory" || which == "all" {
+            scenario_memory(&[1000, 10_000]).await;
+        }
+    });
+}

@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""Generate the typed layer of the clawgate Python client from schema/openrpc.json.
+
+One command regenerates both generated files:
+
+    python clients/python/scripts/generate.py            # write them
+    python clients/python/scripts/generate.py --check    # exit 1 if they are stale
+
+Outputs:
+  src/clawgate_client/models.py   pydantic v2 models, made by datamodel-code-generator from
+                                  `components.schemas` (turned into a draft-07 JSON Schema whose
+                                  `definitions` are those schemas).
+  src/clawgate_client/methods.py  one Python method per JSON-RPC method, grouped by namespace,
+                                  written by this script from `methods` (params snake_case in
+                                  Python, camelCase on the wire; results parsed into the models).
+
+The generator's version is pinned in requirements-dev.txt; the options below are fixed, so the
+output depends only on the schema and on that lockfile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import keyword
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CLIENT_ROOT = HERE.parent
+REPO_ROOT = CLIENT_ROOT.parent.parent
+DEFAULT_SCHEMA = REPO_ROOT / "schema" / "openrpc.json"
+PACKAGE_DIR = CLIENT_ROOT / "src" / "clawgate_client"
+MODELS_PATH = PACKAGE_DIR / "models.py"
+METHODS_PATH = PACKAGE_DIR / "methods.py"
+
+REF_PREFIX = "#/components/schemas/"
+INTERMEDIATE_NAME = "clawgate-components.schema.json"
+
+# Fixed datamodel-code-generator options (see README, "Regenerating").
+DATAMODEL_CODEGEN_OPTIONS: list[str] = [
+    "--input-file-type", "jsonschema",
+    "--output-model-type", "pydantic_v2.BaseModel",
+    "--target-python-version", "3.10",
+    "--snake-case-field",
+    "--allow-population-by-field-name",
+    "--use-standard-collections",
+    "--use-union-operator",
+    "--use-annotated",
+    "--field-constraints",
+    "--use-subclass-enum",
+    "--use-schema-description",
+    "--use-field-description",
+    "--extra-fields", "allow",
+    "--disable-timestamp",
+    "--formatters", "black", "isort",
+]  # fmt: skip
+
+LINE_LENGTH = 100
+
+
+# ---------------------------------------------------------------------------------------------
+# models.py
+# ---------------------------------------------------------------------------------------------
+
+
+def _rewrite_refs(node: Any) -> Any:
+    """Point `#/components/schemas/X` at `#/definitions/X`; drop the Rust-only integer formats."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith(REF_PREFIX):
+                out[key] = "#/definitions/" + value[len(REF_PREFIX) :]
+            elif key == "format" and isinstance(value, str) and re.fullmatch(r"u?int\d+", value):
+                # uint64/uint32/uint16: the bounds that matter are already in minimum/maximum.
+                continue
+            else:
+                out[key] = _rewrite_refs(value)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(item) for item in node]
+    return node
+
+
+def build_json_schema(doc: dict[str, Any]) -> dict[str, Any]:
+    """A draft-07 JSON Schema holding every component schema under `definitions`."""
+    schemas: dict[str, Any] = doc["components"]["schemas"]
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        # The root itself is nothing: every model comes from `definitions`.
+        "title": "SchemaRoot",
+        "description": "The root of the generator's input; the models are its definitions.",
+        "definitions": _rewrite_refs(schemas),
+    }
+
+
+def generate_models(doc: dict[str, Any]) -> str:
+    schema = build_json_schema(doc)
+    with tempfile.TemporaryDirectory(prefix="clawgate-gen-") as tmp:
+        src = Path(tmp) / INTERMEDIATE_NAME
+        dst = Path(tmp) / "models.py"
+        src.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        env = dict(os.environ)
+        env["PYTHONWARNINGS"] = "ignore::FutureWarning"
+        cmd = [
+            sys.executable,
+            "-m",
+            "datamodel_code_generator",
+            "--input",
+            INTERMEDIATE_NAME,
+            "--output",
+            "models.py",
+            *DATAMODEL_CODEGEN_OPTIONS,
+        ]
+        # cwd=tmp: no pyproject.toml [tool.datamodel-codegen] section can change the options.
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"datamodel-code-generator failed (exit {proc.returncode})")
+        body = dst.read_text(encoding="utf-8")
+    header = (
+        "# Generated by clients/python/scripts/generate.py from schema/openrpc.json\n"
+        "# (components.schemas, through datamodel-code-generator). Do not edit by hand.\n"
+    )
+    return header + body
+
+
+# ---------------------------------------------------------------------------------------------
+# methods.py
+# ---------------------------------------------------------------------------------------------
+
+
+def snake_case(name: str) -> str:
+    out = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    out = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", out).lower()
+    if keyword.iskeyword(out) or out in {"self"}:
+        out += "_"
+    return out
+
+
+def pascal_case(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[._\-]", name) if part)
+
+
+class Schemas:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.components: dict[str, Any] = doc["components"]["schemas"]
+
+    def ref_name(self, schema: dict[str, Any]) -> str | None:
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith(REF_PREFIX):
+            return ref[len(REF_PREFIX) :]
+        return None
+
+    def is_enum(self, name: str) -> bool:
+        target = self.components[name]
+        if "enum" in target:
+            return True
+        variants = target.get("oneOf") or target.get("anyOf") or []
+        return bool(variants) and all("const" in v for v in variants)
+
+    def is_object_model(self, name: str) -> bool:
+        """A component that datamodel-code-generator turns into a model with fields."""
+        target = self.components[name]
+        return target.get("type") == "object" and bool(target.get("properties"))
+
+    def param_annotation(self, schema: dict[str, Any]) -> str:
+        """Python type accepted for a param of this schema."""
+        name = self.ref_name(schema)
+        if name is not None:
+            if self.is_enum(name):
+                return f"models.{name} | str"
+            if self.is_object_model(name):
+                return f"models.{name} | Mapping[str, Any]"
+            return "Any"
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                variants = [self.param_annotation(s) for s in schema[key]]
+                return " | ".join(dict.fromkeys(" | ".join(variants).split(" | ")))
+        types = schema.get("type")
+        if types is None:
+            return "Any"
+        if isinstance(types, str):
+            types = [types]
+        parts: list[str] = []
+        for t in types:
+            if t == "string":
+                parts.append("str")
+            elif t == "integer":
+                parts.append("int")
+            elif t == "number":
+                parts.append("float")
+            elif t == "boolean":
+                parts.append("bool")
+            elif t == "null":
+                parts.append("None")
+            elif t == "array":
+                item = schema.get("items")
+                inner = self.param_annotation(item) if isinstance(item, dict) else "Any"
+                parts.append(f"Sequence[{inner}]")
+            elif t == "object":
+                parts.append("Mapping[str, Any]")
+            else:
+                parts.append("Any")
+        return " | ".join(dict.fromkeys(parts))
+
+    def result(self, schema: dict[str, Any]) -> tuple[str, str]:
+        """(annotation, parser expression) for a method result."""
+        name = self.ref_name(schema)
+        if name is not None:
+            if self.is_object_model(name) or self.is_enum(name):
+                return f"models.{name}", f"models.{name}"
+            return "dict[str, Any]", "_as_dict"  # no model fits (e.g. the OpenRPC document)
+        t = schema.get("type")
+        simple = {"string": "str", "boolean": "bool", "integer": "int", "number": "float"}
+        if isinstance(t, str) and t in simple:
+            return simple[t], f"_as_{simple[t]}"
+        return "Any", "_as_any"
+
+
+def _docstring(method: dict[str, Any], params: list[dict[str, Any]], indent: str) -> str:
+    lines: list[str] = []
+    summary = method.get("summary") or method.get("description") or method["name"]
+    lines.append(f"`{method['name']}`: {summary}")
+    lines.append("")
+    lines.append(f"Scope: {method.get('x-scope', 'unknown')}.")
+    if params:
+        lines.append("")
+        lines.append("Args:")
+        for p in params:
+            desc = (p.get("description") or p["schema"].get("description") or "").strip()
+            wire = p["name"]
+            req = "required" if p.get("required") else "optional"
+            lines.append(f"    {snake_case(wire)}: {desc} (wire `{wire}`, {req})")
+    text = "\n".join(lines).replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    body = "\n".join((indent + line) if line else "" for line in text.split("\n"))
+    return f'{indent}"""{body.lstrip()}\n{indent}"""\n'
+
+
+def _signature(schemas: Schemas, params: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    ordered = sorted(params, key=lambda p: (not p.get("required", False), p["name"]))
+    args: list[str] = []
+    pairs: list[str] = []
+    for p in ordered:
+        py = snake_case(p["name"])
+        ann = schemas.param_annotation(p["schema"])
+        if p.get("required"):
+            args.append(f"{py}: {ann}")
+        else:
+            args.append(f"{py}: {ann} | Unset = UNSET")
+        pairs.append(f'"{p["name"]}": {py}')
+    sig = "self" + (", *, " + ", ".join(args) if args else "")
+    return sig, pairs
+
+
+def generate_methods(doc: dict[str, Any]) -> str:
+    schemas = Schemas(doc)
+    methods = sorted(doc["methods"], key=lambda m: m["name"])
+    by_ns: dict[str, list[dict[str, Any]]] = {}
+    for m in methods:
+        ns, _, _ = m["name"].rpartition(".")
+        by_ns.setdefault(ns or "root", []).append(m)
+
+    out: list[str] = []
+    out.append(
+        '"""Typed method layer: one Python method per JSON-RPC method of the gateway.\n\n'
+        "Generated by clients/python/scripts/generate.py from schema/openrpc.json.\n"
+        'Do not edit by hand: change the schema (or the generator) and regenerate.\n"""\n\n'
+        "from __future__ import annotations\n\n"
+        "from collections.abc import Mapping, Sequence\n"
+        "from typing import TYPE_CHECKING, Any\n\n"
+        "from pydantic import BaseModel\n\n"
+        "from . import models\n"
+        "from ._wire import UNSET, Unset, wire_params\n\n"
+        "if TYPE_CHECKING:\n"
+        "    from .client import Client, Subscription\n\n"
+    )
+
+    out.append(
+        "def _as_dict(value: Any) -> dict[str, Any]:\n"
+        "    if not isinstance(value, dict):\n"
+        '        raise TypeError(f"expected a JSON object, got {type(value).__name__}")\n'
+        "    return value\n\n\n"
+        "def _as_str(value: Any) -> str:\n"
+        "    if not isinstance(value, str):\n"
+        '        raise TypeError(f"expected a string, got {type(value).__name__}")\n'
+        "    return value\n\n\n"
+        "def _as_bool(value: Any) -> bool:\n"
+        "    if not isinstance(value, bool):\n"
+        '        raise TypeError(f"expected a boolean, got {type(value).__name__}")\n'
+        "    return value\n\n\n"
+        "def _as_int(value: Any) -> int:\n"
+        "    if isinstance(value, bool) or not isinstance(value, int):\n"
+        '        raise TypeError(f"expected an integer, got {type(value).__name__}")\n'
+        "    return value\n\n\n"
+        "def _as_float(value: Any) -> float:\n"
+        "    if isinstance(value, bool) or not isinstance(value, (int, float)):\n"
+        '        raise TypeError(f"expected a number, got {type(value).__name__}")\n'
+        "    return float(value)\n\n\n"
+        "def _as_any(value: Any) -> Any:\n"
+        "    return value\n\n\n"
+    )
+
+    # Method metadata, usable at run time.
+    out.append("# name -> (scope, subscription notification or None, unsubscribe method or None)\n")
+    out.append("METHODS: dict[str, tuple[str, str | None, str | None]] = {\n")
+    for m in methods:
+        sub = m.get("x-subscription") or {}
+        meta = (m.get("x-scope", ""), sub.get("notification"), sub.get("unsubscribe"))
+        out.append(f'    "{m["name"]}": {meta!r},\n')
+    out.append("}\n\n")
+
+    events = sorted(doc.get("x-events", []), key=lambda e: e["name"])
+    out.append("# event name -> payload model (from x-events)\n")
+    out.append("EVENT_PAYLOADS: dict[str, type[BaseModel]] = {\n")
+    for e in events:
+        name = schemas.ref_name(e.get("payload") or {})
+        if name is not None and schemas.is_object_model(name):
+            out.append(f'    "{e["name"]}": models.{name},\n')
+    out.append("}\n\n\n")
+
+    class_names: dict[str, str] = {}
+    for ns, ms in by_ns.items():
+        cls = f"{pascal_case(ns)}Methods"
+        class_names[ns] = cls
+        out.append(f"class {cls}:\n")
+        out.append(f'    """Methods of the `{ns}` namespace."""\n\n')
+        out.append("    def __init__(self, client: Client) -> None:\n")
+        out.append("        self._client = client\n\n")
+        for m in ms:
+            _, _, short = m["name"].rpartition(".")
+            py_name = snake_case(short)
+            params = m.get("params", [])
+            sig, pairs = _signature(schemas, params)
+            params_expr = "wire_params({" + ", ".join(pairs) + "})" if pairs else "None"
+            sub = m.get("x-subscription")
+            if sub:
+                item_name = schemas.ref_name(sub.get("item") or {}) or "EventEnvelope"
+                resumable = {p["name"] for p in params} >= {"afterSeq", "epoch"}
+                out.append(f"    def {py_name}({sig}) -> Subscription:\n")
+                out.append(_docstring(m, params, " " * 8))
+                out.append(
+                    f"        return self._client._subscription(\n"
+                    f'            "{m["name"]}",\n'
+                    f"            {params_expr},\n"
+                    f'            notification="{sub["notification"]}",\n'
+                    f'            unsubscribe="{sub["unsubscribe"]}",\n'
+                    f"            item=models.{item_name},\n"
+                    f"            resumable={resumable},\n"
+                    f"        )\n\n"
+                )
+            else:
+                ann, parser = schemas.result(m["result"]["schema"])
+                out.append(f"    async def {py_name}({sig}) -> {ann}:\n")
+                out.append(_docstring(m, params, " " * 8))
+                if m.get("x-unsubscribe-for"):
+                    out.append(
+                        f'        result = await self._client.call("{m["name"]}", {params_expr})\n'
+                        f"        self._client._forget_subscription_id(subscription)\n"
+                        f"        return {_parser_call(parser, 'result')}\n\n"
+                    )
+                else:
+                    call = f'await self._client.call("{m["name"]}", {params_expr})'
+                    out.append(f"        return {_parser_call(parser, call)}\n\n")
+        out.append("\n")
+
+    out.append("class Namespaces:\n")
+    out.append('    """The typed namespaces, mixed into `Client`."""\n\n')
+    for ns, cls in class_names.items():
+        out.append(f"    {ns}: {cls}\n")
+    out.append("\n    def _init_namespaces(self) -> None:\n")
+    out.append("        client: Client = self  # type: ignore[assignment]\n")
+    for ns, cls in class_names.items():
+        out.append(f"        self.{ns} = {cls}(client)\n")
+
+    source = "".join(out)
+    # black is pinned in requirements-dev.txt (a dependency of datamodel-code-generator).
+    from black import format_str
+    from black.mode import Mode, TargetVersion
+
+    mode = Mode(target_versions={TargetVersion.PY310}, line_length=LINE_LENGTH)
+    return format_str(source, mode=mode)
+
+
+def _parser_call(parser: str, expr: str) -> str:
+    if parser.startswith("models."):
+        return f"{parser}.model_validate({expr})"
+    return f"{parser}({expr})"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA, help="the OpenRPC document")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a generated file differs from a fresh generation",
+    )
+    args = ap.parse_args(argv)
+
+    doc = json.loads(args.schema.read_text(encoding="utf-8"))
+    outputs = {MODELS_PATH: generate_models(doc), METHODS_PATH: generate_methods(doc)}
+
+    stale: list[Path] = []
+    for path, text in outputs.items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(path)
+            diff = difflib.unified_diff(
+                (current or "").splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile=f"{path.relative_to(CLIENT_ROOT)} (committed)",
+                tofile=f"{path.relative_to(CLIENT_ROOT)} (fresh)",
+                n=2,
+            )
+            sys.stderr.writelines(list(diff)[:200])
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+    if stale:
+        names = ", ".join(str(p.relative_to(REPO_ROOT)) for p in stale)
+        print(
+            f"generate.py --check: stale generated file(s): {names}; "
+            "run `python clients/python/scripts/generate.py`",
+            file=sys.stderr,
+        )
+        return 1
+    if args.check:
+        print("generate.py --check: generated files are up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
