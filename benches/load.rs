@@ -1,7 +1,7 @@
 //! Load generator: trivial-call throughput and latency against the gateway and, in the same run,
 //! a bare jsonrpsee server with one method (the baseline); broadcast fan-out; idle memory.
 //! Client and servers are separate processes on loopback. Run:
-//!   cargo bench --bench load -- [calls|fanout|memory|all] [--seconds N] [--rounds N]
+//!   cargo bench --bench load -- [calls|fanout|memory|streaming|all] [--seconds N] [--rounds N]
 //! Prints a table, and one JSON object per figure on stderr.
 
 use std::io::{BufRead, BufReader};
@@ -407,6 +407,168 @@ async fn scenario_memory(counts: &[usize]) {
     }
 }
 
+/// A paced fake provider (OpenAI wire format): each chunk's text is the time it was sent, in µs.
+async fn paced_provider(chunks: usize, pace: Duration) -> SocketAddr {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        let (tx, rx) = futures::channel::mpsc::unbounded::<
+                            Result<Frame<bytes::Bytes>, std::convert::Infallible>,
+                        >();
+                        tokio::spawn(async move {
+                            for _ in 0..chunks {
+                                tokio::time::sleep(pace).await;
+                                let us = SystemTime::now()
+                                    .duration_since(UNIX_EPOCH)
+                                    .map(|d| d.as_micros())
+                                    .unwrap_or(0);
+                                let chunk = format!(
+                                    "data: {}\n\n",
+                                    json!({"choices": [{"index": 0, "delta": {"content": format!("{us} ")}, "finish_reason": null}]})
+                                );
+                                if tx.unbounded_send(Ok(Frame::data(chunk.into()))).is_err() {
+                                    return;
+                                }
+                            }
+                            let end = format!(
+                                "data: {}\n\ndata: [DONE]\n\n",
+                                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                            );
+                            let _ = tx.unbounded_send(Ok(Frame::data(end.into())));
+                        });
+                        let mut resp = http::Response::new(http_body_util::BodyExt::boxed(
+                            StreamBody::new(rx),
+                        ));
+                        resp.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("text/event-stream"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn scenario_streaming(counts: &[usize]) {
+    println!(
+        "\n## Streaming: K concurrent chat.stream runs, provider chunks every 20 ms (agent.delta_interval_ms = 1)\n"
+    );
+    println!("| runs | deltas/s | added p50 ms | added p99 ms | max ms | completed |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &k in counts {
+        let chunks = 50;
+        let provider = paced_provider(chunks, Duration::from_millis(20)).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = Instant::now();
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--port", "0"])
+            .env("RUST_LOG", "error")
+            .env("CLAWGATE_GATEWAY__MAX_CONNECTIONS", "30000")
+            .env("CLAWGATE_AGENT__PROVIDER", "openai")
+            .env("CLAWGATE_AGENT__MODEL", "bench")
+            .env("CLAWGATE_AGENT__BASE_URL", format!("http://{provider}/v1"))
+            .env("CLAWGATE_AGENT__DELTA_INTERVAL_MS", "1")
+            .env_remove("CLAWGATE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gateway");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("line");
+        let _ = t0;
+        let addr: SocketAddr = line
+            .trim()
+            .trim_start_matches("listening on ws://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("addr");
+        let gw = Server { child, addr };
+        let mut tasks = Vec::new();
+        let start = Instant::now();
+        for i in 0..k {
+            let mut ws = connect(gw.addr).await;
+            tasks.push(tokio::spawn(async move {
+                let req = json!({"jsonrpc": "2.0", "id": 1, "method": "chat.stream", "params": {"message": "go", "sessionKey": format!("s{i}")}});
+                ws.send(&req.to_string()).await;
+                let mut lat = Vec::new();
+                let mut deltas = 0u64;
+                loop {
+                    let data = ws.recv().await;
+                    let v: Value = serde_json::from_slice(&data).unwrap_or_default();
+                    let p = &v["params"]["result"]["payload"];
+                    match p["state"].as_str() {
+                        Some("delta") => {
+                            deltas += 1;
+                            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as f64).unwrap_or(0.0);
+                            for stamp in p["text"].as_str().unwrap_or("").split_whitespace() {
+                                if let Ok(us) = stamp.parse::<f64>() {
+                                    lat.push((now - us) / 1000.0);
+                                }
+                            }
+                        }
+                        Some("final") => return (lat, deltas, true),
+                        Some("error") | Some("aborted") => return (lat, deltas, false),
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        let mut deltas = 0;
+        let mut completed = 0;
+        for t in tasks {
+            if let Ok(Ok((l, d, ok))) = tokio::time::timeout(Duration::from_secs(120), t).await {
+                all.extend(l);
+                deltas += d;
+                completed += usize::from(ok);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        all.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| {k} | {:.0} | {:.2} | {:.2} | {:.2} | {completed}/{k} |",
+            deltas as f64 / secs,
+            pct(&all, 0.5),
+            pct(&all, 0.99),
+            all.last().copied().unwrap_or(f64::NAN)
+        );
+        emit(
+            "streaming",
+            &format!("{k} added p99"),
+            pct(&all, 0.99),
+            "ms",
+        );
+        emit(
+            "streaming",
+            &format!("{k} deltas/s"),
+            deltas as f64 / secs,
+            "1/s",
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bare-server") {
@@ -441,6 +603,9 @@ fn main() {
         }
         if which == "memory" || which == "all" {
             scenario_memory(&[1000, 10_000]).await;
+        }
+        if which == "streaming" || which == "all" {
+            scenario_streaming(&[10, 100, 1000]).await;
         }
     });
 }

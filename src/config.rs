@@ -384,6 +384,11 @@ pub fn load_bytes(
         if SPECIAL_ENV.contains(&rest) {
             continue;
         }
+        // Config paths have a section and a key (`CLAWGATE_AGENT__MODEL`); a single word is some
+        // other tool's variable (`CLAWGATE_BIN` in our test scripts), not a config key.
+        if !rest.contains("__") {
+            continue;
+        }
         let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
         if keys.iter().any(|k| k.is_empty()) {
             return Err(ConfigError::new(
@@ -812,6 +817,13 @@ mod tests {
             loaded.overridden_paths,
             vec!["agent.model", "gateway.max_batch"]
         );
+    }
+
+    #[test]
+    fn single_word_variables_are_not_config() {
+        let loaded =
+            load_with("", &[("CLAWGATE_BIN", "/x"), ("CLAWGATE_SOMETHING", "1")]).expect("ignored");
+        assert!(loaded.overridden_paths.is_empty());
     }
 
     #[test]

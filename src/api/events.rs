@@ -43,6 +43,12 @@ fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTa
         crate::protocol::validate_session_key(key)
             .map_err(|m| Error::invalid_params("sessionKey", m))?;
     }
+    if params.after_seq.is_some_and(|s| s > 0) && params.epoch.is_none() {
+        return Err(Error::invalid_params(
+            "epoch",
+            "afterSeq needs the epoch it belongs to (from gateway.hello or any envelope): without it a restart would go unnoticed",
+        ));
+    }
     let filter =
         Filter::new(params.events.as_deref(), params.session_key.clone()).map_err(|path| {
             Error::invalid_params(
