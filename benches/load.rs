@@ -97,15 +97,23 @@ impl Server {
 }
 
 fn gateway(data: &std::path::Path) -> (Server, Duration) {
+    gateway_with(data, &[])
+}
+
+/// Starts the gateway binary on `data` with extra environment; returns it and its time to ready.
+fn gateway_with(data: &std::path::Path, env: &[(&str, String)]) -> (Server, Duration) {
     let t0 = Instant::now();
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
         .arg(data)
         .args(["--port", "0"])
         .env("RUST_LOG", "error")
         .env("CLAWGATE_GATEWAY__MAX_CONNECTIONS", "30000")
-        .env("CLAWGATE_GATEWAY__MAX_BATCH", "64")
-        .env_remove("CLAWGATE_TOKEN")
+        .env_remove("CLAWGATE_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -477,34 +485,15 @@ async fn scenario_streaming(counts: &[usize]) {
         let chunks = 50;
         let provider = paced_provider(chunks, Duration::from_millis(20)).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let t0 = Instant::now();
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--port", "0"])
-            .env("RUST_LOG", "error")
-            .env("CLAWGATE_GATEWAY__MAX_CONNECTIONS", "30000")
-            .env("CLAWGATE_AGENT__PROVIDER", "openai")
-            .env("CLAWGATE_AGENT__MODEL", "bench")
-            .env("CLAWGATE_AGENT__BASE_URL", format!("http://{provider}/v1"))
-            .env("CLAWGATE_AGENT__DELTA_INTERVAL_MS", "1")
-            .env_remove("CLAWGATE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gateway");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("line");
-        let _ = t0;
-        let addr: SocketAddr = line
-            .trim()
-            .trim_start_matches("listening on ws://")
-            .trim_end_matches('/')
-            .parse()
-            .expect("addr");
-        let gw = Server { child, addr };
+        let (gw, _) = gateway_with(
+            dir.path(),
+            &[
+                ("CLAWGATE_AGENT__PROVIDER", "openai".into()),
+                ("CLAWGATE_AGENT__MODEL", "bench".into()),
+                ("CLAWGATE_AGENT__BASE_URL", format!("http://{provider}/v1")),
+                ("CLAWGATE_AGENT__DELTA_INTERVAL_MS", "1".into()),
+            ],
+        );
         let mut tasks = Vec::new();
         let start = Instant::now();
         for i in 0..k {
