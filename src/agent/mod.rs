@@ -567,6 +567,10 @@ pub fn prepare_context(messages: Vec<TranscriptMessage>) -> Vec<TranscriptMessag
             // A tool result without its call (should not happen): leave it out.
             continue;
         }
+        if m.role == Role::Assistant && m.content.is_empty() && m.tool_calls.is_none() {
+            // A marker of a failed turn with no text: nothing for the model to read.
+            continue;
+        }
         let calls: Vec<ToolCall> = m.tool_calls.clone().unwrap_or_default();
         let is_assistant = m.role == Role::Assistant;
         out.push(m);
@@ -909,7 +913,17 @@ async fn run_loop(
                 stop,
             } => (text, calls, broken, usage, stop),
             TurnEnd::Stopped { partial } => {
-                if !partial.is_empty() {
+                let timed_out_now =
+                    timed_out.load(Ordering::Acquire) && !aborted.load(Ordering::Acquire);
+                if timed_out_now {
+                    // A run timeout is an error: the transcript says so, even without text.
+                    assistant.message.content = partial.clone();
+                    assistant.message.error = Some(MessageError {
+                        kind: ErrorKind::Timeout.as_str().into(),
+                        message: "the run passed agent.run_timeout_ms".into(),
+                    });
+                    let _ = store.append_to(key, sid, vec![assistant]).await;
+                } else if !partial.is_empty() {
                     assistant.message.content = partial.clone();
                     assistant.message.aborted = Some(true);
                     let _ = store.append_to(key, sid, vec![assistant]).await;
@@ -917,14 +931,14 @@ async fn run_loop(
                 return stopped(partial);
             }
             TurnEnd::Failed { error, partial } => {
-                if !partial.is_empty() {
-                    assistant.message.content = partial;
-                    assistant.message.error = Some(MessageError {
-                        kind: error.kind.as_str().into(),
-                        message: error.message.clone(),
-                    });
-                    let _ = store.append_to(key, sid, vec![assistant]).await;
-                }
+                // Written even without text: the transcript records how the run ended (history
+                // shows the error; a repeated idempotency key after a restart answers `error`).
+                assistant.message.content = partial;
+                assistant.message.error = Some(MessageError {
+                    kind: error.kind.as_str().into(),
+                    message: error.message.clone(),
+                });
+                let _ = store.append_to(key, sid, vec![assistant]).await;
                 return (RunOutcome::Error, error_event(emitter, &error));
             }
         };

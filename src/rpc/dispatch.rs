@@ -143,8 +143,14 @@ async fn handle_batch(
     let len: usize = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
     let limit = gateway.config().gateway.max_payload_bytes;
     if len > limit {
-        // The client never learns these subscriptions' ids: do not start them.
-        drop(accepted);
+        // The client never learns these subscriptions' ids: do not start them, free their slots.
+        for a in accepted {
+            if let Some(ws) = &a.conn.ws
+                && let Ok(mut subs) = ws.subscriptions.lock()
+            {
+                subs.remove(a.sink.id());
+            }
+        }
         return Reply {
             json: Some(error_json("null", &Error::ResponseTooLarge { limit })),
             accepted: Vec::new(),
@@ -352,8 +358,19 @@ async fn handle_request(
                 return fail(Error::WebSocketRequired(method));
             };
             let max = config.gateway.max_subscriptions_per_connection;
-            let count = ws.subscriptions.lock().map(|s| s.len()).unwrap_or(0);
-            if count >= max {
+            // The slot is reserved before the handler runs, so concurrent subscribes cannot
+            // pass the limit together.
+            let sub_id = uuid::Uuid::new_v4().simple().to_string();
+            let cancel = ws.closed.child_token();
+            let reserved: Result<(), usize> = match ws.subscriptions.lock() {
+                Ok(subs) if subs.len() >= max => Err(subs.len()),
+                Ok(mut subs) => {
+                    subs.insert(sub_id.clone(), (method.clone(), cancel.clone()));
+                    Ok(())
+                }
+                Err(_) => Ok(()),
+            };
+            if let Err(count) = reserved {
                 return fail(Error::Busy(format!(
                     "this connection already has {count} subscriptions (gateway.max_subscriptions_per_connection)"
                 )));
@@ -366,13 +383,13 @@ async fn handle_request(
                     Err(Error::internal(format!("`{method}` failed unexpectedly")))
                 });
             match prepared {
-                Err(err) => fail(err),
-                Ok(task) => {
-                    let sub_id = uuid::Uuid::new_v4().simple().to_string();
-                    let cancel = ws.closed.child_token();
+                Err(err) => {
                     if let Ok(mut subs) = ws.subscriptions.lock() {
-                        subs.insert(sub_id.clone(), (method.clone(), cancel.clone()));
+                        subs.remove(&sub_id);
                     }
+                    fail(err)
+                }
+                Ok(task) => {
                     let sink =
                         SubscriptionSink::new(sub_id.clone(), notification, ws.out.clone(), cancel);
                     let result = serde_json::Value::from(sub_id).to_string();

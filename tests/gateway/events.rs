@@ -376,3 +376,28 @@ async fn while_shutting_down_readyz_is_503_and_calls_get_32025() {
     assert_eq!(resp["error"]["data"]["kind"], "unavailable");
     stopper.await.expect("shutdown finishes");
 }
+
+#[tokio::test]
+async fn the_subscription_limit_holds_under_concurrent_subscribes() {
+    let gw = start(|c| c.gateway.max_subscriptions_per_connection = 3).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    // Ten subscribes in flight at once on one connection: exactly three succeed.
+    for i in 0..10 {
+        ws.send(&json!({"jsonrpc": "2.0", "id": i, "method": "events.subscribe", "params": {"events": ["x"]}}).to_string())
+            .await;
+    }
+    let (mut ok, mut busy) = (0, 0);
+    while ok + busy < 10 {
+        let msg = ws.recv().await;
+        if msg.get("id").is_none() {
+            continue;
+        }
+        if msg.get("result").is_some() {
+            ok += 1;
+        } else {
+            assert_eq!(msg["error"]["code"], -32009, "{msg}");
+            busy += 1;
+        }
+    }
+    assert_eq!((ok, busy), (3, 7));
+}
