@@ -844,3 +844,41 @@ async fn shutdown_aborts_runs_and_keeps_partial_text() {
         "partial text kept"
     );
 }
+
+#[tokio::test]
+async fn unstream_stops_the_stream_not_the_run_and_the_run_end_updates_the_session() {
+    let slow: Vec<String> = (0..20).map(|i| format!("u{i} ")).collect();
+    let slow_refs: Vec<&str> = slow.iter().map(String::as_str).collect();
+    let fake = FakeProvider::start(vec![Script::sse(anthropic::reply(&slow_refs)).paced(20)]).await;
+    let gw = start(|c| use_fake(c, Wire::Anthropic, &fake)).await;
+    let mut watcher = RawWs::connect(gw.addr()).await;
+    watcher
+        .subscribe(json!({"events": ["chat", "sessions.changed"], "sessionKey": "un"}))
+        .await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let resp = ws
+        .call("chat.stream", json!({"message": "go", "sessionKey": "un"}))
+        .await;
+    let sub = resp["result"].as_str().expect("subscription").to_string();
+    assert_eq!(ws.call("chat.unstream", json!([sub])).await["result"], true);
+    assert_eq!(
+        ws.call("chat.unstream", json!({"subscription": sub})).await["result"],
+        false
+    );
+    // The run goes on to its end, and the end of the run updates the session.
+    let mut saw_final = false;
+    loop {
+        let e = watcher.next_event().await;
+        if e["event"] == "chat" && e["payload"]["state"] == "final" {
+            saw_final = true;
+        }
+        if saw_final && e["event"] == "sessions.changed" && e["payload"]["reason"] == "updated" {
+            assert_eq!(e["payload"]["session"]["messageCount"], 2);
+            break;
+        }
+    }
+    // Nothing more reached the unsubscribed stream.
+    while let Some(msg) = ws.try_recv(Duration::from_millis(200)).await {
+        assert_ne!(msg["params"]["subscription"], sub.as_str(), "{msg}");
+    }
+}
