@@ -457,7 +457,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
 pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running, StartError> {
     let table = base_table()?;
     let data_dir = loaded.data_dir.clone();
-    create_private_dir(&data_dir).map_err(|e| StartError::DataDir {
+    crate::store::create_private_dir(&data_dir).map_err(|e| StartError::DataDir {
         path: data_dir.clone(),
         message: e.to_string(),
     })?;
@@ -527,21 +527,6 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
-}
-
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::create_dir_all(dir)
-    }
 }
 
 fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {

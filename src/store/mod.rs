@@ -1161,7 +1161,8 @@ fn write_index(dir: &Path, index: &IndexFile) -> io::Result<()> {
     transcript::sync_dir(dir)
 }
 
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` (and its parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;

@@ -373,24 +373,10 @@ mod tests {
     use crate::protocol::Role;
 
     fn msg(id: &str, content: &str) -> TranscriptMessage {
-        TranscriptMessage {
-            id: id.into(),
-            parent_id: None,
-            ts: 1,
-            role: Role::User,
-            content: content.into(),
-            tool_calls: None,
-            tool_call_id: None,
-            is_error: None,
-            run_id: None,
-            idempotency_key: None,
-            model: None,
-            usage: None,
-            stop_reason: None,
-            aborted: None,
-            error: None,
-            label: None,
-        }
+        let mut m = crate::store::NewMessage::new(Role::User, content).message;
+        m.id = id.into();
+        m.ts = 1;
+        m
     }
 
     #[test]
