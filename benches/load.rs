@@ -2,6 +2,7 @@
 //! a bare jsonrpsee server with one method (the baseline); broadcast fan-out; idle memory.
 //! Client and servers are separate processes on loopback. Run:
 //!   cargo bench --bench load -- [calls|fanout|memory|streaming|all] [--seconds N] [--rounds N]
+//!     [--runs 10,100,1000]
 //! Prints a table, and one JSON object per figure on stderr.
 
 use std::io::{BufRead, BufReader};
@@ -508,12 +509,13 @@ async fn scenario_streaming(counts: &[usize]) {
                 let mut deltas = 0u64;
                 loop {
                     let data = ws.recv().await;
+                    // Receipt time first: the figure is the gateway's, not this client's parsing.
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as f64).unwrap_or(0.0);
                     let v: Value = serde_json::from_slice(&data).unwrap_or_default();
                     let p = &v["params"]["result"]["payload"];
                     match p["state"].as_str() {
                         Some("delta") => {
                             deltas += 1;
-                            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as f64).unwrap_or(0.0);
                             for stamp in p["text"].as_str().unwrap_or("").split_whitespace() {
                                 if let Ok(us) = stamp.parse::<f64>() {
                                     lat.push((now - us) / 1000.0);
@@ -579,7 +581,7 @@ fn main() {
     let which = args
         .iter()
         .skip(1)
-        .find(|a| ["calls", "fanout", "memory", "all"].contains(&a.as_str()))
+        .find(|a| ["calls", "fanout", "memory", "streaming", "all"].contains(&a.as_str()))
         .cloned()
         .unwrap_or_else(|| "all".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -597,7 +599,13 @@ fn main() {
             scenario_memory(&[1000, 10_000]).await;
         }
         if which == "streaming" || which == "all" {
-            scenario_streaming(&[10, 100, 1000]).await;
+            let runs: Vec<usize> = args
+                .iter()
+                .position(|a| a == "--runs")
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![10, 100, 1000]);
+            scenario_streaming(&runs).await;
         }
     });
 }
