@@ -15,28 +15,16 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 
 fn message(i: u64, parent: Option<String>, content: String) -> TranscriptMessage {
-    TranscriptMessage {
-        id: format!("m{i:012}"),
-        parent_id: parent,
-        ts: 1_767_225_600_000 + i,
-        role: if i.is_multiple_of(2) {
-            Role::User
-        } else {
-            Role::Assistant
-        },
-        content,
-        tool_calls: None,
-        tool_call_id: None,
-        is_error: None,
-        run_id: None,
-        idempotency_key: None,
-        model: None,
-        usage: None,
-        stop_reason: None,
-        aborted: None,
-        error: None,
-        label: None,
-    }
+    let role = if i.is_multiple_of(2) {
+        Role::User
+    } else {
+        Role::Assistant
+    };
+    let mut m = clawgate::store::NewMessage::new(role, content).message;
+    m.id = format!("m{i:012}");
+    m.parent_id = parent;
+    m.ts = 1_767_225_600_000 + i;
+    m
 }
 
 /// Writes a transcript directly in the on-disk format (no fsync: this is set-up, not the test).

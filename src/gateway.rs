@@ -53,6 +53,7 @@ pub type BaseTable =
 /// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
 pub struct Gateway {
     config: ArcSwap<Config>,
+    tokens: ArcSwap<crate::rpc::auth::TokenTable>,
     data_dir: PathBuf,
     config_path: PathBuf,
     config_hash: ArcSwap<String>,
@@ -102,6 +103,7 @@ impl Gateway {
             plugins_notify: Notify::new(),
             plugins: crate::plugins::Plugins::default(),
             base_table,
+            tokens: ArcSwap::from_pointee(crate::rpc::auth::TokenTable::new(&loaded.config)),
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
             config_path: loaded.path,
@@ -135,8 +137,16 @@ impl Gateway {
 
     /// Replaces the configuration snapshot (readers never lock).
     pub fn set_config(&self, config: Config, hash: String) {
+        // Tokens first: a revoked token stops working no later than the rest of the change.
+        self.tokens
+            .store(Arc::new(crate::rpc::auth::TokenTable::new(&config)));
         self.config.store(Arc::new(config));
         self.config_hash.store(Arc::new(hash));
+    }
+
+    /// The accepted tokens of the current configuration, hashed once per snapshot.
+    pub fn tokens(&self) -> Arc<crate::rpc::auth::TokenTable> {
+        self.tokens.load_full()
     }
 
     /// Hex SHA-256 of the config file the current snapshot came from.

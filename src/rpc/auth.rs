@@ -58,45 +58,78 @@ pub fn presented_token(headers: &http::HeaderMap, query: Option<&str>) -> Option
         .map(|(_, v)| percent_decode(v))
 }
 
-/// Checks the credentials of a request against `config`.
-pub fn authenticate(config: &Config, token: Option<&str>) -> Result<Credential, Refusal> {
-    match config.gateway.auth.mode {
-        AuthMode::None => Ok(Credential::Anonymous),
-        AuthMode::Token => {
-            let Some(token) = token else {
-                return Err(Refusal::Unauthorized(
-                    "a token is required: send `Authorization: Bearer <token>` (or `?token=` on a browser WebSocket)",
-                ));
-            };
-            let cred = Credential::Token(Sha256::digest(token.as_bytes()).into());
-            if scope_of(config, &cred).is_some() {
-                Ok(cred)
-            } else {
-                Err(Refusal::Unauthorized("the token is not valid"))
+/// The accepted tokens of one configuration snapshot, hashed once (not at every call).
+pub struct TokenTable {
+    mode: AuthMode,
+    digests: Vec<([u8; 32], Option<Scope>)>,
+}
+
+impl TokenTable {
+    /// The table of `config`'s tokens.
+    pub fn new(config: &Config) -> Self {
+        let auth = &config.gateway.auth;
+        Self {
+            mode: auth.mode,
+            digests: auth
+                .tokens
+                .iter()
+                .map(|t| {
+                    (
+                        Sha256::digest(t.token.as_bytes()).into(),
+                        t.scopes.iter().copied().max(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks the credentials of a request.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Credential, Refusal> {
+        match self.mode {
+            AuthMode::None => Ok(Credential::Anonymous),
+            AuthMode::Token => {
+                let Some(token) = token else {
+                    return Err(Refusal::Unauthorized(
+                        "a token is required: send `Authorization: Bearer <token>` (or `?token=` on a browser WebSocket)",
+                    ));
+                };
+                let cred = Credential::Token(Sha256::digest(token.as_bytes()).into());
+                if self.scope(&cred).is_some() {
+                    Ok(cred)
+                } else {
+                    Err(Refusal::Unauthorized("the token is not valid"))
+                }
+            }
+        }
+    }
+
+    /// The scope a credential has now; `None` when it is no longer accepted.
+    pub fn scope(&self, cred: &Credential) -> Option<Scope> {
+        match (self.mode, cred) {
+            (AuthMode::None, _) => Some(Scope::Admin),
+            (AuthMode::Token, Credential::Anonymous) => None,
+            (AuthMode::Token, Credential::Token(digest)) => {
+                // Compare against every token, without an early exit, in constant time each.
+                let mut found: Option<Scope> = None;
+                for (candidate, scope) in &self.digests {
+                    if bool::from(candidate.ct_eq(digest)) {
+                        found = found.max(*scope);
+                    }
+                }
+                found
             }
         }
     }
 }
 
+/// Checks the credentials of a request against `config`.
+pub fn authenticate(config: &Config, token: Option<&str>) -> Result<Credential, Refusal> {
+    TokenTable::new(config).authenticate(token)
+}
+
 /// The scope a credential has under `config` now; `None` when it is no longer accepted.
 pub fn scope_of(config: &Config, cred: &Credential) -> Option<Scope> {
-    let auth = &config.gateway.auth;
-    match (auth.mode, cred) {
-        (AuthMode::None, _) => Some(Scope::Admin),
-        (AuthMode::Token, Credential::Anonymous) => None,
-        (AuthMode::Token, Credential::Token(digest)) => {
-            // Compare against every token, without an early exit, in constant time each.
-            let mut found: Option<Scope> = None;
-            for entry in &auth.tokens {
-                let candidate: [u8; 32] = Sha256::digest(entry.token.as_bytes()).into();
-                if bool::from(candidate.ct_eq(digest)) {
-                    let best = entry.scopes.iter().copied().max();
-                    found = found.max(best);
-                }
-            }
-            found
-        }
-    }
+    TokenTable::new(config).scope(cred)
 }
 
 /// Whether `host` (a `Host` header, with optional port) names a loopback host.

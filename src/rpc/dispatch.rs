@@ -17,7 +17,6 @@ use jsonrpsee::types::{Id, Params};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::auth::scope_of;
 use super::context::{CallContext, Connection, SubscriptionSink, Transport};
 use super::table::{MethodKind, SubscriptionTask, parse_params};
 use crate::error::{Error, code};
@@ -287,7 +286,7 @@ async fn handle_request(
         });
     }
     let config = gateway.config();
-    let Some(scope) = scope_of(&config, &conn.credential) else {
+    let Some(scope) = gateway.tokens().scope(&conn.credential) else {
         return fail(Error::Unauthorized(
             "the credentials of this connection are no longer accepted".into(),
         ));

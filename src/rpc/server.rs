@@ -189,7 +189,8 @@ async fn route(
         }
     }
     let token = auth::presented_token(req.headers(), req.uri().query());
-    let credential = match auth::authenticate(&config, token.as_deref()) {
+    let tokens = gateway.tokens();
+    let credential = match tokens.authenticate(token.as_deref()) {
         Ok(c) => c,
         Err(refusal) => return refusal_response(refusal),
     };
@@ -207,7 +208,7 @@ async fn route(
     };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/openrpc.json") => {
-            let scope = auth::scope_of(&config, &credential);
+            let scope = tokens.scope(&credential);
             if scope.is_none_or(|s| s < Scope::Read) {
                 return refusal_response(Refusal::Unauthorized("the token is not valid"));
             }

@@ -87,6 +87,16 @@ async fn stream_run(ws: &mut RawWs, params: Value) -> Vec<Value> {
     }
 }
 
+/// Reads `ws` until a chat payload in `state` arrives; returns it.
+async fn wait_payload(ws: &mut RawWs, state: &str) -> Value {
+    loop {
+        let p = ws.recv().await["params"]["result"]["payload"].clone();
+        if p["state"] == state {
+            return p;
+        }
+    }
+}
+
 fn states(payloads: &[Value]) -> Vec<String> {
     payloads
         .iter()
@@ -508,21 +518,11 @@ async fn abort_mid_stream_and_mid_tool() {
         json!({"message": "/tool exec {\"command\": \"sleep 30\"}", "sessionKey": "mt"}),
     )
     .await;
-    loop {
-        let p = ws.recv().await["params"]["result"]["payload"].clone();
-        if p["state"] == "tool_start" {
-            break;
-        }
-    }
+    wait_payload(&mut ws, "tool_start").await;
     let t0 = Instant::now();
     let resp = ctl.call("chat.abort", json!({"sessionKey": "mt"})).await;
     assert_eq!(resp["result"]["aborted"].as_array().map(Vec::len), Some(1));
-    loop {
-        let p = ws.recv().await["params"]["result"]["payload"].clone();
-        if p["state"] == "aborted" {
-            break;
-        }
-    }
+    wait_payload(&mut ws, "aborted").await;
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "aborted promptly, tool included (not after the 30 s sleep)"
@@ -746,12 +746,7 @@ async fn inject_waits_for_the_message_boundary_and_reset_aborts_the_run() {
         json!({"message": "/tool exec {\"command\": \"sleep 0.5\"}", "sessionKey": "bd"}),
     )
     .await;
-    loop {
-        let p = ws.recv().await["params"]["result"]["payload"].clone();
-        if p["state"] == "tool_start" {
-            break;
-        }
-    }
+    wait_payload(&mut ws, "tool_start").await;
     // Injected while the tool runs: it must land after the tool's result, never between.
     let inj = ctl
         .call(
@@ -760,12 +755,7 @@ async fn inject_waits_for_the_message_boundary_and_reset_aborts_the_run() {
         )
         .await;
     assert!(inj.get("result").is_some(), "{inj}");
-    loop {
-        let p = ws.recv().await["params"]["result"]["payload"].clone();
-        if p["state"] == "final" {
-            break;
-        }
-    }
+    wait_payload(&mut ws, "final").await;
     let roles: Vec<String> = transcript(&gw, "bd")
         .iter()
         .map(|l| l["role"].as_str().unwrap_or("").to_string())
@@ -781,21 +771,11 @@ async fn inject_waits_for_the_message_boundary_and_reset_aborts_the_run() {
         json!({"message": "/tool exec {\"command\": \"sleep 30\"}", "sessionKey": "rs"}),
     )
     .await;
-    loop {
-        let p = ws.recv().await["params"]["result"]["payload"].clone();
-        if p["state"] == "tool_start" {
-            break;
-        }
-    }
+    wait_payload(&mut ws, "tool_start").await;
     let t0 = Instant::now();
     let reset = ctl.call("sessions.reset", json!({"key": "rs"})).await;
     assert_eq!(reset["result"]["messageCount"], 0, "{reset}");
-    loop {
-        let p = ws.recv().await["params"]["result"]["payload"].clone();
-        if p["state"] == "aborted" {
-            break;
-        }
-    }
+    wait_payload(&mut ws, "aborted").await;
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
