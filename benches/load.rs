@@ -1,8 +1,8 @@
-//! Load generator: trivial-call throughput and latency against the gateway and, in the same run,
-//! a bare jsonrpsee server with one method (the baseline); broadcast fan-out; idle memory.
+//! Load generator: trivial-call throughput and broadcast fan-out against the gateway and, in the
+//! same run, a bare jsonrpsee server (the baseline); idle memory; streaming runs.
 //! Client and servers are separate processes on loopback. Run:
 //!   cargo bench --bench load -- [calls|fanout|memory|streaming|all] [--seconds N] [--rounds N]
-//!     [--runs 10,100,1000]
+//!     [--subs 100,1000,10000] [--events N] [--interval-ms N] [--runs 10,100,1000]
 //! Prints a table, and one JSON object per figure on stderr.
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::io::{BufReader as FBufReader, BufWriter as FBufWriter};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use soketto::handshake::{Client, ServerResponse};
 use tokio::net::TcpStream;
@@ -85,7 +86,24 @@ impl Drop for Server {
     }
 }
 
+/// CPU time (user + system) of a process so far, in ms.
+fn cpu_ms(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks * 10.0 // USER_HZ is 100 on Linux
+}
+
 impl Server {
+    fn cpu_ms(&self) -> f64 {
+        cpu_ms(&self.child.id().to_string())
+    }
+
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -148,7 +166,14 @@ fn bare() -> Server {
     Server { child, addr }
 }
 
-/// The baseline: a bare jsonrpsee server with one method, as lean as jsonrpsee makes it.
+/// The bare server's state: the fan-out channel and a `seq`.
+struct Bare {
+    events: tokio::sync::broadcast::Sender<Arc<Box<RawValue>>>,
+    seq: AtomicU64,
+}
+
+/// The baseline: a bare jsonrpsee server, as lean as jsonrpsee makes it: `health` for trivial
+/// calls, and `chat.inject` + `events.subscribe` for fan-out.
 fn run_bare_server() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -162,9 +187,54 @@ fn run_bare_server() {
             .await
             .expect("bind");
         let addr = server.local_addr().expect("addr");
-        let mut module = jsonrpsee::RpcModule::new(());
+        let (events, _) = tokio::sync::broadcast::channel::<Arc<Box<RawValue>>>(1024);
+        let mut module = jsonrpsee::RpcModule::new(Bare {
+            events,
+            seq: AtomicU64::new(0),
+        });
         module
             .register_method("health", |_, _, _| json!({"ok": true, "version": "0", "uptimeMs": 1, "connections": 1, "sessions": 1, "activeRuns": 0}))
+            .expect("register");
+        // Fan-out the way jsonrpsee's examples do it: a broadcast channel, one task per
+        // subscription forwarding into its sink. No store: the envelope is built and sent.
+        module
+            .register_method("chat.inject", |params, bare, _| {
+                let p: Value = params.parse().unwrap_or_default();
+                let seq = bare.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                let env = json!({"epoch": "bare", "event": "chat", "ts": ts, "sessionKey": p["sessionKey"], "payload": {"sessionKey": p["sessionKey"], "state": "injected", "message": {"id": format!("m{seq}"), "role": p["role"], "content": p["content"], "ts": ts}}, "seq": seq});
+                if let Ok(raw) = RawValue::from_string(env.to_string()) {
+                    let _ = bare.events.send(Arc::new(raw));
+                }
+                json!({"messageId": format!("m{seq}")})
+            })
+            .expect("register");
+        module
+            .register_subscription(
+                "events.subscribe",
+                "events.event",
+                "events.unsubscribe",
+                |_, pending, bare, _| async move {
+                    let mut rx = bare.events.subscribe();
+                    let Ok(sink) = pending.accept().await else { return };
+                    loop {
+                        let env = tokio::select! {
+                            _ = sink.closed() => return,
+                            env = rx.recv() => env,
+                        };
+                        match env {
+                            Ok(env) => {
+                                let msg = jsonrpsee::SubscriptionMessage::from((*env).clone());
+                                if sink.send(msg).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => return,
+                        }
+                    }
+                },
+            )
             .expect("register");
         let handle = server.start(module);
         println!("{addr}");
@@ -298,89 +368,167 @@ async fn scenario_calls(secs: f64, rounds: usize) {
     }
 }
 
-async fn scenario_fanout(counts: &[usize]) {
-    println!("\n## Fan-out: one chat.inject to S subscribers of its session\n");
-    println!("| subscribers | events | delivered | p50 ms | p99 ms | max ms | gaps |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for &subs in counts {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (gw, _) = gateway(dir.path());
-        let events = 20usize;
-        let received = Arc::new(AtomicU64::new(0));
-        let gaps = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..subs {
-            let mut ws = connect(gw.addr).await;
-            ws.send(r#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe","params":{"events":["chat"],"sessionKey":"fan"}}"#).await;
-            let _ = ws.recv().await;
-            let (received, gaps) = (received.clone(), gaps.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(events);
-                while lat.len() < events {
-                    let data = ws.recv().await;
-                    // Take the receipt time first, and read only what is needed: the figure is
-                    // the gateway's delivery, not this client's JSON parsing.
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs_f64() * 1e3)
-                        .unwrap_or(0.0);
-                    let text = String::from_utf8_lossy(&data);
-                    if text.contains("\"event\":\"gap\"") {
-                        gaps.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if !text.contains("\"event\":\"chat\"") {
-                        continue; // a tick
-                    }
-                    let sent: f64 = text
-                        .split("\"content\":\"")
-                        .nth(1)
-                        .and_then(|rest| rest.split('"').next())
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(f64::NAN);
-                    lat.push(now - sent);
-                    received.fetch_add(1, Ordering::Relaxed);
+/// What one fan-out run measured.
+struct FanoutRun {
+    /// Delivery latencies (publish request sent → notification received), ms, sorted.
+    latencies: Vec<f64>,
+    delivered: u64,
+    gaps: u64,
+    /// Server CPU per event, ms.
+    server_cpu: f64,
+    /// This client's CPU per event, ms.
+    client_cpu: f64,
+    /// `chat.inject` round trip, ms, sorted.
+    inject: Vec<f64>,
+}
+
+/// `subs` subscribers of session `fan` on `server`, `events` injected `interval` apart.
+async fn fanout_run(server: &Server, subs: usize, events: usize, interval: Duration) -> FanoutRun {
+    let received = Arc::new(AtomicU64::new(0));
+    let gaps = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..subs {
+        let mut ws = connect(server.addr).await;
+        ws.send(r#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe","params":{"events":["chat"],"sessionKey":"fan"}}"#).await;
+        let _ = ws.recv().await;
+        let (received, gaps) = (received.clone(), gaps.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(events);
+            while lat.len() < events {
+                let data = ws.recv().await;
+                // Take the receipt time first, and read only what is needed: the figure is
+                // the server's delivery, not this client's JSON parsing.
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64() * 1e3)
+                    .unwrap_or(0.0);
+                let text = String::from_utf8_lossy(&data);
+                if text.contains("\"event\":\"gap\"") {
+                    gaps.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                lat
-            }));
+                if !text.contains("\"event\":\"chat\"") {
+                    continue; // a tick
+                }
+                let sent: f64 = text
+                    .split("\"content\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(f64::NAN);
+                lat.push(now - sent);
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            // The connection stays open until every subscriber is done: closing it early
+            // would load the server while others still wait for the last event.
+            (lat, ws)
+        }));
+    }
+    let mut publisher = connect(server.addr).await;
+    // Let the connection storm settle: this measures steady state.
+    tokio::time::sleep(Duration::from_millis(2000 + subs as u64 / 5)).await;
+    let (server_cpu, client_cpu) = (server.cpu_ms(), cpu_ms("self"));
+    let mut inject = Vec::with_capacity(events);
+    for i in 0..events {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0);
+        let req = json!({"jsonrpc": "2.0", "id": i, "method": "chat.inject", "params": {"sessionKey": "fan", "role": "system", "content": format!("{now:.3}")}});
+        let t0 = Instant::now();
+        publisher.send(&req.to_string()).await;
+        let _ = publisher.recv().await;
+        inject.push(t0.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(interval).await;
+    }
+    let mut latencies = Vec::new();
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for t in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(Ok((l, ws))) = tokio::time::timeout(left, t).await {
+            latencies.extend(l);
+            held.push(ws);
         }
-        let mut publisher = connect(gw.addr).await;
-        // Let the storm of presence events from connecting settle: this measures steady state.
-        tokio::time::sleep(Duration::from_millis(2000 + subs as u64 / 5)).await;
-        for i in 0..events {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64() * 1e3)
-                .unwrap_or(0.0);
-            let req = json!({"jsonrpc": "2.0", "id": i, "method": "chat.inject", "params": {"sessionKey": "fan", "role": "system", "content": format!("{now:.3}")}});
-            publisher.send(&req.to_string()).await;
-            let _ = publisher.recv().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut all = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for t in tasks {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(Ok(l)) = tokio::time::timeout(left, t).await {
-                all.extend(l);
+    }
+    let server_cpu = (server.cpu_ms() - server_cpu) / events as f64;
+    let client_cpu = (cpu_ms("self") - client_cpu) / events as f64;
+    drop(held);
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    inject.sort_by(|a, b| a.total_cmp(b));
+    FanoutRun {
+        latencies,
+        delivered: received.load(Ordering::Relaxed),
+        gaps: gaps.load(Ordering::Relaxed),
+        server_cpu,
+        client_cpu,
+        inject,
+    }
+}
+
+async fn scenario_fanout(counts: &[usize], events: usize, interval: Duration, rounds: usize) {
+    println!(
+        "\n## Fan-out: one chat.inject to S subscribers of its session, {events} events {} ms apart, median of {rounds} alternating rounds\n",
+        interval.as_millis()
+    );
+    println!(
+        "| subscribers | server | delivered | p50 ms | p99 ms | max ms | gaps | server CPU ms/event | client CPU ms/event | publish round trip p50 ms |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &subs in counts {
+        let mut runs: [Vec<FanoutRun>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (i, runs) in runs.iter_mut().enumerate() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let server = if i == 0 {
+                    bare()
+                } else {
+                    gateway(dir.path()).0
+                };
+                runs.push(fanout_run(&server, subs, events, interval).await);
             }
         }
-        all.sort_by(|a, b| a.total_cmp(b));
-        let delivered = received.load(Ordering::Relaxed);
         let expected = (subs * events) as u64;
+        let mut p99s = [0.0; 2];
+        for (i, runs) in runs.iter().enumerate() {
+            let name = ["bare jsonrpsee", "clawgate"][i];
+            let m = |f: &dyn Fn(&FanoutRun) -> f64| median(runs.iter().map(f).collect());
+            let p99 = m(&|r| pct(&r.latencies, 0.99));
+            p99s[i] = p99;
+            println!(
+                "| {subs} | {name} | {}/{expected} | {:.2} | {p99:.2} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
+                runs.iter().map(|r| r.delivered).min().unwrap_or(0),
+                m(&|r| pct(&r.latencies, 0.5)),
+                m(&|r| r.latencies.last().copied().unwrap_or(f64::NAN)),
+                runs.iter().map(|r| r.gaps).max().unwrap_or(0),
+                m(&|r| r.server_cpu),
+                m(&|r| r.client_cpu),
+                m(&|r| pct(&r.inject, 0.5)),
+            );
+            let tag = ["bare", "clawgate"][i];
+            emit("fanout", &format!("{subs} {tag} p99"), p99, "ms");
+            emit(
+                "fanout",
+                &format!("{subs} {tag} server cpu per event"),
+                m(&|r| r.server_cpu),
+                "ms",
+            );
+            emit(
+                "fanout",
+                &format!("{subs} {tag} delivered"),
+                runs.iter().map(|r| r.delivered).min().unwrap_or(0) as f64 / expected as f64,
+                "fraction",
+            );
+        }
         println!(
-            "| {subs} | {events} | {delivered}/{expected} | {:.2} | {:.2} | {:.2} | {} |",
-            pct(&all, 0.5),
-            pct(&all, 0.99),
-            all.last().copied().unwrap_or(f64::NAN),
-            gaps.load(Ordering::Relaxed)
+            "| {subs} | **p99 ratio clawgate / bare** | | | **{:.2}** | | | | | |",
+            p99s[1] / p99s[0]
         );
-        emit("fanout", &format!("{subs} p99"), pct(&all, 0.99), "ms");
         emit(
             "fanout",
-            &format!("{subs} delivered"),
-            delivered as f64 / expected as f64,
-            "fraction",
+            &format!("{subs} p99 ratio"),
+            p99s[1] / p99s[0],
+            "x",
         );
     }
 }
@@ -563,6 +711,14 @@ async fn scenario_streaming(counts: &[usize]) {
     }
 }
 
+/// A comma-separated list of sizes after `flag` (`--runs 10,100`).
+fn list_arg(args: &[String], flag: &str) -> Option<Vec<usize>> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bare-server") {
@@ -593,18 +749,17 @@ fn main() {
             scenario_calls(secs, rounds).await;
         }
         if which == "fanout" || which == "all" {
-            scenario_fanout(&[100, 1000, 10_000]).await;
+            let subs: Vec<usize> =
+                list_arg(&args, "--subs").unwrap_or_else(|| vec![100, 1000, 10_000]);
+            let events = value("--events", 20.0) as usize;
+            let interval = Duration::from_millis(value("--interval-ms", 500.0) as u64);
+            scenario_fanout(&subs, events, interval, rounds).await;
         }
         if which == "memory" || which == "all" {
             scenario_memory(&[1000, 10_000]).await;
         }
         if which == "streaming" || which == "all" {
-            let runs: Vec<usize> = args
-                .iter()
-                .position(|a| a == "--runs")
-                .and_then(|i| args.get(i + 1))
-                .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-                .unwrap_or_else(|| vec![10, 100, 1000]);
+            let runs = list_arg(&args, "--runs").unwrap_or_else(|| vec![10, 100, 1000]);
             scenario_streaming(&runs).await;
         }
     });

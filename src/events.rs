@@ -1,16 +1,19 @@
-//! The event hub: one gateway-wide `seq`, a replay ring, and per-subscriber streams with gaps.
+//! The event hub: one gateway-wide `seq`, a replay ring, and per-subscriber bounded queues.
 //!
 //! An event is serialized once, when it is published; every subscriber gets the same bytes
-//! (`Arc<Envelope>`). Live delivery goes through a broadcast channel whose capacity is the
-//! subscriber queue: a subscriber that falls further behind loses events for itself alone and
-//! is told so with a `gap`. Subscribing takes the replay slice and the live receiver under the
-//! same lock that publishing holds, so replay joins the live stream with no duplicate and no hole.
+//! (`Arc<Envelope>`). Publishing pushes the envelope into the queue of each subscriber whose
+//! filter it matches, and wakes that subscriber alone: subscribers are indexed by session key,
+//! so a subscriber filtered to one session is never touched by another session's events. A
+//! queue holds at most `subscriber_queue` events; past that, events are dropped for that
+//! subscriber alone and it is told so with a `gap` before the next event it does receive.
+//! Subscribing takes the replay slice and registers the queue under the same lock that
+//! publishing holds, so replay joins the live stream with no duplicate and no hole.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::protocol::{GapEvent, GapReason, ShutdownEvent, TickEvent};
 use crate::util::now_ms;
@@ -30,21 +33,6 @@ pub struct Envelope {
     pub control: bool,
 }
 
-/// What goes over the live channel.
-#[derive(Debug, Clone)]
-enum Item {
-    /// An ordinary event, with a `seq` of its own.
-    Event(Arc<Envelope>),
-    /// A control event (`tick`): ignores filters, is not replayed.
-    Control(Arc<Envelope>),
-}
-
-struct Ring {
-    seq: u64,
-    events: VecDeque<Arc<Envelope>>,
-    bytes: usize,
-}
-
 /// Sizes of the hub.
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
@@ -60,9 +48,59 @@ pub struct HubLimits {
 pub struct EventHub {
     epoch: String,
     limits: HubLimits,
-    ring: Mutex<Ring>,
-    live: broadcast::Sender<Item>,
+    inner: Mutex<Inner>,
     shutdown: watch::Sender<Option<Arc<Envelope>>>,
+}
+
+/// The replay ring and the subscribers, under one lock.
+struct Inner {
+    seq: u64,
+    events: VecDeque<Arc<Envelope>>,
+    bytes: usize,
+    next_id: u64,
+    /// Subscribers filtered to one session, by that session's key.
+    keyed: HashMap<String, HashMap<u64, Arc<Slot>>>,
+    /// Subscribers of every session.
+    unkeyed: HashMap<u64, Arc<Slot>>,
+    /// Shutdown was announced: nothing is delivered after it.
+    closed: bool,
+}
+
+/// One subscriber's queue, shared between the hub (which fills it) and the subscriber.
+struct Slot {
+    filter: Filter,
+    state: Mutex<SlotState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    queue: VecDeque<Arc<Envelope>>,
+    /// The first and last `seq` dropped since the last delivery, not yet announced.
+    lost: Option<(u64, u64)>,
+    /// Once the subscriber has caught up: where events go instead of the queue.
+    outlet: Option<Arc<dyn Outlet>>,
+}
+
+/// What became of an envelope offered to an [`Outlet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Queued for the client.
+    Sent,
+    /// The client's queue is full: the envelope was not taken.
+    Full,
+    /// The subscription is over.
+    Closed,
+}
+
+/// A non-blocking destination for a live subscriber's envelopes (its connection's queue).
+///
+/// Handing envelopes straight to the connection spares every delivery a wake-up of the
+/// subscription's own task: at 10,000 subscribers that is most of the gateway's share of the
+/// cost of an event.
+pub trait Outlet: Send + Sync {
+    /// Takes `envelope_json` without waiting, or says why not.
+    fn offer(&self, envelope_json: &str) -> Offered;
 }
 
 /// Which events a subscriber wants.
@@ -149,32 +187,31 @@ pub enum Delivery {
     Shutdown(Arc<Envelope>),
 }
 
-/// One subscriber's view of the hub.
+/// One subscriber's view of the hub; leaves the hub when dropped.
 pub struct Subscriber {
     hub: Arc<EventHub>,
-    filter: Filter,
-    pending: VecDeque<Arc<Envelope>>,
-    live: broadcast::Receiver<Item>,
+    id: u64,
+    slot: Arc<Slot>,
     shutdown: watch::Receiver<Option<Arc<Envelope>>>,
-    last_seq: u64,
-    lagged: bool,
     done: bool,
 }
 
 impl EventHub {
     /// A hub for a new process lifetime, with a fresh epoch.
     pub fn new(limits: HubLimits) -> Arc<Self> {
-        let (live, _) = broadcast::channel(limits.subscriber_queue.max(1));
         let (shutdown, _) = watch::channel(None);
         Arc::new(Self {
             epoch: uuid::Uuid::new_v4().simple().to_string(),
             limits,
-            ring: Mutex::new(Ring {
+            inner: Mutex::new(Inner {
                 seq: 0,
                 events: VecDeque::new(),
                 bytes: 0,
+                next_id: 0,
+                keyed: HashMap::new(),
+                unkeyed: HashMap::new(),
+                closed: false,
             }),
-            live,
             shutdown,
         })
     }
@@ -194,9 +231,15 @@ impl EventHub {
         self.limits
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
-        // A poisoned lock only means a panic elsewhere; the ring itself is always consistent.
-        self.ring
+    /// How many subscribers are registered.
+    pub fn subscribers(&self) -> usize {
+        let inner = self.lock();
+        inner.unkeyed.len() + inner.keyed.values().map(HashMap::len).sum::<usize>()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock only means a panic elsewhere; nothing here is left half-updated.
+        self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -241,9 +284,9 @@ impl EventHub {
             }
         };
         let mut json = self.envelope_head(event, session_key, &payload);
-        let mut ring = self.lock();
-        ring.seq += 1;
-        let seq = ring.seq;
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
         json.push_str(&seq.to_string());
         json.push('}');
         let env = Arc::new(Envelope {
@@ -253,21 +296,70 @@ impl EventHub {
             json: json.into_boxed_str(),
             control: false,
         });
-        ring.bytes += env.json.len();
-        ring.events.push_back(env.clone());
-        while ring.events.len() > self.limits.replay_capacity
-            || (ring.bytes > self.limits.replay_max_bytes && ring.events.len() > 1)
+        inner.bytes += env.json.len();
+        inner.events.push_back(env.clone());
+        while inner.events.len() > self.limits.replay_capacity
+            || (inner.bytes > self.limits.replay_max_bytes && inner.events.len() > 1)
         {
-            if let Some(old) = ring.events.pop_front() {
-                ring.bytes -= old.json.len();
+            if let Some(old) = inner.events.pop_front() {
+                inner.bytes -= old.json.len();
             }
         }
-        // No receiver is fine: nobody listens.
-        let _ = self.live.send(Item::Event(env.clone()));
+        if inner.closed {
+            return Some(env);
+        }
+        // Delivered under the lock: every queue receives events in `seq` order.
+        let keyed = session_key.and_then(|key| inner.keyed.get(key));
+        for slot in inner
+            .unkeyed
+            .values()
+            .chain(keyed.into_iter().flat_map(HashMap::values))
+        {
+            if slot.filter.matches(&env) {
+                self.offer(slot, &env);
+            }
+        }
         Some(env)
     }
 
-    /// A control envelope (`tick`, `gap`, `shutdown`) carrying `seq`, the latest published.
+    /// Queues `env` for one subscriber, or records it as lost when the queue is full.
+    fn offer(&self, slot: &Slot, env: &Arc<Envelope>) {
+        let mut state = slot.lock();
+        if let Some(outlet) = &state.outlet {
+            let outlet = outlet.clone();
+            if let Some((from, to)) = state.lost {
+                match outlet.offer(&self.lag_gap(from, to).json) {
+                    Offered::Sent => state.lost = None,
+                    Offered::Full => {
+                        if !env.control {
+                            state.lost = Some((from, env.seq));
+                        }
+                        return;
+                    }
+                    Offered::Closed => return,
+                }
+            }
+            if outlet.offer(&env.json) == Offered::Full && !env.control {
+                state.lost = Some((env.seq, env.seq));
+            }
+            return;
+        }
+        if state.queue.len() >= self.limits.subscriber_queue.max(1) {
+            if !env.control {
+                let from = state.lost.map_or(env.seq, |(from, _)| from);
+                state.lost = Some((from, env.seq));
+            }
+            return;
+        }
+        if let Some((from, to)) = state.lost.take() {
+            state.queue.push_back(self.lag_gap(from, to));
+        }
+        state.queue.push_back(env.clone());
+        drop(state);
+        slot.wake.notify_one();
+    }
+
+    /// A control envelope (`tick`, `gap`, `shutdown`) carrying `seq`, a `seq` already published.
     fn control(&self, event: &str, payload: &impl Serialize, seq: u64) -> Arc<Envelope> {
         let payload = serde_json::to_string(payload).unwrap_or_else(|_| "{}".into());
         let mut json = self.envelope_head(event, None, &payload);
@@ -282,18 +374,40 @@ impl EventHub {
         })
     }
 
+    /// A `gap {lagged}` for the inclusive range lost; its `seq` is the last one lost, so a
+    /// client resuming from it misses nothing after the gap.
+    fn lag_gap(&self, from_seq: u64, to_seq: u64) -> Arc<Envelope> {
+        let gap = GapEvent {
+            from_seq,
+            to_seq,
+            reason: GapReason::Lagged,
+        };
+        self.control("gap", &gap, to_seq)
+    }
+
     /// Publishes a `tick` to every subscriber.
     pub fn tick(&self) {
-        // Under the ring lock: the tick's seq is exactly the last event sent before it.
-        let ring = self.lock();
-        let env = self.control("tick", &TickEvent { ts: now_ms() }, ring.seq);
-        let _ = self.live.send(Item::Control(env));
-        drop(ring);
+        // Under the lock: the tick's seq is exactly the last event queued before it.
+        let inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let env = self.control("tick", &TickEvent { ts: now_ms() }, inner.seq);
+        for slot in inner
+            .unkeyed
+            .values()
+            .chain(inner.keyed.values().flat_map(HashMap::values))
+        {
+            self.offer(slot, &env);
+        }
     }
 
     /// Announces shutdown to every subscriber; each receives it as its last delivery.
     pub fn shutdown(&self, event: ShutdownEvent) {
-        let env = self.control("shutdown", &event, self.seq());
+        let mut inner = self.lock();
+        inner.closed = true;
+        let env = self.control("shutdown", &event, inner.seq);
+        drop(inner);
         self.shutdown.send_replace(Some(env));
     }
 
@@ -309,60 +423,75 @@ impl EventHub {
         after_seq: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Subscriber, SubscribeError> {
-        let ring = self.lock();
-        let live = self.live.subscribe();
-        let mut pending = VecDeque::new();
-        let mut gap = None;
+        let mut inner = self.lock();
+        let mut queue = VecDeque::new();
         let restart = epoch.is_some_and(|e| e != self.epoch);
-        let mut last_seq = ring.seq;
         if restart {
-            gap = Some(GapEvent {
+            // Resuming from the gap's seq replays exactly what follows it.
+            let before = inner.events.front().map_or(inner.seq, |e| e.seq - 1);
+            let gap = GapEvent {
                 from_seq: 0,
                 to_seq: 0,
                 reason: GapReason::Restart,
-            });
-            pending.extend(ring.events.iter().filter(|e| filter.matches(e)).cloned());
+            };
+            queue.push_back(self.control("gap", &gap, before));
+            queue.extend(inner.events.iter().filter(|e| filter.matches(e)).cloned());
         } else if let Some(after) = after_seq {
-            if after > ring.seq {
+            if after > inner.seq {
                 return Err(SubscribeError::AheadOfLatest {
                     after,
-                    latest: ring.seq,
+                    latest: inner.seq,
                 });
             }
-            let oldest = ring.events.front().map_or(ring.seq + 1, |e| e.seq);
+            let oldest = inner.events.front().map_or(inner.seq + 1, |e| e.seq);
             if after + 1 < oldest {
-                gap = Some(GapEvent {
+                let gap = GapEvent {
                     from_seq: after + 1,
                     to_seq: oldest - 1,
                     reason: GapReason::Expired,
-                });
+                };
+                queue.push_back(self.control("gap", &gap, oldest - 1));
             }
-            pending.extend(
-                ring.events
+            queue.extend(
+                inner
+                    .events
                     .iter()
                     .filter(|e| e.seq > after && filter.matches(e))
                     .cloned(),
             );
         }
-        if let Some(first) = pending.front() {
-            last_seq = first.seq - 1;
-        }
-        let gap = gap.map(|gap| self.control("gap", &gap, ring.seq));
-        drop(ring);
-        let mut sub = Subscriber {
-            hub: self.clone(),
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let key = filter.session_key.clone();
+        let slot = Arc::new(Slot {
             filter,
-            pending,
-            live,
-            shutdown: self.shutdown.subscribe(),
-            last_seq,
-            lagged: false,
-            done: false,
+            state: Mutex::new(SlotState {
+                queue,
+                lost: None,
+                outlet: None,
+            }),
+            wake: Notify::new(),
+        });
+        match key {
+            Some(key) => inner.keyed.entry(key).or_default().insert(id, slot.clone()),
+            None => inner.unkeyed.insert(id, slot.clone()),
         };
-        if let Some(env) = gap {
-            sub.pending.push_front(env);
-        }
-        Ok(sub)
+        drop(inner);
+        Ok(Subscriber {
+            hub: self.clone(),
+            id,
+            slot,
+            shutdown: self.shutdown.subscribe(),
+            done: false,
+        })
+    }
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -371,87 +500,70 @@ impl Subscriber {
     ///
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Option<Delivery> {
-        if self.done {
-            return None;
-        }
-        if let Some(env) = self.shutdown.borrow_and_update().clone() {
-            self.done = true;
-            return Some(Delivery::Shutdown(env));
-        }
-        if let Some(env) = self.pending.pop_front() {
-            if !env.control {
-                self.last_seq = self.last_seq.max(env.seq);
-            }
-            return Some(Delivery::Event(env));
-        }
         loop {
-            let item = tokio::select! {
+            if self.done {
+                return None;
+            }
+            if let Some(env) = self.shutdown.borrow_and_update().clone() {
+                self.done = true;
+                return Some(Delivery::Shutdown(env));
+            }
+            {
+                let mut state = self.slot.lock();
+                if let Some(env) = state.queue.pop_front() {
+                    return Some(Delivery::Event(env));
+                }
+                if state.outlet.is_none()
+                    && let Some((from, to)) = state.lost.take()
+                {
+                    return Some(Delivery::Event(self.hub.lag_gap(from, to)));
+                }
+            }
+            // `notify_one` keeps a permit when nobody waits, so a wake between the check
+            // above and this wait is not lost.
+            tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => {
                     if changed.is_err() {
                         self.done = true;
-                        return None;
-                    }
-                    if let Some(env) = self.shutdown.borrow_and_update().clone() {
-                        self.done = true;
-                        return Some(Delivery::Shutdown(env));
-                    }
-                    continue;
-                }
-                item = self.live.recv() => item,
-            };
-            match item {
-                Ok(Item::Event(env)) => {
-                    if env.seq <= self.last_seq {
-                        continue;
-                    }
-                    if self.lagged {
-                        self.lagged = false;
-                        let from = self.last_seq + 1;
-                        self.last_seq = env.seq;
-                        if env.seq > from {
-                            if self.filter.matches(&env) {
-                                self.pending.push_back(env);
-                            }
-                            return Some(Delivery::Event(self.lag_gap(from, self.last_seq - 1)));
-                        }
-                    }
-                    self.last_seq = env.seq;
-                    if self.filter.matches(&env) {
-                        return Some(Delivery::Event(env));
                     }
                 }
-                Ok(Item::Control(env)) => {
-                    if self.lagged {
-                        self.lagged = false;
-                        let from = self.last_seq + 1;
-                        if env.seq >= from {
-                            self.last_seq = env.seq;
-                            self.pending.push_back(env);
-                            return Some(Delivery::Event(self.lag_gap(from, self.last_seq)));
-                        }
-                    }
-                    return Some(Delivery::Event(env));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.lagged = true,
-                Err(broadcast::error::RecvError::Closed) => {
-                    self.done = true;
-                    return None;
-                }
+                _ = self.slot.wake.notified() => {}
             }
         }
     }
+}
 
-    fn lag_gap(&self, from_seq: u64, to_seq: u64) -> Arc<Envelope> {
-        self.hub.control(
-            "gap",
-            &GapEvent {
-                from_seq,
-                to_seq,
-                reason: GapReason::Lagged,
-            },
-            self.hub.seq(),
-        )
+impl Subscriber {
+    /// Hands every later event straight to `outlet`, if nothing is waiting in the queue (the
+    /// replay and what arrived meanwhile go first, through [`next`](Self::next)); returns
+    /// whether it did. From then on [`next`](Self::next) yields only the shutdown.
+    pub fn go_direct(&mut self, outlet: Arc<dyn Outlet>) -> bool {
+        let mut state = self.slot.lock();
+        if !state.queue.is_empty() || state.lost.is_some() {
+            return false;
+        }
+        state.outlet = Some(outlet);
+        true
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        match &self.slot.filter.session_key {
+            Some(key) => {
+                if let Some(slots) = inner.keyed.get_mut(key) {
+                    slots.remove(&self.id);
+                    if slots.is_empty() {
+                        inner.keyed.remove(key);
+                    }
+                }
+            }
+            None => {
+                inner.unkeyed.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -560,12 +672,65 @@ mod tests {
         for i in 0..20 {
             hub.publish("a", None, &json!(i));
         }
+        // The queue keeps the first four; the rest are lost and announced before the next
+        // event that is delivered.
+        for seq in 1..=4 {
+            assert_eq!(next_event(&mut sub).await["seq"], seq);
+        }
+        hub.publish("a", None, &json!(20));
         let gap = next_event(&mut sub).await;
         assert_eq!(gap["event"], "gap");
-        assert_eq!(gap["payload"]["reason"], "lagged");
-        assert_eq!(gap["payload"]["fromSeq"], 1);
-        let to = gap["payload"]["toSeq"].as_u64().unwrap_or(0);
-        assert_eq!(next_event(&mut sub).await["seq"].as_u64(), Some(to + 1));
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 5, "toSeq": 20, "reason": "lagged"})
+        );
+        assert_eq!(gap["seq"], 20, "resuming from the gap's seq misses nothing");
+        assert_eq!(next_event(&mut sub).await["seq"], 21);
+
+        // A loss with nothing after it is announced once the queue is drained.
+        for i in 0..10 {
+            hub.publish("a", None, &json!(i));
+        }
+        for seq in 22..=25 {
+            assert_eq!(next_event(&mut sub).await["seq"], seq);
+        }
+        let gap = next_event(&mut sub).await;
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 26, "toSeq": 31, "reason": "lagged"})
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_only_see_their_session_and_leave_when_dropped() {
+        let hub = EventHub::new(limits(2, 64));
+        let mut a = hub
+            .subscribe(
+                Filter::new(None, Some("a".into())).expect("filter"),
+                None,
+                None,
+            )
+            .expect("subscribes");
+        let b = hub
+            .subscribe(
+                Filter::new(None, Some("b".into())).expect("filter"),
+                None,
+                None,
+            )
+            .expect("subscribes");
+        assert_eq!(hub.subscribers(), 2);
+        // Far more events of another session than the queue holds: `a` loses nothing.
+        for i in 0..50 {
+            hub.publish("chat", Some("b"), &json!(i));
+        }
+        hub.publish("chat", Some("a"), &json!("mine"));
+        let v = next_event(&mut a).await;
+        assert_eq!(v["payload"], "mine");
+        assert_eq!(v["seq"], 51);
+        drop(b);
+        assert_eq!(hub.subscribers(), 1);
+        drop(a);
+        assert_eq!(hub.subscribers(), 0);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! `events.subscribe` / `events.unsubscribe`: the hub as a JSON-RPC subscription.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -67,7 +68,14 @@ fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTa
         })?;
     Ok(Box::new(move |sink: SubscriptionSink| {
         Box::pin(async move {
+            let sink = Arc::new(sink);
+            let mut direct = false;
             loop {
+                // Once the replay is sent and the subscriber has caught up, the hub writes
+                // into the connection's queue itself and this task only waits for the end.
+                if !direct {
+                    direct = sub.go_direct(sink.clone());
+                }
                 let delivery = tokio::select! {
                     biased;
                     _ = sink.closed() => return,

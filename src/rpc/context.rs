@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Credential;
 use super::table::Scope;
+use crate::events::{Offered, Outlet};
 use crate::gateway::Gateway;
 use crate::protocol::{ClientInfo, PresenceEntry};
 use crate::util::now_ms;
@@ -137,13 +138,19 @@ impl SubscriptionSink {
         &self.id
     }
 
-    /// Sends one notification whose `params.result` is `result_json` (already serialized);
-    /// waits while the connection's queue is full.
-    pub async fn send_raw(&self, result_json: &str) -> Result<(), SinkClosed> {
+    /// The notification message carrying `result_json` (already serialized).
+    fn message(&self, result_json: &str) -> String {
         let mut msg = String::with_capacity(self.prefix.len() + result_json.len() + 2);
         msg.push_str(&self.prefix);
         msg.push_str(result_json);
         msg.push_str("}}");
+        msg
+    }
+
+    /// Sends one notification whose `params.result` is `result_json` (already serialized);
+    /// waits while the connection's queue is full.
+    pub async fn send_raw(&self, result_json: &str) -> Result<(), SinkClosed> {
+        let msg = self.message(result_json);
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(SinkClosed),
@@ -154,10 +161,7 @@ impl SubscriptionSink {
     /// Like [`send_raw`](Self::send_raw), ignoring unsubscription (for a last message such as
     /// `shutdown`), and giving up after `timeout`.
     pub async fn send_final(&self, result_json: &str, timeout: std::time::Duration) {
-        let mut msg = String::with_capacity(self.prefix.len() + result_json.len() + 2);
-        msg.push_str(&self.prefix);
-        msg.push_str(result_json);
-        msg.push_str("}}");
+        let msg = self.message(result_json);
         let _ = tokio::time::timeout(timeout, self.out.send(msg)).await;
     }
 
@@ -169,5 +173,22 @@ impl SubscriptionSink {
     /// Whether the subscription is closed.
     pub fn is_closed(&self) -> bool {
         self.cancel.is_cancelled() || self.out.is_closed()
+    }
+}
+
+impl Outlet for SubscriptionSink {
+    /// Queues the notification if the connection's queue has room, without waiting.
+    fn offer(&self, envelope_json: &str) -> Offered {
+        if self.cancel.is_cancelled() {
+            return Offered::Closed;
+        }
+        match self.out.try_reserve() {
+            Ok(permit) => {
+                permit.send(self.message(envelope_json));
+                Offered::Sent
+            }
+            Err(mpsc::error::TrySendError::Full(())) => Offered::Full,
+            Err(mpsc::error::TrySendError::Closed(())) => Offered::Closed,
+        }
     }
 }

@@ -193,6 +193,8 @@ pub type WsIo = BufReader<BufWriter<Compat<TcpStream>>>;
 pub struct RawWs {
     pub sender: soketto::Sender<WsIo>,
     pub receiver: soketto::Receiver<WsIo>,
+    /// Messages that arrived while `call` waited for its response, oldest first.
+    held: std::collections::VecDeque<String>,
 }
 
 /// Why a WebSocket handshake failed.
@@ -265,7 +267,11 @@ impl RawWs {
         let mut builder = client.into_builder();
         builder.set_max_message_size(64 * 1024 * 1024);
         let (sender, receiver) = builder.finish();
-        Ok(RawWs { sender, receiver })
+        Ok(RawWs {
+            sender,
+            receiver,
+            held: Default::default(),
+        })
     }
 
     pub async fn send(&mut self, text: &str) {
@@ -273,8 +279,19 @@ impl RawWs {
         self.sender.flush().await.expect("flush");
     }
 
+    /// The next message from the socket, not from what `call` kept.
+    async fn recv_text_fresh(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        let text = self.recv_text().await;
+        self.held = held;
+        text
+    }
+
     /// The next message as raw text.
     pub async fn recv_text(&mut self) -> String {
+        if let Some(held) = self.held.pop_front() {
+            return held;
+        }
         let mut data = Vec::new();
         loop {
             data.clear();
@@ -294,6 +311,9 @@ impl RawWs {
 
     /// Waits up to `wait` for a message; `None` if none came.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(held) = self.held.pop_front() {
+            return serde_json::from_str(&held).ok();
+        }
         let mut data = Vec::new();
         loop {
             data.clear();
@@ -309,16 +329,21 @@ impl RawWs {
         }
     }
 
-    /// Sends a request and returns its response, skipping notifications.
+    /// Sends a request and returns its response; what arrives before it (notifications,
+    /// other responses) is kept for the next `recv`.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = format!("r{}", rand_id());
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.send(&req.to_string()).await;
+        let mut early = Vec::new();
         loop {
-            let msg = self.recv().await;
+            let text = self.recv_text_fresh().await;
+            let msg: Value = serde_json::from_str(&text).expect("json message");
             if msg.get("id") == Some(&json!(id)) {
+                self.held.extend(early);
                 return msg;
             }
+            early.push(text);
         }
     }
 
