@@ -2,7 +2,7 @@
 //! same run, a bare jsonrpsee server (the baseline); idle memory; streaming runs.
 //! Client and servers are separate processes on loopback. Run:
 //!   cargo bench --bench load -- [calls|fanout|memory|streaming|all] [--seconds N] [--rounds N]
-//!     [--subs 100,1000,10000] [--events N] [--interval-ms N] [--runs 10,100,1000]
+//!     [--subs 100,1000,10000] [--events N] [--interval-ms N] [--runs 10,100,1000] [--chunks N]
 //! Prints a table, and one JSON object per figure on stderr.
 
 use std::io::{BufRead, BufReader};
@@ -627,14 +627,15 @@ async fn paced_provider(chunks: usize, pace: Duration) -> SocketAddr {
     addr
 }
 
-async fn scenario_streaming(counts: &[usize]) {
+async fn scenario_streaming(counts: &[usize], chunks: usize) {
     println!(
         "\n## Streaming: K concurrent chat.stream runs, provider chunks every 20 ms (agent.delta_interval_ms = 1)\n"
     );
-    println!("| runs | deltas/s | added p50 ms | added p99 ms | max ms | completed |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| runs | deltas/s | added p50 ms | added p99 ms | max ms | completed | gateway CPU µs/delta |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &k in counts {
-        let chunks = 50;
         let provider = paced_provider(chunks, Duration::from_millis(20)).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let (gw, _) = gateway_with(
@@ -648,6 +649,7 @@ async fn scenario_streaming(counts: &[usize]) {
         );
         let mut tasks = Vec::new();
         let start = Instant::now();
+        let gw_cpu = gw.cpu_ms();
         for i in 0..k {
             let mut ws = connect(gw.addr).await;
             tasks.push(tokio::spawn(async move {
@@ -688,9 +690,10 @@ async fn scenario_streaming(counts: &[usize]) {
             }
         }
         let secs = start.elapsed().as_secs_f64();
+        let per_delta = (gw.cpu_ms() - gw_cpu) * 1e3 / deltas.max(1) as f64;
         all.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "| {k} | {:.0} | {:.2} | {:.2} | {:.2} | {completed}/{k} |",
+            "| {k} | {:.0} | {:.2} | {:.2} | {:.2} | {completed}/{k} | {per_delta:.0} |",
             deltas as f64 / secs,
             pct(&all, 0.5),
             pct(&all, 0.99),
@@ -760,7 +763,7 @@ fn main() {
         }
         if which == "streaming" || which == "all" {
             let runs = list_arg(&args, "--runs").unwrap_or_else(|| vec![10, 100, 1000]);
-            scenario_streaming(&runs).await;
+            scenario_streaming(&runs, value("--chunks", 50.0) as usize).await;
         }
     });
 }

@@ -31,6 +31,19 @@ pub struct Envelope {
     pub json: Box<str>,
     /// A control event (`tick`, `gap`, `shutdown`): no `seq` of its own.
     pub control: bool,
+    /// The agent run the event belongs to, when there is one.
+    pub run_id: Option<Box<str>>,
+    /// The run's last event (`final`, `aborted`, `error`).
+    pub ends_run: bool,
+}
+
+/// The agent run an event belongs to, given when publishing it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunTag<'a> {
+    /// The run's id.
+    pub run_id: &'a str,
+    /// Whether this is the run's last event.
+    pub ends_run: bool,
 }
 
 /// Sizes of the hub.
@@ -80,6 +93,10 @@ struct SlotState {
     lost: Option<(u64, u64)>,
     /// Once the subscriber has caught up: where events go instead of the queue.
     outlet: Option<Arc<dyn Outlet>>,
+    /// Only this run's events (and `gap`s), ending with its last event.
+    only_run: Option<Box<str>>,
+    /// The run's last event was taken: nothing more is.
+    finished: bool,
 }
 
 /// What became of an envelope offered to an [`Outlet`].
@@ -276,6 +293,17 @@ impl EventHub {
         session_key: Option<&str>,
         payload: &impl Serialize,
     ) -> Option<Arc<Envelope>> {
+        self.publish_tagged(event, session_key, None, payload)
+    }
+
+    /// Publishes an event of an agent run (see [`Subscriber::only_run`]).
+    pub fn publish_tagged(
+        &self,
+        event: &str,
+        session_key: Option<&str>,
+        run: Option<RunTag<'_>>,
+        payload: &impl Serialize,
+    ) -> Option<Arc<Envelope>> {
         let payload = match serde_json::to_string(payload) {
             Ok(p) => p,
             Err(err) => {
@@ -295,6 +323,8 @@ impl EventHub {
             session_key: session_key.map(str::to_string),
             json: json.into_boxed_str(),
             control: false,
+            run_id: run.map(|r| r.run_id.into()),
+            ends_run: run.is_some_and(|r| r.ends_run),
         });
         inner.bytes += env.json.len();
         inner.events.push_back(env.clone());
@@ -322,27 +352,48 @@ impl EventHub {
         Some(env)
     }
 
-    /// Queues `env` for one subscriber, or records it as lost when the queue is full.
+    /// Hands `env` to one subscriber: straight to its outlet when it has one and there is
+    /// room, else into its queue; records it as lost when the queue is full too.
     fn offer(&self, slot: &Slot, env: &Arc<Envelope>) {
         let mut state = slot.lock();
-        if let Some(outlet) = &state.outlet {
-            let outlet = outlet.clone();
-            if let Some((from, to)) = state.lost {
-                match outlet.offer(&self.lag_gap(from, to).json) {
-                    Offered::Sent => state.lost = None,
-                    Offered::Full => {
-                        if !env.control {
-                            state.lost = Some((from, env.seq));
+        if state.finished {
+            return;
+        }
+        if let Some(run) = state.only_run.as_deref() {
+            let passes = if env.control {
+                env.event == "gap"
+            } else {
+                env.run_id.as_deref() == Some(run)
+            };
+            if !passes {
+                return;
+            }
+            state.finished = env.ends_run;
+        }
+        if let Some(outlet) = state.outlet.clone() {
+            let gap_sent = match state.lost {
+                Some((from, to)) => outlet.offer(&self.lag_gap(from, to).json),
+                None => Offered::Sent,
+            };
+            if gap_sent == Offered::Sent {
+                state.lost = None;
+                match outlet.offer(&env.json) {
+                    Offered::Sent => {
+                        drop(state);
+                        if env.ends_run {
+                            slot.wake.notify_one();
                         }
                         return;
                     }
                     Offered::Closed => return,
+                    Offered::Full => {}
                 }
+            } else if gap_sent == Offered::Closed {
+                return;
             }
-            if outlet.offer(&env.json) == Offered::Full && !env.control {
-                state.lost = Some((env.seq, env.seq));
-            }
-            return;
+            // The connection's queue is full: back to this subscriber's own queue, which its
+            // task drains (waiting for room) before handing over to the outlet again.
+            state.outlet = None;
         }
         if state.queue.len() >= self.limits.subscriber_queue.max(1) {
             if !env.control {
@@ -371,6 +422,8 @@ impl EventHub {
             session_key: None,
             json: json.into_boxed_str(),
             control: true,
+            run_id: None,
+            ends_run: false,
         })
     }
 
@@ -467,8 +520,7 @@ impl EventHub {
             filter,
             state: Mutex::new(SlotState {
                 queue,
-                lost: None,
-                outlet: None,
+                ..Default::default()
             }),
             wake: Notify::new(),
         });
@@ -518,6 +570,10 @@ impl Subscriber {
                 {
                     return Some(Delivery::Event(self.hub.lag_gap(from, to)));
                 }
+                if state.finished {
+                    self.done = true;
+                    return None;
+                }
             }
             // `notify_one` keeps a permit when nobody waits, so a wake between the check
             // above and this wait is not lost.
@@ -538,13 +594,34 @@ impl Subscriber {
     /// Hands every later event straight to `outlet`, if nothing is waiting in the queue (the
     /// replay and what arrived meanwhile go first, through [`next`](Self::next)); returns
     /// whether it did. From then on [`next`](Self::next) yields only the shutdown.
-    pub fn go_direct(&mut self, outlet: Arc<dyn Outlet>) -> bool {
+    pub fn go_direct(&mut self, outlet: &Arc<dyn Outlet>) -> bool {
         let mut state = self.slot.lock();
-        if !state.queue.is_empty() || state.lost.is_some() {
+        if !state.queue.is_empty() || state.lost.is_some() || state.finished {
             return false;
         }
-        state.outlet = Some(outlet);
+        if state.outlet.is_none() {
+            state.outlet = Some(outlet.clone());
+        }
         true
+    }
+
+    /// Keeps only the events of `run_id` (and `gap`s; no `tick`s) from now on, including what
+    /// is already queued; the stream ends after the run's last event.
+    pub fn only_run(&mut self, run_id: &str) {
+        let mut state = self.slot.lock();
+        state.queue.retain(|env| {
+            if env.control {
+                env.event == "gap"
+            } else {
+                env.run_id.as_deref() == Some(run_id)
+            }
+        });
+        // Anything after the run's last event goes too.
+        if let Some(end) = state.queue.iter().position(|env| env.ends_run) {
+            state.queue.truncate(end + 1);
+            state.finished = true;
+        }
+        state.only_run = Some(run_id.into());
     }
 }
 
@@ -731,6 +808,89 @@ mod tests {
         assert_eq!(hub.subscribers(), 1);
         drop(a);
         assert_eq!(hub.subscribers(), 0);
+    }
+
+    fn run(run_id: &str, ends_run: bool) -> Option<RunTag<'_>> {
+        Some(RunTag { run_id, ends_run })
+    }
+
+    #[tokio::test]
+    async fn a_run_subscriber_sees_its_run_and_ends_with_it() {
+        let hub = EventHub::new(limits(16, 64));
+        let filter = Filter::new(Some(&["chat".to_string()]), Some("k".into())).expect("filter");
+        let mut sub = hub.subscribe(filter, None, None).expect("subscribes");
+        hub.publish_tagged("chat", Some("k"), run("a", false), &json!("a1"));
+        hub.publish_tagged("chat", Some("k"), run("b", false), &json!("b1"));
+        // Told its run after events were already queued: those of other runs go.
+        sub.only_run("a");
+        hub.publish("chat", Some("k"), &json!("injected"));
+        hub.tick();
+        hub.publish_tagged("chat", Some("k"), run("a", false), &json!("a2"));
+        hub.publish_tagged("chat", Some("k"), run("a", true), &json!("a-end"));
+        hub.publish_tagged("chat", Some("k"), run("a", false), &json!("after"));
+        assert_eq!(next_event(&mut sub).await["payload"], "a1");
+        assert_eq!(next_event(&mut sub).await["payload"], "a2");
+        assert_eq!(next_event(&mut sub).await["payload"], "a-end");
+        assert!(sub.next().await.is_none(), "the stream ends with the run");
+    }
+
+    /// An outlet that takes up to `room` messages.
+    struct TestOutlet {
+        room: usize,
+        got: Mutex<Vec<Value>>,
+    }
+
+    impl Outlet for TestOutlet {
+        fn offer(&self, envelope_json: &str) -> Offered {
+            let mut got = self.got.lock().expect("lock");
+            if got.len() >= self.room {
+                return Offered::Full;
+            }
+            got.push(serde_json::from_str(envelope_json).expect("json"));
+            Offered::Sent
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_delivery_falls_back_to_the_queue_when_the_connection_is_full() {
+        let hub = EventHub::new(limits(3, 64));
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
+        let test = Arc::new(TestOutlet {
+            room: 2,
+            got: Mutex::new(Vec::new()),
+        });
+        let outlet: Arc<dyn Outlet> = test.clone();
+        assert!(sub.go_direct(&outlet));
+        for i in 0..10 {
+            hub.publish("a", None, &json!(i));
+        }
+        let seqs: Vec<u64> = test
+            .got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, vec![1, 2], "the outlet took what it had room for");
+        // The next three waited in the subscriber's queue; the rest were lost, announced.
+        for seq in 3..=5 {
+            assert_eq!(next_event(&mut sub).await["seq"], seq);
+        }
+        assert!(
+            !sub.go_direct(&outlet),
+            "a loss is announced before going direct"
+        );
+        let gap = next_event(&mut sub).await;
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 6, "toSeq": 10, "reason": "lagged"})
+        );
+        test.got.lock().expect("lock").clear();
+        assert!(sub.go_direct(&outlet), "caught up: direct again");
+        hub.publish("a", None, &json!("later"));
+        assert_eq!(test.got.lock().expect("lock")[0]["seq"], 11);
     }
 
     #[tokio::test]

@@ -512,9 +512,13 @@ impl Emitter {
 
     fn emit(&self, mut event: ChatEvent) -> Option<Arc<Envelope>> {
         event.run_seq = Some(self.seq.fetch_add(1, Ordering::Relaxed));
+        let run = crate::events::RunTag {
+            run_id: &self.run_id,
+            ends_run: matches!(event.state.as_str(), "final" | "aborted" | "error"),
+        };
         self.gw
             .hub()
-            .publish_envelope("chat", Some(&self.session_key), &event)
+            .publish_tagged("chat", Some(&self.session_key), Some(run), &event)
     }
 }
 

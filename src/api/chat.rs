@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::agent::SendRequest;
 use crate::error::{Error, Result, code};
-use crate::events::{Delivery, Filter};
+use crate::events::Filter;
 use crate::protocol::{
     ChatAbortParams, ChatAbortResult, ChatSendParams, ChatSendResult, EventEnvelope,
 };
@@ -151,16 +151,6 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
     })
 }
 
-/// Whether `json` (an envelope) is a terminal payload of `run_id`; `None` if not of that run.
-fn terminal_of(json: &str, needle: &str) -> Option<bool> {
-    if !json.contains(needle) {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let state = v["payload"]["state"].as_str()?;
-    Some(matches!(state, "final" | "aborted" | "error"))
-}
-
 fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionTask>> {
     Box::pin(async move {
         let session_key = p.session_key.clone().unwrap_or_else(|| "main".into());
@@ -174,7 +164,8 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
             .subscribe(filter, None, None)
             .map_err(|e| Error::internal(e.to_string()))?;
         let result = send(&ctx, p).await?;
-        let needle = format!("\"runId\":\"{}\"", result.run_id);
+        // This run's events only, ending with its last one.
+        sub.only_run(&result.run_id);
         let gateway = ctx.gateway.clone();
         let run_id = result.run_id.clone();
         let done = (result.status == RunStatus::Done).then(|| {
@@ -193,32 +184,7 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
                     let _ = sink.send_raw(&json).await;
                     return;
                 }
-                loop {
-                    let delivery = tokio::select! {
-                        biased;
-                        _ = sink.closed() => return,
-                        d = sub.next() => d,
-                    };
-                    match delivery {
-                        Some(Delivery::Event(env)) => {
-                            let terminal = if env.event == "gap" {
-                                Some(false)
-                            } else {
-                                terminal_of(&env.json, &needle)
-                            };
-                            let Some(terminal) = terminal else { continue };
-                            if sink.send_raw(&env.json).await.is_err() || terminal {
-                                return;
-                            }
-                        }
-                        Some(Delivery::Shutdown(env)) => {
-                            sink.send_final(&env.json, std::time::Duration::from_secs(2))
-                                .await;
-                            return;
-                        }
-                        None => return,
-                    }
-                }
+                super::events::pump(sub, sink).await;
             })
         });
         Ok(task)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::events::{Delivery, Filter, SubscribeError};
+use crate::events::{Delivery, Filter, Outlet, SubscribeError, Subscriber};
 use crate::protocol::{EventEnvelope, SubscribeParams};
 use crate::rpc::{
     CallContext, DuplicateMethod, Example, MethodTable, Scope, Subscription, SubscriptionSink,
@@ -57,7 +57,7 @@ fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTa
                 "expected an event name or a prefix ending in `.*` (\"sessions.*\")",
             )
         })?;
-    let mut sub = ctx
+    let sub = ctx
         .gateway
         .hub()
         .subscribe(filter, params.after_seq, params.epoch.as_deref())
@@ -67,33 +67,36 @@ fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTa
             }
         })?;
     Ok(Box::new(move |sink: SubscriptionSink| {
-        Box::pin(async move {
-            let sink = Arc::new(sink);
-            let mut direct = false;
-            loop {
-                // Once the replay is sent and the subscriber has caught up, the hub writes
-                // into the connection's queue itself and this task only waits for the end.
-                if !direct {
-                    direct = sub.go_direct(sink.clone());
-                }
-                let delivery = tokio::select! {
-                    biased;
-                    _ = sink.closed() => return,
-                    d = sub.next() => d,
-                };
-                match delivery {
-                    Some(Delivery::Event(env)) => {
-                        if sink.send_raw(&env.json).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Delivery::Shutdown(env)) => {
-                        sink.send_final(&env.json, Duration::from_secs(2)).await;
-                        return;
-                    }
-                    None => return,
+        Box::pin(pump(sub, sink))
+    }))
+}
+
+/// Delivers a hub subscriber's stream into a subscription until either ends.
+///
+/// What is queued (the replay, or what piled up while the connection was full) is sent from
+/// here, waiting for room; once caught up, the hub writes into the connection itself and this
+/// task only waits for the end (unsubscribe, the run's last event, or shutdown).
+pub(crate) async fn pump(mut sub: Subscriber, sink: SubscriptionSink) {
+    let sink = Arc::new(sink);
+    let outlet: Arc<dyn Outlet> = sink.clone();
+    loop {
+        sub.go_direct(&outlet);
+        let delivery = tokio::select! {
+            biased;
+            _ = sink.closed() => return,
+            d = sub.next() => d,
+        };
+        match delivery {
+            Some(Delivery::Event(env)) => {
+                if sink.send_raw(&env.json).await.is_err() {
+                    return;
                 }
             }
-        })
-    }))
+            Some(Delivery::Shutdown(env)) => {
+                sink.send_final(&env.json, Duration::from_secs(2)).await;
+                return;
+            }
+            None => return,
+        }
+    }
 }

@@ -841,10 +841,15 @@ async fn unstream_stops_the_stream_not_the_run_and_the_run_end_updates_the_sessi
         .await;
     let sub = resp["result"].as_str().expect("subscription").to_string();
     assert_eq!(ws.call("chat.unstream", json!([sub])).await["result"], true);
+    // Deltas that came before the answer to the unsubscribe are fine.
+    ws.take_held();
     assert_eq!(
         ws.call("chat.unstream", json!({"subscription": sub})).await["result"],
         false
     );
+    for msg in ws.take_held() {
+        assert_ne!(msg["params"]["subscription"], sub.as_str(), "{msg}");
+    }
     // The run goes on to its end, and the end of the run updates the session.
     let mut saw_final = false;
     loop {

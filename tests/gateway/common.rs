@@ -279,6 +279,14 @@ impl RawWs {
         self.sender.flush().await.expect("flush");
     }
 
+    /// Takes what `call` kept (messages that arrived before a response), oldest first.
+    pub fn take_held(&mut self) -> Vec<Value> {
+        self.held
+            .drain(..)
+            .map(|t| serde_json::from_str(&t).expect("json message"))
+            .collect()
+    }
+
     /// The next message from the socket, not from what `call` kept.
     async fn recv_text_fresh(&mut self) -> String {
         let held = std::mem::take(&mut self.held);
