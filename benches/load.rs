@@ -152,12 +152,18 @@ fn gateway_with(data: &std::path::Path, env: &[(&str, String)]) -> (Server, Dura
 }
 
 fn bare() -> Server {
+    bare_with(None)
+}
+
+/// The bare jsonrpsee server; with `provider`, its `chat.stream` relays that provider's stream.
+fn bare_with(provider: Option<SocketAddr>) -> Server {
     let exe = std::env::current_exe().expect("exe");
-    let mut child = Command::new(exe)
-        .arg("--bare-server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn bare");
+    let mut cmd = Command::new(exe);
+    cmd.arg("--bare-server");
+    if let Some(addr) = provider {
+        cmd.arg("--provider").arg(format!("http://{addr}/v1"));
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn bare");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -166,15 +172,59 @@ fn bare() -> Server {
     Server { child, addr }
 }
 
-/// The bare server's state: the fan-out channel and a `seq`.
+/// The bare server's state: the fan-out channel and a `seq`; the provider `chat.stream` relays.
 struct Bare {
     events: tokio::sync::broadcast::Sender<Arc<Box<RawValue>>>,
     seq: AtomicU64,
+    provider: Option<String>,
+    http: reqwest::Client,
+}
+
+/// The least a JSON-RPC server can do to stream a model's reply: relay each OpenAI chunk's text
+/// as a notification the moment it arrives (no store, no hub, no coalescing, no run state).
+async fn bare_relay(bare: Arc<Bare>, sink: jsonrpsee::SubscriptionSink) {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let Some(url) = bare.provider.clone() else {
+        return;
+    };
+    let body =
+        json!({"model": "bench", "stream": true, "messages": [{"role": "user", "content": "go"}]});
+    let Ok(resp) = bare
+        .http
+        .post(format!("{url}/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+    else {
+        return;
+    };
+    let notify = |payload: Value| {
+        RawValue::from_string(json!({"payload": payload}).to_string())
+            .map(jsonrpsee::SubscriptionMessage::from)
+    };
+    let mut events = resp.bytes_stream().eventsource();
+    while let Some(Ok(event)) = events.next().await {
+        if event.data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data).unwrap_or_default();
+        if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str()
+            && let Ok(msg) = notify(json!({"state": "delta", "text": text}))
+            && sink.send(msg).await.is_err()
+        {
+            return;
+        }
+    }
+    if let Ok(msg) = notify(json!({"state": "final"})) {
+        let _ = sink.send(msg).await;
+    }
 }
 
 /// The baseline: a bare jsonrpsee server, as lean as jsonrpsee makes it: `health` for trivial
 /// calls, and `chat.inject` + `events.subscribe` for fan-out.
-fn run_bare_server() {
+fn run_bare_server(provider: Option<String>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -191,7 +241,21 @@ fn run_bare_server() {
         let mut module = jsonrpsee::RpcModule::new(Bare {
             events,
             seq: AtomicU64::new(0),
+            provider,
+            http: reqwest::Client::new(),
         });
+        module
+            .register_subscription(
+                "chat.stream",
+                "chat.event",
+                "chat.unstream",
+                |_, pending, bare, _| async move {
+                    if let Ok(sink) = pending.accept().await {
+                        bare_relay(bare, sink).await;
+                    }
+                },
+            )
+            .expect("register");
         module
             .register_method("health", |_, _, _| json!({"ok": true, "version": "0", "uptimeMs": 1, "connections": 1, "sessions": 1, "activeRuns": 0}))
             .expect("register");
@@ -627,89 +691,139 @@ async fn paced_provider(chunks: usize, pace: Duration) -> SocketAddr {
     addr
 }
 
-async fn scenario_streaming(counts: &[usize], chunks: usize) {
-    println!(
-        "\n## Streaming: K concurrent chat.stream runs, provider chunks every 20 ms (agent.delta_interval_ms = 1)\n"
-    );
-    println!(
-        "| runs | deltas/s | added p50 ms | added p99 ms | max ms | completed | gateway CPU µs/delta |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for &k in counts {
-        let provider = paced_provider(chunks, Duration::from_millis(20)).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (gw, _) = gateway_with(
-            dir.path(),
-            &[
-                ("CLAWGATE_AGENT__PROVIDER", "openai".into()),
-                ("CLAWGATE_AGENT__MODEL", "bench".into()),
-                ("CLAWGATE_AGENT__BASE_URL", format!("http://{provider}/v1")),
-                ("CLAWGATE_AGENT__DELTA_INTERVAL_MS", "1".into()),
-            ],
-        );
-        let mut tasks = Vec::new();
-        let start = Instant::now();
-        let gw_cpu = gw.cpu_ms();
-        for i in 0..k {
-            let mut ws = connect(gw.addr).await;
-            tasks.push(tokio::spawn(async move {
-                let req = json!({"jsonrpc": "2.0", "id": 1, "method": "chat.stream", "params": {"message": "go", "sessionKey": format!("s{i}")}});
-                ws.send(&req.to_string()).await;
-                let mut lat = Vec::new();
-                let mut deltas = 0u64;
-                loop {
-                    let data = ws.recv().await;
-                    // Receipt time first: the figure is the gateway's, not this client's parsing.
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as f64).unwrap_or(0.0);
-                    let v: Value = serde_json::from_slice(&data).unwrap_or_default();
-                    let p = &v["params"]["result"]["payload"];
-                    match p["state"].as_str() {
-                        Some("delta") => {
-                            deltas += 1;
-                            for stamp in p["text"].as_str().unwrap_or("").split_whitespace() {
-                                if let Ok(us) = stamp.parse::<f64>() {
-                                    lat.push((now - us) / 1000.0);
-                                }
+/// What one streaming run measured.
+struct StreamRun {
+    /// Added latency per provider chunk (provider send → client receipt of the delta), ms.
+    latencies: Vec<f64>,
+    deltas: u64,
+    secs: f64,
+    completed: usize,
+    /// Server CPU per delta, µs.
+    cpu_per_delta: f64,
+}
+
+/// `k` concurrent `chat.stream` runs against `server`, one session each.
+async fn streaming_run(server: &Server, k: usize) -> StreamRun {
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    let cpu = server.cpu_ms();
+    for i in 0..k {
+        let mut ws = connect(server.addr).await;
+        tasks.push(tokio::spawn(async move {
+            let req = json!({"jsonrpc": "2.0", "id": 1, "method": "chat.stream", "params": {"message": "go", "sessionKey": format!("s{i}")}});
+            ws.send(&req.to_string()).await;
+            let mut lat = Vec::new();
+            let mut deltas = 0u64;
+            loop {
+                let data = ws.recv().await;
+                // Receipt time first: the figure is the server's, not this client's parsing.
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_micros() as f64)
+                    .unwrap_or(0.0);
+                let v: Value = serde_json::from_slice(&data).unwrap_or_default();
+                let p = &v["params"]["result"]["payload"];
+                match p["state"].as_str() {
+                    Some("delta") => {
+                        deltas += 1;
+                        for stamp in p["text"].as_str().unwrap_or("").split_whitespace() {
+                            if let Ok(us) = stamp.parse::<f64>() {
+                                lat.push((now - us) / 1000.0);
                             }
                         }
-                        Some("final") => return (lat, deltas, true),
-                        Some("error") | Some("aborted") => return (lat, deltas, false),
-                        _ => {}
                     }
+                    Some("final") => return (lat, deltas, true),
+                    Some("error") | Some("aborted") => return (lat, deltas, false),
+                    _ => {}
                 }
-            }));
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut deltas = 0;
+    let mut completed = 0;
+    for t in tasks {
+        if let Ok(Ok((l, d, ok))) = tokio::time::timeout(Duration::from_secs(120), t).await {
+            latencies.extend(l);
+            deltas += d;
+            completed += usize::from(ok);
         }
-        let mut all = Vec::new();
-        let mut deltas = 0;
-        let mut completed = 0;
-        for t in tasks {
-            if let Ok(Ok((l, d, ok))) = tokio::time::timeout(Duration::from_secs(120), t).await {
-                all.extend(l);
-                deltas += d;
-                completed += usize::from(ok);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    StreamRun {
+        latencies,
+        deltas,
+        secs,
+        completed,
+        cpu_per_delta: (server.cpu_ms() - cpu) * 1e3 / deltas.max(1) as f64,
+    }
+}
+
+async fn scenario_streaming(counts: &[usize], chunks: usize, rounds: usize) {
+    println!(
+        "\n## Streaming: K concurrent chat.stream runs, {chunks} provider chunks 20 ms apart (agent.delta_interval_ms = 1), median of {rounds} alternating rounds\n"
+    );
+    println!(
+        "| runs | server | chunks/s relayed | deltas/s | added p50 ms | added p99 ms | max ms | completed | server CPU µs/delta |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let provider = paced_provider(chunks, Duration::from_millis(20)).await;
+    for &k in counts {
+        let mut runs: [Vec<StreamRun>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (i, runs) in runs.iter_mut().enumerate() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let server = if i == 0 {
+                    bare_with(Some(provider))
+                } else {
+                    gateway_with(
+                        dir.path(),
+                        &[
+                            ("CLAWGATE_AGENT__PROVIDER", "openai".into()),
+                            ("CLAWGATE_AGENT__MODEL", "bench".into()),
+                            ("CLAWGATE_AGENT__BASE_URL", format!("http://{provider}/v1")),
+                            ("CLAWGATE_AGENT__DELTA_INTERVAL_MS", "1".into()),
+                        ],
+                    )
+                    .0
+                };
+                runs.push(streaming_run(&server, k).await);
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        let per_delta = (gw.cpu_ms() - gw_cpu) * 1e3 / deltas.max(1) as f64;
-        all.sort_by(|a, b| a.total_cmp(b));
+        let mut p99s = [0.0; 2];
+        for (i, runs) in runs.iter().enumerate() {
+            let m = |f: &dyn Fn(&StreamRun) -> f64| median(runs.iter().map(f).collect());
+            let p99 = m(&|r| pct(&r.latencies, 0.99));
+            p99s[i] = p99;
+            println!(
+                "| {k} | {} | {:.0} | {:.0} | {:.2} | {p99:.2} | {:.2} | {}/{k} | {:.0} |",
+                ["bare jsonrpsee relay", "clawgate"][i],
+                m(&|r| r.latencies.len() as f64 / r.secs),
+                m(&|r| r.deltas as f64 / r.secs),
+                m(&|r| pct(&r.latencies, 0.5)),
+                m(&|r| r.latencies.last().copied().unwrap_or(f64::NAN)),
+                runs.iter().map(|r| r.completed).min().unwrap_or(0),
+                m(&|r| r.cpu_per_delta),
+            );
+            let tag = ["bare", "clawgate"][i];
+            emit("streaming", &format!("{k} {tag} added p99"), p99, "ms");
+            emit(
+                "streaming",
+                &format!("{k} {tag} deltas/s"),
+                m(&|r| r.deltas as f64 / r.secs),
+                "1/s",
+            );
+        }
         println!(
-            "| {k} | {:.0} | {:.2} | {:.2} | {:.2} | {completed}/{k} | {per_delta:.0} |",
-            deltas as f64 / secs,
-            pct(&all, 0.5),
-            pct(&all, 0.99),
-            all.last().copied().unwrap_or(f64::NAN)
+            "| {k} | **p99 ratio clawgate / bare** | | | | **{:.2}** | | | |",
+            p99s[1] / p99s[0]
         );
         emit(
             "streaming",
-            &format!("{k} added p99"),
-            pct(&all, 0.99),
-            "ms",
-        );
-        emit(
-            "streaming",
-            &format!("{k} deltas/s"),
-            deltas as f64 / secs,
-            "1/s",
+            &format!("{k} p99 ratio"),
+            p99s[1] / p99s[0],
+            "x",
         );
     }
 }
@@ -725,7 +839,12 @@ fn list_arg(args: &[String], flag: &str) -> Option<Vec<usize>> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bare-server") {
-        run_bare_server();
+        let provider = args
+            .iter()
+            .position(|a| a == "--provider")
+            .and_then(|i| args.get(i + 1))
+            .cloned();
+        run_bare_server(provider);
         return;
     }
     let value = |flag: &str, default: f64| {
@@ -763,7 +882,7 @@ fn main() {
         }
         if which == "streaming" || which == "all" {
             let runs = list_arg(&args, "--runs").unwrap_or_else(|| vec![10, 100, 1000]);
-            scenario_streaming(&runs, value("--chunks", 50.0) as usize).await;
+            scenario_streaming(&runs, value("--chunks", 50.0) as usize, rounds).await;
         }
     });
 }

@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ErrorKind, Provider, ProviderError, ProviderEvent, SseEnd, StopReason, TurnRequest, api_key,
-    http_client, run_sse,
+    ErrorKind, Provider, ProviderError, ProviderEvent, ProviderStream, SseEnd, StopReason,
+    TurnRequest, api_key, http_client, run_sse,
 };
 use crate::config::AgentConfig;
 use crate::protocol::{Role, ToolCall, TranscriptMessage, Usage};
@@ -111,23 +111,18 @@ impl Provider for Anthropic {
         vec![(self.model.clone(), true, "Anthropic Messages API".into())]
     }
 
-    fn stream(
-        &self,
-        request: TurnRequest,
-        cancel: CancellationToken,
-    ) -> mpsc::Receiver<Result<ProviderEvent, ProviderError>> {
+    fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream {
         let (tx, rx) = mpsc::channel(256);
         let Some(key) = api_key(&self.key_env) else {
             let message = format!(
                 "no API key: set the environment variable {} (or agent.api_key_env) for the anthropic provider",
                 self.key_env
             );
-            tokio::spawn(async move {
+            return ProviderStream::new(rx, async move {
                 let _ = tx
                     .send(Err(ProviderError::new(ErrorKind::Auth, message, false)))
                     .await;
             });
-            return rx;
         };
         let (system, messages) = to_wire(&request.messages);
         let mut body = json!({
@@ -150,7 +145,7 @@ impl Provider for Anthropic {
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .body(body.to_string());
-        tokio::spawn(async move {
+        ProviderStream::new(rx, async move {
             let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
             let mut usage = Usage::default();
             let mut stop: Option<StopReason> = None;
@@ -300,7 +295,6 @@ impl Provider for Anthropic {
                     )))
                     .await;
             }
-        });
-        rx
+        })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Provider, ProviderError, ProviderEvent, StopReason, TurnRequest};
+use super::{Provider, ProviderEvent, ProviderStream, StopReason, TurnRequest};
 use crate::protocol::{Role, ToolCall, Usage};
 
 /// The echo provider.
@@ -92,13 +92,9 @@ impl Provider for Echo {
         )]
     }
 
-    fn stream(
-        &self,
-        request: TurnRequest,
-        cancel: CancellationToken,
-    ) -> mpsc::Receiver<Result<ProviderEvent, ProviderError>> {
+    fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
+        ProviderStream::new(rx, async move {
             let (text, call) = match reply(&request) {
                 Ok(r) => r,
                 Err(message) => (message, None),
@@ -128,7 +124,6 @@ impl Provider for Echo {
                 })))
                 .await;
             let _ = tx.send(Ok(ProviderEvent::Stop(StopReason::EndTurn))).await;
-        });
-        rx
+        })
     }
 }

@@ -187,18 +187,55 @@ pub type EventTx = mpsc::Sender<Result<ProviderEvent, ProviderError>>;
 pub trait Provider: Send + Sync {
     /// `echo`, `anthropic` or `openai`.
     fn name(&self) -> &'static str;
-    /// Starts one model call; events arrive on the returned channel until `Stop`, an error,
-    /// or the end of the stream. Cancelling `cancel` ends the call and its HTTP request.
-    fn stream(
-        &self,
-        request: TurnRequest,
-        cancel: CancellationToken,
-    ) -> mpsc::Receiver<Result<ProviderEvent, ProviderError>>;
+    /// Starts one model call; events arrive on the returned stream until `Stop`, an error,
+    /// or the end of the stream. Cancelling `cancel`, or dropping the stream, ends the call
+    /// and its HTTP request.
+    fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream;
     /// Models this provider offers: (id, is_default, description).
     fn models(&self) -> Vec<(String, bool, String)>;
     /// Whether a call can be made at all (a missing key is reported on `chat.send`).
     fn ready(&self) -> Result<(), ProviderError> {
         Ok(())
+    }
+}
+
+/// One model call in progress: the events it decoded, and the future that reads and decodes
+/// them, which [`recv`](Self::recv) drives in the caller's own task.
+///
+/// Driving it in the run's task rather than a task of its own spares every chunk a cross-task
+/// hand-off (a wake-up that, on a busy machine, can cost more than decoding the chunk), and
+/// dropping the stream ends the call at once.
+pub struct ProviderStream {
+    rx: mpsc::Receiver<Result<ProviderEvent, ProviderError>>,
+    driver: Option<futures::future::BoxFuture<'static, ()>>,
+}
+
+impl ProviderStream {
+    /// A stream whose events `driver` sends into the channel `rx` receives from.
+    pub fn new(
+        rx: mpsc::Receiver<Result<ProviderEvent, ProviderError>>,
+        driver: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Self {
+            rx,
+            driver: Some(Box::pin(driver)),
+        }
+    }
+
+    /// The next event; `None` once the call is over and everything it sent was received.
+    ///
+    /// Cancel-safe: the driver is kept across calls and nothing received is lost.
+    pub async fn recv(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
+        loop {
+            let Some(driver) = self.driver.as_mut() else {
+                return self.rx.recv().await;
+            };
+            tokio::select! {
+                biased;
+                item = self.rx.recv() => return item,
+                () = driver => self.driver = None,
+            }
+        }
     }
 }
 

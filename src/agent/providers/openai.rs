@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ErrorKind, Provider, ProviderError, ProviderEvent, SseEnd, StopReason, TurnRequest, api_key,
-    http_client, run_sse,
+    ErrorKind, Provider, ProviderError, ProviderEvent, ProviderStream, SseEnd, StopReason,
+    TurnRequest, api_key, http_client, run_sse,
 };
 use crate::config::AgentConfig;
 use crate::protocol::{Role, ToolCall, TranscriptMessage, Usage};
@@ -101,11 +101,7 @@ impl Provider for OpenAi {
         )]
     }
 
-    fn stream(
-        &self,
-        request: TurnRequest,
-        cancel: CancellationToken,
-    ) -> mpsc::Receiver<Result<ProviderEvent, ProviderError>> {
+    fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream {
         let (tx, rx) = mpsc::channel(256);
         let key = api_key(&self.key_env);
         if key.is_none() && self.needs_key() {
@@ -113,12 +109,11 @@ impl Provider for OpenAi {
                 "no API key: set the environment variable {} (or agent.api_key_env) for the openai provider",
                 self.key_env
             );
-            tokio::spawn(async move {
+            return ProviderStream::new(rx, async move {
                 let _ = tx
                     .send(Err(ProviderError::new(ErrorKind::Auth, message, false)))
                     .await;
             });
-            return rx;
         }
         let mut body = json!({
             "model": request.model,
@@ -139,7 +134,7 @@ impl Provider for OpenAi {
         if let Some(key) = key {
             http = http.bearer_auth(key);
         }
-        tokio::spawn(async move {
+        ProviderStream::new(rx, async move {
             let mut calls: BTreeMap<u64, Partial> = BTreeMap::new();
             let mut finish: Option<String> = None;
             let mut usage: Option<Usage> = None;
@@ -287,7 +282,6 @@ impl Provider for OpenAi {
                 _ => StopReason::EndTurn,
             };
             let _ = tx.send(Ok(ProviderEvent::Stop(stop))).await;
-        });
-        rx
+        })
     }
 }
