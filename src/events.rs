@@ -2,12 +2,14 @@
 //!
 //! An event is serialized once, when it is published; every subscriber gets the same bytes
 //! (`Arc<Envelope>`). Publishing pushes the envelope into the queue of each subscriber whose
-//! filter it matches, and wakes that subscriber alone: subscribers are indexed by session key,
-//! so a subscriber filtered to one session is never touched by another session's events. A
-//! queue holds at most `subscriber_queue` events; past that, events are dropped for that
-//! subscriber alone and it is told so with a `gap` before the next event it does receive.
-//! Subscribing takes the replay slice and registers the queue under the same lock that
-//! publishing holds, so replay joins the live stream with no duplicate and no hole.
+//! filter it matches (subscribers are indexed by session key, so a subscriber filtered to one
+//! session is never touched by another session's events), under the hub's lock, so that every
+//! queue is in `seq` order; after the lock, the queues are flushed: a subscriber that has caught
+//! up has an [`Outlet`] (its connection's queue) and the flush writes into it directly, else
+//! its task is woken to drain the queue. A queue holds at most `subscriber_queue` events; past
+//! that, events are dropped for that subscriber alone and it is told so with a `gap` before the
+//! next event it does receive. Subscribing takes the replay slice and registers the queue under
+//! the same lock, so replay joins the live stream with no duplicate and no hole.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,6 +99,8 @@ struct SlotState {
     only_run: Option<Box<str>>,
     /// The run's last event was taken: nothing more is.
     finished: bool,
+    /// The subscriber took the shutdown: nothing more is sent.
+    closed: bool,
 }
 
 /// What became of an envelope offered to an [`Outlet`].
@@ -338,26 +342,31 @@ impl EventHub {
         if inner.closed {
             return Some(env);
         }
-        // Delivered under the lock: every queue receives events in `seq` order.
+        // Queued under the lock, so every queue receives events in `seq` order; handed to the
+        // connections after it, so a large fan-out does not hold up other publishers.
         let keyed = session_key.and_then(|key| inner.keyed.get(key));
+        let mut queued = Vec::new();
         for slot in inner
             .unkeyed
             .values()
             .chain(keyed.into_iter().flat_map(HashMap::values))
         {
-            if slot.filter.matches(&env) {
-                self.offer(slot, &env);
+            if slot.filter.matches(&env) && self.offer(slot, &env) {
+                queued.push(slot.clone());
             }
         }
+        drop(inner);
+        flush_all(queued);
         Some(env)
     }
 
-    /// Hands `env` to one subscriber: straight to its outlet when it has one and there is
-    /// room, else into its queue; records it as lost when the queue is full too.
-    fn offer(&self, slot: &Slot, env: &Arc<Envelope>) {
+    /// Queues `env` for one subscriber (after the `gap` of what it lost, if any), or records
+    /// it as lost when the queue is full; returns whether it was queued (and needs a
+    /// [`Slot::flush`]).
+    fn offer(&self, slot: &Slot, env: &Arc<Envelope>) -> bool {
         let mut state = slot.lock();
-        if state.finished {
-            return;
+        if state.finished || state.closed {
+            return false;
         }
         if let Some(run) = state.only_run.as_deref() {
             let passes = if env.control {
@@ -366,48 +375,22 @@ impl EventHub {
                 env.run_id.as_deref() == Some(run)
             };
             if !passes {
-                return;
+                return false;
             }
             state.finished = env.ends_run;
-        }
-        if let Some(outlet) = state.outlet.clone() {
-            let gap_sent = match state.lost {
-                Some((from, to)) => outlet.offer(&self.lag_gap(from, to).json),
-                None => Offered::Sent,
-            };
-            if gap_sent == Offered::Sent {
-                state.lost = None;
-                match outlet.offer(&env.json) {
-                    Offered::Sent => {
-                        drop(state);
-                        if env.ends_run {
-                            slot.wake.notify_one();
-                        }
-                        return;
-                    }
-                    Offered::Closed => return,
-                    Offered::Full => {}
-                }
-            } else if gap_sent == Offered::Closed {
-                return;
-            }
-            // The connection's queue is full: back to this subscriber's own queue, which its
-            // task drains (waiting for room) before handing over to the outlet again.
-            state.outlet = None;
         }
         if state.queue.len() >= self.limits.subscriber_queue.max(1) {
             if !env.control {
                 let from = state.lost.map_or(env.seq, |(from, _)| from);
                 state.lost = Some((from, env.seq));
             }
-            return;
+            return false;
         }
         if let Some((from, to)) = state.lost.take() {
             state.queue.push_back(self.lag_gap(from, to));
         }
         state.queue.push_back(env.clone());
-        drop(state);
-        slot.wake.notify_one();
+        true
     }
 
     /// A control envelope (`tick`, `gap`, `shutdown`) carrying `seq`, a `seq` already published.
@@ -446,13 +429,18 @@ impl EventHub {
             return;
         }
         let env = self.control("tick", &TickEvent { ts: now_ms() }, inner.seq);
+        let mut queued = Vec::new();
         for slot in inner
             .unkeyed
             .values()
             .chain(inner.keyed.values().flat_map(HashMap::values))
         {
-            self.offer(slot, &env);
+            if self.offer(slot, &env) {
+                queued.push(slot.clone());
+            }
         }
+        drop(inner);
+        flush_all(queued);
     }
 
     /// Announces shutdown to every subscriber; each receives it as its last delivery.
@@ -545,6 +533,35 @@ impl Slot {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Moves what is queued to the outlet, in order, while it has room; a full outlet sends
+    /// the subscriber back to draining its own queue. Wakes the subscriber's task when it has
+    /// something to do (drain the queue, or end after its run's last event).
+    fn flush(&self) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        if let Some(outlet) = state.outlet.clone() {
+            while let Some(env) = state.queue.front() {
+                match outlet.offer(&env.json) {
+                    Offered::Sent => {
+                        state.queue.pop_front();
+                    }
+                    Offered::Closed => return,
+                    Offered::Full => {
+                        state.outlet = None;
+                        break;
+                    }
+                }
+            }
+            if state.outlet.is_some() && !state.finished {
+                return;
+            }
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
 }
 
 impl Subscriber {
@@ -558,19 +575,22 @@ impl Subscriber {
             }
             if let Some(env) = self.shutdown.borrow_and_update().clone() {
                 self.done = true;
+                // Under the queue's lock: no flush sends anything after this.
+                self.slot.lock().closed = true;
                 return Some(Delivery::Shutdown(env));
             }
             {
                 let mut state = self.slot.lock();
-                if let Some(env) = state.queue.pop_front() {
-                    return Some(Delivery::Event(env));
+                // While direct, the queue belongs to the flushes: popping here could reorder.
+                if state.outlet.is_none() {
+                    if let Some(env) = state.queue.pop_front() {
+                        return Some(Delivery::Event(env));
+                    }
+                    if let Some((from, to)) = state.lost.take() {
+                        return Some(Delivery::Event(self.hub.lag_gap(from, to)));
+                    }
                 }
-                if state.outlet.is_none()
-                    && let Some((from, to)) = state.lost.take()
-                {
-                    return Some(Delivery::Event(self.hub.lag_gap(from, to)));
-                }
-                if state.finished {
+                if state.finished && state.queue.is_empty() {
                     self.done = true;
                     return None;
                 }
@@ -639,6 +659,30 @@ impl Drop for Subscriber {
             }
             None => {
                 inner.unkeyed.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Subscribers past which a publisher hands the flushing to a task of its own.
+const FLUSH_INLINE_MAX: usize = 64;
+
+/// Flushes the queues an event went into: inline for a few, else in a task, so that a request
+/// that publishes to thousands of subscribers is answered without waiting for all of them (the
+/// order per subscriber is the queue's, whoever flushes it).
+fn flush_all(slots: Vec<Arc<Slot>>) {
+    let handle = tokio::runtime::Handle::try_current();
+    match handle {
+        Ok(handle) if slots.len() > FLUSH_INLINE_MAX => {
+            handle.spawn(async move {
+                for slot in &slots {
+                    slot.flush();
+                }
+            });
+        }
+        _ => {
+            for slot in &slots {
+                slot.flush();
             }
         }
     }
@@ -891,6 +935,54 @@ mod tests {
         assert!(sub.go_direct(&outlet), "caught up: direct again");
         hub.publish("a", None, &json!("later"));
         assert_eq!(test.got.lock().expect("lock")[0]["seq"], 11);
+    }
+
+    #[tokio::test]
+    async fn a_large_fan_out_is_flushed_in_order_by_a_task_of_its_own() {
+        let hub = EventHub::new(limits(16, 64));
+        let mut subs = Vec::new();
+        let mut outlets = Vec::new();
+        for _ in 0..FLUSH_INLINE_MAX * 2 {
+            let mut sub = hub
+                .subscribe(
+                    Filter::new(None, Some("k".into())).expect("filter"),
+                    None,
+                    None,
+                )
+                .expect("subscribes");
+            let test = Arc::new(TestOutlet {
+                room: 100,
+                got: Mutex::new(Vec::new()),
+            });
+            let outlet: Arc<dyn Outlet> = test.clone();
+            assert!(sub.go_direct(&outlet));
+            subs.push(sub);
+            outlets.push(test);
+        }
+        for i in 0..3 {
+            hub.publish("chat", Some("k"), &json!(i));
+        }
+        let all_there = || {
+            outlets
+                .iter()
+                .all(|o| o.got.lock().expect("lock").len() == 3)
+        };
+        for _ in 0..100 {
+            if all_there() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        for outlet in &outlets {
+            let seqs: Vec<u64> = outlet
+                .got
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter_map(|v| v["seq"].as_u64())
+                .collect();
+            assert_eq!(seqs, vec![1, 2, 3]);
+        }
     }
 
     #[tokio::test]
