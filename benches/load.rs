@@ -5,9 +5,8 @@
 //!     [--subs 100,1000,10000] [--events N] [--interval-ms N] [--runs 10,100,1000] [--chunks N]
 //! Prints a table, and one JSON object per figure on stderr.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +18,8 @@ use soketto::handshake::{Client, ServerResponse};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
+mod common;
+use common::{Process, median, percentile, start_gateway};
 type Io = FBufReader<FBufWriter<Compat<TcpStream>>>;
 
 struct Ws {
@@ -72,18 +72,8 @@ impl Ws {
 }
 
 struct Server {
-    child: Child,
+    process: Process,
     addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 /// CPU time (user + system) of a process so far, in ms.
@@ -101,11 +91,11 @@ fn cpu_ms(pid: &str) -> f64 {
 
 impl Server {
     fn cpu_ms(&self) -> f64 {
-        cpu_ms(&self.child.id().to_string())
+        cpu_ms(&self.process.pid().to_string())
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
             .unwrap_or_default();
         status
             .lines()
@@ -121,34 +111,13 @@ fn gateway(data: &std::path::Path) -> (Server, Duration) {
 
 /// Starts the gateway binary on `data` with extra environment; returns it and its time to ready.
 fn gateway_with(data: &std::path::Path, env: &[(&str, String)]) -> (Server, Duration) {
-    let t0 = Instant::now();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(["--port", "0"])
-        .env("RUST_LOG", "error")
-        .env("CLAWGATE_GATEWAY__MAX_CONNECTIONS", "30000")
-        .env_remove("CLAWGATE_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gateway");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let ready = t0.elapsed();
-    let addr = line
-        .trim()
-        .trim_start_matches("listening on ws://")
+    let (process, url, ready) = start_gateway(data, env);
+    let addr = url
+        .trim_start_matches("ws://")
         .trim_end_matches('/')
         .parse()
         .expect("addr");
-    (Server { child, addr }, ready)
+    (Server { process, addr }, ready)
 }
 
 fn bare() -> Server {
@@ -163,13 +132,9 @@ fn bare_with(provider: Option<SocketAddr>) -> Server {
     if let Some(addr) = provider {
         cmd.arg("--provider").arg(format!("http://{addr}/v1"));
     }
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn bare");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let addr = line.trim().parse().expect("addr");
-    Server { child, addr }
+    let (process, line, _) = Process::spawn_ready(cmd);
+    let addr = line.parse().expect("addr");
+    Server { process, addr }
 }
 
 /// The bare server's state: the fan-out channel and a `seq`; the provider `chat.stream` relays.
@@ -315,13 +280,6 @@ struct CallStats {
     max: f64,
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
 /// N connections × M requests in flight for `secs`; latencies in µs.
 async fn calls(
     addr: SocketAddr,
@@ -370,16 +328,11 @@ async fn calls(
     all.sort_by(|a, b| a.total_cmp(b));
     CallStats {
         rate: all.len() as f64 / elapsed,
-        p50: pct(&all, 0.5),
-        p90: pct(&all, 0.9),
-        p99: pct(&all, 0.99),
+        p50: percentile(&all, 0.5),
+        p90: percentile(&all, 0.9),
+        p99: percentile(&all, 0.99),
         max: all.last().copied().unwrap_or(f64::NAN),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    pct(&v, 0.5)
 }
 
 fn emit(scenario: &str, name: &str, value: f64, unit: &str) {
@@ -557,17 +510,17 @@ async fn scenario_fanout(counts: &[usize], events: usize, interval: Duration, ro
         for (i, runs) in runs.iter().enumerate() {
             let name = ["bare jsonrpsee", "clawgate"][i];
             let m = |f: &dyn Fn(&FanoutRun) -> f64| median(runs.iter().map(f).collect());
-            let p99 = m(&|r| pct(&r.latencies, 0.99));
+            let p99 = m(&|r| percentile(&r.latencies, 0.99));
             p99s[i] = p99;
             println!(
                 "| {subs} | {name} | {}/{expected} | {:.2} | {p99:.2} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
                 runs.iter().map(|r| r.delivered).min().unwrap_or(0),
-                m(&|r| pct(&r.latencies, 0.5)),
+                m(&|r| percentile(&r.latencies, 0.5)),
                 m(&|r| r.latencies.last().copied().unwrap_or(f64::NAN)),
                 runs.iter().map(|r| r.gaps).max().unwrap_or(0),
                 m(&|r| r.server_cpu),
                 m(&|r| r.client_cpu),
-                m(&|r| pct(&r.inject, 0.5)),
+                m(&|r| percentile(&r.inject, 0.5)),
             );
             let tag = ["bare", "clawgate"][i];
             emit("fanout", &format!("{subs} {tag} p99"), p99, "ms");
@@ -794,14 +747,14 @@ async fn scenario_streaming(counts: &[usize], chunks: usize, rounds: usize) {
         let mut p99s = [0.0; 2];
         for (i, runs) in runs.iter().enumerate() {
             let m = |f: &dyn Fn(&StreamRun) -> f64| median(runs.iter().map(f).collect());
-            let p99 = m(&|r| pct(&r.latencies, 0.99));
+            let p99 = m(&|r| percentile(&r.latencies, 0.99));
             p99s[i] = p99;
             println!(
                 "| {k} | {} | {:.0} | {:.0} | {:.2} | {p99:.2} | {:.2} | {}/{k} | {:.0} |",
                 ["bare jsonrpsee relay", "clawgate"][i],
                 m(&|r| r.latencies.len() as f64 / r.secs),
                 m(&|r| r.deltas as f64 / r.secs),
-                m(&|r| pct(&r.latencies, 0.5)),
+                m(&|r| percentile(&r.latencies, 0.5)),
                 m(&|r| r.latencies.last().copied().unwrap_or(f64::NAN)),
                 runs.iter().map(|r| r.completed).min().unwrap_or(0),
                 m(&|r| r.cpu_per_delta),

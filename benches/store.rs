@@ -2,9 +2,8 @@
 //! `chat.history` on a 100 MB transcript versus a small one. Drives the real binary over a real
 //! WebSocket. Run: `cargo bench --bench store` (prints a table and one JSON line per figure).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawgate::client::GatewayClient;
@@ -12,7 +11,8 @@ use clawgate::protocol::{Role, TranscriptMessage};
 use clawgate::store::transcript::{Header, header_line, message_line};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
+mod common;
+use common::{Process, median, percentile, start_gateway};
 
 fn message(i: u64, parent: Option<String>, content: String) -> TranscriptMessage {
     let role = if i.is_multiple_of(2) {
@@ -52,57 +52,18 @@ fn write_transcript(dir: &Path, id: &str, key: &str, messages: u64, content_len:
 }
 
 struct Gateway {
-    child: Child,
+    _process: Process,
     url: String,
     ready_after: Duration,
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &Path) -> Gateway {
-    let t0 = Instant::now();
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--port", "0"])
-        .env("RUST_LOG", "warn")
-        .env_remove("CLAWGATE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let ready_after = t0.elapsed();
-    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let (process, url, ready_after) = start_gateway(data_dir, &[]);
     Gateway {
-        child,
+        _process: process,
         url,
         ready_after,
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    percentile(&v, 0.5)
 }
 
 async fn latencies(client: &GatewayClient, method: &str, params: Value, n: usize) -> Vec<f64> {

@@ -713,6 +713,12 @@ mod tests {
         serde_json::from_str(&env.json).expect("envelope is JSON")
     }
 
+    /// A subscriber of every event of session `key`.
+    fn keyed(hub: &Arc<EventHub>, key: &str) -> Subscriber {
+        let filter = Filter::new(None, Some(key.into())).expect("filter");
+        hub.subscribe(filter, None, None).expect("subscribes")
+    }
+
     async fn next_event(sub: &mut Subscriber) -> Value {
         match sub.next().await {
             Some(Delivery::Event(env)) => parse(&env),
@@ -825,20 +831,8 @@ mod tests {
     #[tokio::test]
     async fn subscribers_only_see_their_session_and_leave_when_dropped() {
         let hub = EventHub::new(limits(2, 64));
-        let mut a = hub
-            .subscribe(
-                Filter::new(None, Some("a".into())).expect("filter"),
-                None,
-                None,
-            )
-            .expect("subscribes");
-        let b = hub
-            .subscribe(
-                Filter::new(None, Some("b".into())).expect("filter"),
-                None,
-                None,
-            )
-            .expect("subscribes");
+        let mut a = keyed(&hub, "a");
+        let b = keyed(&hub, "b");
         assert_eq!(hub.subscribers(), 2);
         // Far more events of another session than the queue holds: `a` loses nothing.
         for i in 0..50 {
@@ -884,6 +878,13 @@ mod tests {
         got: Mutex<Vec<Value>>,
     }
 
+    impl TestOutlet {
+        fn seqs(&self) -> Vec<u64> {
+            let got = self.got.lock().expect("lock");
+            got.iter().filter_map(|v| v["seq"].as_u64()).collect()
+        }
+    }
+
     impl Outlet for TestOutlet {
         fn offer(&self, envelope_json: &str) -> Offered {
             let mut got = self.got.lock().expect("lock");
@@ -910,13 +911,7 @@ mod tests {
         for i in 0..10 {
             hub.publish("a", None, &json!(i));
         }
-        let seqs: Vec<u64> = test
-            .got
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|v| v["seq"].as_u64())
-            .collect();
+        let seqs = test.seqs();
         assert_eq!(seqs, vec![1, 2], "the outlet took what it had room for");
         // The next three waited in the subscriber's queue; the rest were lost, announced.
         for seq in 3..=5 {
@@ -943,13 +938,7 @@ mod tests {
         let mut subs = Vec::new();
         let mut outlets = Vec::new();
         for _ in 0..FLUSH_INLINE_MAX * 2 {
-            let mut sub = hub
-                .subscribe(
-                    Filter::new(None, Some("k".into())).expect("filter"),
-                    None,
-                    None,
-                )
-                .expect("subscribes");
+            let mut sub = keyed(&hub, "k");
             let test = Arc::new(TestOutlet {
                 room: 100,
                 got: Mutex::new(Vec::new()),
@@ -974,13 +963,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         for outlet in &outlets {
-            let seqs: Vec<u64> = outlet
-                .got
-                .lock()
-                .expect("lock")
-                .iter()
-                .filter_map(|v| v["seq"].as_u64())
-                .collect();
+            let seqs = outlet.seqs();
             assert_eq!(seqs, vec![1, 2, 3]);
         }
     }
@@ -991,8 +974,7 @@ mod tests {
         let filter = Filter::new(Some(&["sessions.*".to_string(), "tick".into()]), None)
             .expect("valid filter");
         let mut sub = hub.subscribe(filter, None, None).expect("subscribes");
-        let keyed = Filter::new(None, Some("k".into())).expect("valid filter");
-        let mut by_key = hub.subscribe(keyed, None, None).expect("subscribes");
+        let mut by_key = keyed(&hub, "k");
         hub.publish("chat", Some("k"), &json!(1));
         hub.publish("sessions.changed", Some("other"), &json!(2));
         hub.tick();
