@@ -214,6 +214,8 @@ pub struct Subscriber {
     id: u64,
     slot: Arc<Slot>,
     shutdown: watch::Receiver<Option<Arc<Envelope>>>,
+    /// The shutdown envelope, taken and waiting for the queue to drain before it.
+    last: Option<Arc<Envelope>>,
     done: bool,
 }
 
@@ -522,6 +524,7 @@ impl EventHub {
             id,
             slot,
             shutdown: self.shutdown.subscribe(),
+            last: None,
             done: false,
         })
     }
@@ -565,7 +568,10 @@ impl Slot {
 }
 
 impl Subscriber {
-    /// The next delivery; `None` once the stream is over (after shutdown, or the hub is gone).
+    /// The next delivery; `None` once the stream is over (after shutdown, at the end of its
+    /// run, or when the hub is gone). On shutdown, what is already queued (and the `gap` of
+    /// what was lost) comes first, then the shutdown; a run's stream that has delivered the
+    /// run's last event just ends.
     ///
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Option<Delivery> {
@@ -573,11 +579,15 @@ impl Subscriber {
             if self.done {
                 return None;
             }
-            if let Some(env) = self.shutdown.borrow_and_update().clone() {
-                self.done = true;
-                // Under the queue's lock: no flush sends anything after this.
-                self.slot.lock().closed = true;
-                return Some(Delivery::Shutdown(env));
+            if self.last.is_none()
+                && let Some(env) = self.shutdown.borrow_and_update().clone()
+            {
+                // Under the queue's lock: no flush sends anything after this, and what is
+                // queued is delivered from here.
+                let mut state = self.slot.lock();
+                state.closed = true;
+                state.outlet = None;
+                self.last = Some(env);
             }
             {
                 let mut state = self.slot.lock();
@@ -594,6 +604,10 @@ impl Subscriber {
                     self.done = true;
                     return None;
                 }
+            }
+            if let Some(env) = self.last.take() {
+                self.done = true;
+                return Some(Delivery::Shutdown(env));
             }
             // `notify_one` keeps a permit when nobody waits, so a wake between the check
             // above and this wait is not lost.
@@ -999,10 +1013,36 @@ mod tests {
             reason: "test".into(),
             restart_expected_ms: None,
         });
+        // What was queued, then the gap of what was lost, then the shutdown: nothing silent.
+        assert_eq!(next_event(&mut sub).await["seq"], 1);
+        assert_eq!(next_event(&mut sub).await["seq"], 2);
+        let gap = next_event(&mut sub).await;
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 3, "toSeq": 10, "reason": "lagged"})
+        );
+        hub.publish("a", None, &json!("after"));
         match sub.next().await {
             Some(Delivery::Shutdown(env)) => assert_eq!(parse(&env)["event"], "shutdown"),
             other => panic!("expected shutdown, got {other:?}"),
         }
         assert!(sub.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_run_stream_ends_with_the_run_even_at_shutdown() {
+        let hub = EventHub::new(limits(16, 64));
+        let mut sub = keyed(&hub, "k");
+        sub.only_run("a");
+        hub.publish_tagged("chat", Some("k"), run("a", true), &json!("aborted"));
+        hub.shutdown(ShutdownEvent {
+            reason: "test".into(),
+            restart_expected_ms: None,
+        });
+        assert_eq!(next_event(&mut sub).await["payload"], "aborted");
+        assert!(
+            sub.next().await.is_none(),
+            "nothing follows the run's last event"
+        );
     }
 }

@@ -783,10 +783,23 @@ async fn inject_waits_for_the_message_boundary_and_reset_aborts_the_run() {
 async fn shutdown_aborts_runs_and_keeps_partial_text() {
     let slow: Vec<String> = (0..100).map(|i| format!("s{i} ")).collect();
     let slow_refs: Vec<&str> = slow.iter().map(String::as_str).collect();
-    let fake = FakeProvider::start(vec![Script::sse(anthropic::reply(&slow_refs)).paced(50)]).await;
+    let fake = FakeProvider::start(vec![
+        Script::sse(anthropic::reply(&slow_refs)).paced(50),
+        Script::sse(anthropic::reply(&slow_refs)).paced(50),
+    ])
+    .await;
     let gw = start(|c| use_fake(c, Wire::Anthropic, &fake)).await;
     let mut watcher = RawWs::connect(gw.addr()).await;
     watcher.subscribe(json!({"events": ["chat"]})).await;
+    // A streamed run on another session: its stream ends with its `aborted`.
+    let mut streamer = RawWs::connect(gw.addr()).await;
+    let stream = streamer
+        .call(
+            "chat.stream",
+            json!({"message": "long", "sessionKey": "sd2"}),
+        )
+        .await;
+    let stream_id = stream["result"].as_str().expect("stream").to_string();
     let mut ws = RawWs::connect(gw.addr()).await;
     ws.call("chat.send", json!({"message": "long", "sessionKey": "sd"}))
         .await;
@@ -796,7 +809,8 @@ async fn shutdown_aborts_runs_and_keeps_partial_text() {
     )
     .await;
     loop {
-        if watcher.next_event().await["payload"]["state"] == "delta" {
+        let e = watcher.next_event().await;
+        if e["payload"]["state"] == "delta" && e["sessionKey"] == "sd" {
             break;
         }
     }
@@ -813,10 +827,18 @@ async fn shutdown_aborts_runs_and_keeps_partial_text() {
         }
     }
     assert_eq!(
-        aborted, 2,
-        "the active run and the queued one each get their aborted, before shutdown"
+        aborted, 3,
+        "the active runs and the queued one each get their aborted, before shutdown"
     );
     stopper.await.expect("stopped");
+    // The stream's last notification is its run's `aborted`: nothing follows it.
+    let mut last_state = None;
+    while let Some(msg) = streamer.try_recv(Duration::from_millis(300)).await {
+        if msg["params"]["subscription"] == stream_id.as_str() {
+            last_state = Some(msg["params"]["result"]["payload"]["state"].clone());
+        }
+    }
+    assert_eq!(last_state, Some(json!("aborted")));
     let lines = transcript(&gw, "sd");
     assert_eq!(
         lines.last().map(|l| l["aborted"].clone()),

@@ -178,9 +178,10 @@ async fn slow_subscriber_gets_lagged_gap_without_slowing_others() {
     // Published in batches of 8, each read by the fast subscriber before the next: it never falls
     // 16 behind however busy the machine is, while the slow one (reading nothing) must lose.
     let mut n = 0u64;
+    let mut published = Vec::new();
     while n < total {
         for i in n..(n + 8).min(total) {
-            hub.publish("test.flood", None, &json!({"i": i, "pad": pad}));
+            published.push(hub.publish("test.flood", None, &json!({"i": i, "pad": pad})));
         }
         let end = (n + 8).min(total);
         while n < end {
@@ -197,7 +198,19 @@ async fn slow_subscriber_gets_lagged_gap_without_slowing_others() {
     slow.send(r#"{"jsonrpc":"2.0","method":"gateway.health","id":"h"}"#)
         .await;
     let mut before_response = 0u64;
-    let mut saw_gap = false;
+    let mut received = std::collections::HashSet::new();
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    let mut note = |env: &Value| {
+        if env["event"] == "gap" {
+            assert_eq!(env["payload"]["reason"], "lagged");
+            let from = env["payload"]["fromSeq"].as_u64().unwrap_or(0);
+            let to = env["payload"]["toSeq"].as_u64().unwrap_or(0);
+            assert!(from <= to, "{env}");
+            gaps.push((from, to));
+        } else if let Some(seq) = env["seq"].as_u64() {
+            received.insert(seq);
+        }
+    };
     loop {
         let msg = slow.recv().await;
         if msg.get("id") == Some(&json!("h")) {
@@ -205,27 +218,34 @@ async fn slow_subscriber_gets_lagged_gap_without_slowing_others() {
             break;
         }
         before_response += 1;
-        let env = &msg["params"]["result"];
-        if env["event"] == "gap" {
-            assert_eq!(env["payload"]["reason"], "lagged");
-            saw_gap = true;
-        }
+        note(&msg["params"]["result"]);
     }
     assert!(
         before_response < total / 4,
         "response waited behind {before_response} notifications"
     );
-    // Keep reading: the loss is announced by a lagged gap before events resume.
-    publish(&gw, "test.after", None, 0);
-    while !saw_gap {
+    // Keep reading up to an event published after the flood: every flooded event was either
+    // delivered or announced lost by a lagged gap.
+    let after = publish(&gw, "test.after", None, 0);
+    loop {
         let env = slow.next_event().await;
-        if env["event"] == "gap" {
-            assert_eq!(env["payload"]["reason"], "lagged");
-            assert!(env["payload"]["fromSeq"].as_u64() <= env["payload"]["toSeq"].as_u64());
-            saw_gap = true;
+        let seq = env["seq"].as_u64();
+        note(&env);
+        if env["event"] == "test.after" {
+            assert_eq!(seq, Some(after));
+            break;
         }
     }
-    assert!(saw_gap, "the slow subscriber was told about its loss");
+    assert!(
+        !gaps.is_empty(),
+        "the slow subscriber was told about its loss"
+    );
+    for seq in published {
+        assert!(
+            received.contains(&seq) || gaps.iter().any(|&(f, t)| (f..=t).contains(&seq)),
+            "seq {seq} was lost without a gap"
+        );
+    }
 }
 
 #[tokio::test]
