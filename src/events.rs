@@ -101,6 +101,9 @@ struct SlotState {
     finished: bool,
     /// The subscriber took the shutdown: nothing more is sent.
     closed: bool,
+    /// Replayed events still at the front of the queue: they do not count against its bound,
+    /// so a replay longer than `subscriber_queue` does not cost the live events after it.
+    replay_left: usize,
 }
 
 /// What became of an envelope offered to an [`Outlet`].
@@ -288,21 +291,12 @@ impl EventHub {
 
     /// Publishes an event; returns its `seq`.
     pub fn publish(&self, event: &str, session_key: Option<&str>, payload: &impl Serialize) -> u64 {
-        self.publish_envelope(event, session_key, payload)
+        self.publish_tagged(event, session_key, None, payload)
             .map_or_else(|| self.seq(), |env| env.seq)
     }
 
-    /// Publishes an event; returns its envelope (`None` if the payload does not serialize).
-    pub fn publish_envelope(
-        &self,
-        event: &str,
-        session_key: Option<&str>,
-        payload: &impl Serialize,
-    ) -> Option<Arc<Envelope>> {
-        self.publish_tagged(event, session_key, None, payload)
-    }
-
-    /// Publishes an event of an agent run (see [`Subscriber::only_run`]).
+    /// Publishes an event, of an agent run when `run` says so (see [`Subscriber::only_run`]);
+    /// returns its envelope (`None` if the payload does not serialize).
     pub fn publish_tagged(
         &self,
         event: &str,
@@ -371,17 +365,13 @@ impl EventHub {
             return false;
         }
         if let Some(run) = state.only_run.as_deref() {
-            let passes = if env.control {
-                env.event == "gap"
-            } else {
-                env.run_id.as_deref() == Some(run)
-            };
-            if !passes {
+            // Gaps are made here, never offered: a run's stream takes no control event.
+            if env.control || env.run_id.as_deref() != Some(run) {
                 return false;
             }
             state.finished = env.ends_run;
         }
-        if state.queue.len() >= self.limits.subscriber_queue.max(1) {
+        if state.queue.len() >= self.limits.subscriber_queue.max(1) + state.replay_left {
             if !env.control {
                 let from = state.lost.map_or(env.seq, |(from, _)| from);
                 state.lost = Some((from, env.seq));
@@ -454,11 +444,6 @@ impl EventHub {
         self.shutdown.send_replace(Some(env));
     }
 
-    /// Whether shutdown has been announced.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.borrow().is_some()
-    }
-
     /// Subscribes with a filter, optionally resuming after `after_seq` of `epoch`.
     pub fn subscribe(
         self: &Arc<Self>,
@@ -509,6 +494,7 @@ impl EventHub {
         let slot = Arc::new(Slot {
             filter,
             state: Mutex::new(SlotState {
+                replay_left: queue.len(),
                 queue,
                 ..Default::default()
             }),
@@ -592,13 +578,18 @@ impl Subscriber {
             {
                 let mut state = self.slot.lock();
                 // While direct, the queue belongs to the flushes: popping here could reorder.
-                if state.outlet.is_none() {
-                    if let Some(env) = state.queue.pop_front() {
-                        return Some(Delivery::Event(env));
-                    }
-                    if let Some((from, to)) = state.lost.take() {
-                        return Some(Delivery::Event(self.hub.lag_gap(from, to)));
-                    }
+                if state.outlet.is_none()
+                    && let Some(env) = state.queue.pop_front()
+                {
+                    state.replay_left = state.replay_left.saturating_sub(1);
+                    return Some(Delivery::Event(env));
+                }
+                // With the queue empty, nothing can be flushed ahead of this gap.
+                if (state.outlet.is_none() || state.finished)
+                    && state.queue.is_empty()
+                    && let Some((from, to)) = state.lost.take()
+                {
+                    return Some(Delivery::Event(self.hub.lag_gap(from, to)));
                 }
                 if state.finished && state.queue.is_empty() {
                     self.done = true;
@@ -650,11 +641,14 @@ impl Subscriber {
                 env.run_id.as_deref() == Some(run_id)
             }
         });
-        // Anything after the run's last event goes too.
+        // Anything after the run's last event goes too, and what was lost was newer than
+        // everything queued: after the run's end, none of it was the run's.
         if let Some(end) = state.queue.iter().position(|env| env.ends_run) {
             state.queue.truncate(end + 1);
             state.finished = true;
+            state.lost = None;
         }
+        state.replay_left = state.replay_left.min(state.queue.len());
         state.only_run = Some(run_id.into());
     }
 }
@@ -770,6 +764,23 @@ mod tests {
             got.push(next_event(&mut sub).await["seq"].as_u64().unwrap_or(0));
         }
         assert_eq!(got, vec![5, 6, 7, 8, 9, 10, 11]);
+    }
+
+    #[tokio::test]
+    async fn a_replay_longer_than_the_queue_costs_no_live_event() {
+        let hub = EventHub::new(limits(2, 64));
+        for i in 0..10 {
+            hub.publish("a", None, &json!(i));
+        }
+        let mut sub = hub
+            .subscribe(Filter::default_all(), Some(0), Some(hub.epoch()))
+            .expect("subscribes");
+        for i in 10..12 {
+            hub.publish("a", None, &json!(i));
+        }
+        for seq in 1..=12 {
+            assert_eq!(next_event(&mut sub).await["seq"], seq, "no hole, no gap");
+        }
     }
 
     #[tokio::test]

@@ -119,6 +119,31 @@ struct State {
     idempotency: HashMap<String, IdempotencyCache>,
 }
 
+impl State {
+    /// The run an idempotency key of `session_key` already started, with its status now.
+    fn existing_run(&self, session_key: &str, key: &str) -> Option<SendOutcome> {
+        let (run_id, outcome) = self
+            .idempotency
+            .get(session_key)
+            .and_then(|c| c.keys.get(key))
+            .cloned()?;
+        let (status, outcome) = match self.runs.get(&run_id).map(|r| r.state) {
+            Some(RunState::Queued) => (RunStatus::Queued, None),
+            Some(RunState::InFlight) => (RunStatus::InFlight, None),
+            Some(RunState::Done(o)) => (RunStatus::Done, Some(o)),
+            None => (
+                RunStatus::Done,
+                Some(outcome.unwrap_or(RunOutcome::Aborted)),
+            ),
+        };
+        Some(SendOutcome {
+            run_id,
+            status,
+            outcome,
+        })
+    }
+}
+
 /// The agent: provider, tools and runs.
 pub struct Agent {
     provider: ArcSwap<Arc<dyn Provider>>,
@@ -180,27 +205,8 @@ impl Agent {
         if let Some(key) = &request.idempotency_key {
             self.load_idempotency(gw, &request.session_key, &session.session_id)
                 .await?;
-            let state = self.state();
-            if let Some((run_id, outcome)) = state
-                .idempotency
-                .get(&request.session_key)
-                .and_then(|c| c.keys.get(key))
-                .cloned()
-            {
-                let (status, outcome) = match state.runs.get(&run_id).map(|r| r.state) {
-                    Some(RunState::Queued) => (RunStatus::Queued, None),
-                    Some(RunState::InFlight) => (RunStatus::InFlight, None),
-                    Some(RunState::Done(o)) => (RunStatus::Done, Some(o)),
-                    None => (
-                        RunStatus::Done,
-                        Some(outcome.unwrap_or(RunOutcome::Aborted)),
-                    ),
-                };
-                return Ok(SendOutcome {
-                    run_id,
-                    status,
-                    outcome,
-                });
+            if let Some(existing) = self.state().existing_run(&request.session_key, key) {
+                return Ok(existing);
             }
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -217,17 +223,8 @@ impl Agent {
             }
             if let Some(key) = &request.idempotency_key {
                 // Checked and inserted under one lock: two sends of one key cannot both start.
-                if let Some((existing, _)) = state
-                    .idempotency
-                    .get(&request.session_key)
-                    .and_then(|c| c.keys.get(key))
-                    .cloned()
-                {
-                    return Ok(SendOutcome {
-                        run_id: existing,
-                        status: RunStatus::Queued,
-                        outcome: None,
-                    });
+                if let Some(existing) = state.existing_run(&request.session_key, key) {
+                    return Ok(existing);
                 }
                 let cache = state
                     .idempotency
@@ -630,10 +627,8 @@ async fn stream_turn(
 ) -> TurnEnd {
     let mut attempt = 0u32;
     loop {
-        let attempt_token = cancel.child_token();
-        // Ends the provider's task and its HTTP request however this attempt ends.
-        let _attempt_guard = attempt_token.clone().drop_guard();
-        let mut rx = provider.stream(request.clone(), attempt_token);
+        // Dropping the stream (however this attempt ends) ends its HTTP request.
+        let mut rx = provider.stream(request.clone(), cancel.child_token());
         let mut text = String::new();
         let mut pending = String::new();
         let mut flushed = false;

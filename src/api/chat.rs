@@ -172,21 +172,26 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
             let terminal = gateway.agent().run_info(&run_id).and_then(|(_, t)| t);
             (terminal, result.outcome.unwrap_or(RunOutcome::Aborted))
         });
-        let task: SubscriptionTask = Box::new(move |sink: SubscriptionSink| {
-            Box::pin(async move {
-                if let Some((terminal, outcome)) = done {
-                    // A resend of a finished key gets the terminal payload alone; after a
-                    // restart only its outcome is known.
-                    let json = match terminal {
-                        Some(env) => env.json.to_string(),
-                        None => synthesized_terminal(&gateway, &session_key, &run_id, outcome),
+        if let Some((terminal, outcome)) = done {
+            // A resend of a finished key gets the terminal payload alone; after a restart only
+            // its outcome is known. Nothing else of the session is wanted.
+            drop(sub);
+            let task: SubscriptionTask = Box::new(move |sink: SubscriptionSink| {
+                Box::pin(async move {
+                    let _ = match terminal {
+                        Some(env) => sink.send_raw(&env.json).await,
+                        None => {
+                            let json =
+                                synthesized_terminal(&gateway, &session_key, &run_id, outcome);
+                            sink.send_raw(&json).await
+                        }
                     };
-                    let _ = sink.send_raw(&json).await;
-                    return;
-                }
-                super::events::pump(sub, sink).await;
-            })
-        });
+                })
+            });
+            return Ok(task);
+        }
+        let task: SubscriptionTask =
+            Box::new(move |sink: SubscriptionSink| Box::pin(super::events::pump(sub, sink)));
         Ok(task)
     })
 }

@@ -169,11 +169,6 @@ impl SubscriptionSink {
     pub async fn closed(&self) {
         self.cancel.cancelled().await
     }
-
-    /// Whether the subscription is closed.
-    pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled() || self.out.is_closed()
-    }
 }
 
 impl Outlet for SubscriptionSink {

@@ -375,6 +375,21 @@ async fn run_websocket(
             loop {
                 tokio::select! {
                     biased;
+                    // First: a busy queue must not hold back the keepalive of a client that
+                    // only listens (its pongs are all that proves it alive).
+                    _ = ping.tick() => {
+                        let empty: &[u8] = &[];
+                        let Ok(payload) = soketto::data::ByteSlice125::try_from(empty) else { continue };
+                        let pinged = tokio::time::timeout(send_timeout, async {
+                            sender.send_ping(payload).await?;
+                            sender.flush().await
+                        })
+                        .await;
+                        if !matches!(pinged, Ok(Ok(()))) {
+                            closed.cancel();
+                            return;
+                        }
+                    }
                     msg = out_rx.recv() => {
                         let Some(msg) = msg else { break };
                         // A peer that stops reading is dropped after the ping timeout, never
@@ -402,19 +417,6 @@ async fn run_websocket(
                         .await;
                         if !matches!(drained, Ok(Ok(()))) { return; }
                         break;
-                    }
-                    _ = ping.tick() => {
-                        let empty: &[u8] = &[];
-                        let Ok(payload) = soketto::data::ByteSlice125::try_from(empty) else { continue };
-                        let pinged = tokio::time::timeout(send_timeout, async {
-                            sender.send_ping(payload).await?;
-                            sender.flush().await
-                        })
-                        .await;
-                        if !matches!(pinged, Ok(Ok(()))) {
-                            closed.cancel();
-                            return;
-                        }
                     }
                 }
             }

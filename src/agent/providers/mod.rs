@@ -329,7 +329,6 @@ pub async fn run_sse(
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => return SseEnd::Cancelled,
-            _ = tx.closed() => return SseEnd::Cancelled,
             n = events.next() => n,
         };
         match next {
