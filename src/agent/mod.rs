@@ -1076,27 +1076,33 @@ async fn write_aborted_results(
     let _ = gw.store().append_to(key, sid, results).await;
 }
 
+/// Checks message text: not blank, at most `MAX_CONTENT_BYTES`; errors name `field`.
+pub fn validate_content(field: &str, text: &str) -> Result<(), Error> {
+    if text.trim().is_empty() {
+        return Err(Error::invalid_params(
+            field,
+            "expected non-empty text, found only whitespace",
+        ));
+    }
+    if text.len() > MAX_CONTENT_BYTES {
+        return Err(Error::invalid_params(
+            field,
+            format!(
+                "expected at most {MAX_CONTENT_BYTES} bytes, found {}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `chat.send` params that types alone cannot.
 pub fn validate_send(
     message: &str,
     idempotency_key: Option<&str>,
     model: Option<&str>,
 ) -> Result<(), Error> {
-    if message.trim().is_empty() {
-        return Err(Error::invalid_params(
-            "message",
-            "expected non-empty text, found only whitespace",
-        ));
-    }
-    if message.len() > MAX_CONTENT_BYTES {
-        return Err(Error::invalid_params(
-            "message",
-            format!(
-                "expected at most {MAX_CONTENT_BYTES} bytes, found {}",
-                message.len()
-            ),
-        ));
-    }
+    validate_content("message", message)?;
     if let Some(k) = idempotency_key
         && crate::protocol::validate_session_key(k).is_err()
     {

@@ -10,7 +10,7 @@ use crate::protocol::{
 };
 use crate::protocol::{
     ChatEvent, ChatHistoryParams, ChatHistoryResult, ChatInjectParams, ChatInjectResult,
-    InjectRole, MAX_CONTENT_BYTES, MAX_LABEL_CHARS, Role, validate_session_key,
+    InjectRole, MAX_LABEL_CHARS, Role, validate_session_key,
 };
 use crate::protocol::{RunOutcome, RunStatus};
 use crate::rpc::table::BoxFuture;
@@ -273,21 +273,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     })?;
     table.method::<Inject, _, _>(|ctx: CallContext, p: ChatInjectParams| async move {
         validate_session_key(&p.session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
-        if p.content.trim().is_empty() {
-            return Err(Error::invalid_params(
-                "content",
-                "expected non-empty text, found only whitespace",
-            ));
-        }
-        if p.content.len() > MAX_CONTENT_BYTES {
-            return Err(Error::invalid_params(
-                "content",
-                format!(
-                    "expected at most {MAX_CONTENT_BYTES} bytes, found {}",
-                    p.content.len()
-                ),
-            ));
-        }
+        crate::agent::validate_content("content", &p.content)?;
         if let Some(label) = &p.label
             && label.chars().count() > MAX_LABEL_CHARS
         {

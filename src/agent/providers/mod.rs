@@ -280,6 +280,25 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
 }
 
+/// Bytes of an error response kept for the message: enough for any provider's error JSON,
+/// and a misbehaving upstream cannot make the gateway buffer more.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The start of an error response's body, as text (at most [`MAX_ERROR_BODY`] bytes).
+async fn error_body(response: reqwest::Response) -> String {
+    use futures::StreamExt;
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while body.len() < MAX_ERROR_BODY {
+        match chunks.next().await {
+            Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Sends the request and, on success, feeds each SSE event (name, data) to `on_event`, which
 /// pushes what it decoded into the vector it is given; stops when it returns `Ok(true)` (done),
 /// the stream ends, or `cancel` fires. Decoded events and errors go to `tx`.
@@ -318,7 +337,7 @@ pub async fn run_sse(
         let after = retry_after(response.headers());
         let body = tokio::select! {
             _ = cancel.cancelled() => return SseEnd::Cancelled,
-            b = response.text() => b.unwrap_or_default(),
+            b = error_body(response) => b,
         };
         let _ = tx
             .send(Err(ProviderError::from_status(status, &body, after)))
