@@ -249,6 +249,53 @@ async fn slow_subscriber_gets_lagged_gap_without_slowing_others() {
 }
 
 #[tokio::test]
+async fn ticks_ignore_filters_and_subscriptions_are_routed_by_id() {
+    let gw = start(|c| c.gateway.tick_interval_ms = 100).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    // Two subscriptions on one connection, neither asking for ticks.
+    let by_name = ws.subscribe(json!({"events": ["test.*"]})).await;
+    let by_key = ws.subscribe(json!({"sessionKey": "k"})).await;
+    publish(&gw, "test.a", None, 1);
+    publish(&gw, "other", Some("k"), 2);
+    let mut ticks = std::collections::HashSet::new();
+    let mut got = Vec::new();
+    while ticks.len() < 2 || got.len() < 2 {
+        let msg = ws.recv().await;
+        let sub = msg["params"]["subscription"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let env = &msg["params"]["result"];
+        if env["event"] == "tick" {
+            ticks.insert(sub);
+        } else {
+            got.push((sub, env["event"].as_str().unwrap_or("").to_string()));
+        }
+    }
+    assert!(
+        ticks.contains(&by_name) && ticks.contains(&by_key),
+        "ticks reach filtered subscriptions"
+    );
+    assert_eq!(
+        got,
+        vec![
+            (by_name.clone(), "test.a".into()),
+            (by_key.clone(), "other".into())
+        ],
+        "each event goes to the subscription whose filter it matches, tagged with its id"
+    );
+    // An id of another kind of subscription is not chat.unstream's to end.
+    assert_eq!(
+        ws.call("chat.unstream", json!([by_name])).await["result"],
+        false
+    );
+    assert_eq!(
+        ws.call("events.unsubscribe", json!([by_name])).await["result"],
+        true
+    );
+}
+
+#[tokio::test]
 async fn presence_health_and_tick_events() {
     let gw = start(|c| c.gateway.tick_interval_ms = 200).await;
     let mut watcher = RawWs::connect(gw.addr()).await;
