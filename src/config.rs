@@ -54,6 +54,16 @@ pub struct GatewayConfig {
     pub max_in_flight_per_connection: usize,
     /// Kernel send buffer per connection, in bytes (0: the OS default, which may grow to MiBs).
     pub send_buffer_bytes: usize,
+    /// Bytes of answers and notifications that may wait for one WebSocket connection's writer;
+    /// past it events are dropped for it (announced by `gap`) and answers wait, and a peer that
+    /// stops reading is dropped after `ping_timeout_ms`. One message larger than this is queued
+    /// alone.
+    pub max_queued_bytes: usize,
+    /// A request body must arrive within this many ms of its headers (a trickled body would
+    /// otherwise hold its connection forever).
+    pub body_timeout_ms: u64,
+    /// Proxies whose `X-Forwarded-For` names the client (for the failed-login throttle).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -70,8 +80,11 @@ impl Default for GatewayConfig {
             ping_interval_ms: 30_000,
             ping_timeout_ms: 90_000,
             max_subscriptions_per_connection: 64,
-            max_in_flight_per_connection: 64,
+            max_in_flight_per_connection: 16,
             send_buffer_bytes: 128 * 1024,
+            max_queued_bytes: 4 * 1024 * 1024,
+            body_timeout_ms: 30_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -88,13 +101,46 @@ pub enum AuthMode {
 }
 
 /// `[gateway.auth]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `none` or `token`.
     pub mode: AuthMode,
     /// Accepted tokens.
     pub tokens: Vec<TokenConfig>,
+    /// Failed logins an address may make within `failure_window_ms` before it is locked out.
+    pub max_failures: u32,
+    /// The window failed logins are counted in, in ms.
+    pub failure_window_ms: u64,
+    /// How long a locked-out address gets HTTP 429, in ms.
+    pub lockout_ms: u64,
+    /// Whether loopback addresses are throttled too (they are exempt by default).
+    pub throttle_loopback: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            tokens: Vec::new(),
+            max_failures: 10,
+            failure_window_ms: 60_000,
+            lockout_ms: 300_000,
+            throttle_loopback: false,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The failed-login throttle's settings.
+    pub fn throttle_limits(&self) -> crate::rpc::throttle::Limits {
+        crate::rpc::throttle::Limits {
+            max_failures: self.max_failures,
+            window_ms: self.failure_window_ms,
+            lockout_ms: self.lockout_ms,
+            loopback: self.throttle_loopback,
+        }
+    }
 }
 
 /// `[[gateway.auth.tokens]]`.
@@ -119,6 +165,9 @@ pub struct EventsConfig {
     pub replay_max_bytes: usize,
     /// Notifications that may wait for one connection before events are dropped for it.
     pub subscriber_queue: usize,
+    /// Bytes of events that may wait for one subscriber before events are dropped for it
+    /// (at least one event always fits).
+    pub subscriber_queue_bytes: usize,
 }
 
 impl Default for EventsConfig {
@@ -127,6 +176,7 @@ impl Default for EventsConfig {
             replay_capacity: 4096,
             replay_max_bytes: 64 * 1024 * 1024,
             subscriber_queue: 256,
+            subscriber_queue_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -526,6 +576,13 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ),
         ("gateway.ping_interval_ms", gw.ping_interval_ms),
         ("gateway.ping_timeout_ms", gw.ping_timeout_ms),
+        ("gateway.max_queued_bytes", gw.max_queued_bytes as u64),
+        ("gateway.body_timeout_ms", gw.body_timeout_ms),
+        ("gateway.auth.failure_window_ms", gw.auth.failure_window_ms),
+        (
+            "events.subscriber_queue_bytes",
+            config.events.subscriber_queue_bytes as u64,
+        ),
         (
             "events.subscriber_queue",
             config.events.subscriber_queue as u64,
@@ -538,6 +595,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 "found 0, expected a number greater than 0",
             ));
         }
+    }
+    if u32::try_from(gw.max_queued_bytes).is_err() {
+        return Err(ConfigError::new(
+            "gateway.max_queued_bytes",
+            format!("found {}, expected at most 4294967295", gw.max_queued_bytes),
+        ));
     }
     if gw.tick_interval_ms < 100 {
         return Err(ConfigError::new(

@@ -57,6 +57,9 @@ pub struct HubLimits {
     pub replay_max_bytes: usize,
     /// Events a subscriber may fall behind before it loses some.
     pub subscriber_queue: usize,
+    /// Bytes of live events a subscriber may fall behind before it loses some (one event
+    /// always fits).
+    pub subscriber_queue_bytes: usize,
 }
 
 /// The gateway's event hub.
@@ -104,6 +107,32 @@ struct SlotState {
     /// Replayed events still at the front of the queue: they do not count against its bound,
     /// so a replay longer than `subscriber_queue` does not cost the live events after it.
     replay_left: usize,
+    /// Bytes of the live (not replayed) events in the queue.
+    live_bytes: usize,
+}
+
+impl SlotState {
+    /// Takes the front of the queue, keeping the counts of replayed and live events.
+    fn pop_front(&mut self) -> Option<Arc<Envelope>> {
+        let env = self.queue.pop_front()?;
+        if self.replay_left > 0 {
+            self.replay_left -= 1;
+        } else {
+            self.live_bytes = self.live_bytes.saturating_sub(env.json.len());
+        }
+        Some(env)
+    }
+
+    /// Counts the live bytes again after the queue was edited.
+    fn recount(&mut self) {
+        self.replay_left = self.replay_left.min(self.queue.len());
+        self.live_bytes = self
+            .queue
+            .iter()
+            .skip(self.replay_left)
+            .map(|e| e.json.len())
+            .sum();
+    }
 }
 
 /// What became of an envelope offered to an [`Outlet`].
@@ -371,7 +400,10 @@ impl EventHub {
             }
             state.finished = env.ends_run;
         }
-        if state.queue.len() >= self.limits.subscriber_queue.max(1) + state.replay_left {
+        let live = state.queue.len() - state.replay_left.min(state.queue.len());
+        let over_bytes =
+            live > 0 && state.live_bytes + env.json.len() > self.limits.subscriber_queue_bytes;
+        if live >= self.limits.subscriber_queue.max(1) || over_bytes {
             if !env.control {
                 let from = state.lost.map_or(env.seq, |(from, _)| from);
                 state.lost = Some((from, env.seq));
@@ -379,8 +411,11 @@ impl EventHub {
             return false;
         }
         if let Some((from, to)) = state.lost.take() {
-            state.queue.push_back(self.lag_gap(from, to));
+            let gap = self.lag_gap(from, to);
+            state.live_bytes += gap.json.len();
+            state.queue.push_back(gap);
         }
+        state.live_bytes += env.json.len();
         state.queue.push_back(env.clone());
         true
     }
@@ -535,7 +570,7 @@ impl Slot {
             while let Some(env) = state.queue.front() {
                 match outlet.offer(&env.json) {
                     Offered::Sent => {
-                        state.queue.pop_front();
+                        state.pop_front();
                     }
                     Offered::Closed => return,
                     Offered::Full => {
@@ -579,9 +614,8 @@ impl Subscriber {
                 let mut state = self.slot.lock();
                 // While direct, the queue belongs to the flushes: popping here could reorder.
                 if state.outlet.is_none()
-                    && let Some(env) = state.queue.pop_front()
+                    && let Some(env) = state.pop_front()
                 {
-                    state.replay_left = state.replay_left.saturating_sub(1);
                     return Some(Delivery::Event(env));
                 }
                 // With the queue empty, nothing can be flushed ahead of this gap.
@@ -648,7 +682,7 @@ impl Subscriber {
             state.finished = true;
             state.lost = None;
         }
-        state.replay_left = state.replay_left.min(state.queue.len());
+        state.recount();
         state.only_run = Some(run_id.into());
     }
 }
@@ -714,6 +748,7 @@ mod tests {
             replay_capacity: replay,
             replay_max_bytes: usize::MAX,
             subscriber_queue: queue,
+            subscriber_queue_bytes: usize::MAX,
         }
     }
 
@@ -851,6 +886,34 @@ mod tests {
             gap["payload"],
             json!({"fromSeq": 26, "toSeq": 31, "reason": "lagged"})
         );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_queue_is_bounded_in_bytes_too() {
+        let mut bounded = limits(1000, 64);
+        bounded.subscriber_queue_bytes = 3000;
+        let hub = EventHub::new(bounded);
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
+        let big = "x".repeat(1000);
+        for _ in 0..10 {
+            hub.publish("a", None, &json!(big));
+        }
+        // Two envelopes of ~1.1 KB fit in 3000 bytes; the rest are lost, announced.
+        for seq in 1..=2 {
+            assert_eq!(next_event(&mut sub).await["seq"], seq);
+        }
+        hub.publish("a", None, &json!("small"));
+        let gap = next_event(&mut sub).await;
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 3, "toSeq": 10, "reason": "lagged"})
+        );
+        assert_eq!(next_event(&mut sub).await["seq"], 11);
+        // One event larger than the whole bound still gets through when the queue is empty.
+        hub.publish("a", None, &json!("y".repeat(5000)));
+        assert_eq!(next_event(&mut sub).await["seq"], 12);
     }
 
     #[tokio::test]

@@ -82,6 +82,9 @@ pub struct Gateway {
     active_runs: AtomicU64,
     next_conn: AtomicU64,
     open_connections: AtomicUsize,
+    /// Connections the descriptor limit leaves room for.
+    fd_connection_cap: AtomicUsize,
+    throttle: crate::rpc::throttle::Throttle,
 }
 
 impl Gateway {
@@ -127,6 +130,8 @@ impl Gateway {
             active_runs: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
+            fd_connection_cap: AtomicUsize::new(usize::MAX),
+            throttle: crate::rpc::throttle::Throttle::default(),
         })
     }
 
@@ -135,13 +140,66 @@ impl Gateway {
         self.config.load_full()
     }
 
-    /// Replaces the configuration snapshot (readers never lock).
+    /// Replaces the configuration snapshot (readers never lock). When the accepted
+    /// credentials changed, every open connection is checked again.
     pub fn set_config(&self, config: Config, hash: String) {
+        let auth_changed =
+            {
+                let old = &self.config.load().gateway.auth;
+                let new = &config.gateway.auth;
+                old.mode != new.mode
+                    || old.tokens.len() != new.tokens.len()
+                    || old.tokens.iter().zip(&new.tokens).any(|(a, b)| {
+                        (a.token.as_str(), &a.scopes) != (b.token.as_str(), &b.scopes)
+                    })
+            };
         // Tokens first: a revoked token stops working no later than the rest of the change.
         self.tokens
             .store(Arc::new(crate::rpc::auth::TokenTable::new(&config)));
         self.config.store(Arc::new(config));
         self.config_hash.store(Arc::new(hash));
+        if auth_changed {
+            self.recheck_connections();
+        }
+    }
+
+    /// Applies the current tokens to every open WebSocket connection: one whose credential is
+    /// no longer accepted is closed (code 1008), one whose scope shrank keeps only the
+    /// subscriptions it may still hold.
+    fn recheck_connections(&self) {
+        let tokens = self.tokens();
+        let conns: Vec<Arc<Connection>> = self
+            .connections
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            match tokens.scope(&conn.credential) {
+                None => {
+                    tracing::info!(conn = %conn.id, "closing a connection whose token was revoked");
+                    conn.cancel_subscriptions();
+                    conn.close_with(
+                        crate::rpc::ws::close::POLICY,
+                        "the credentials of this connection are no longer accepted",
+                    );
+                }
+                Some(scope) => conn.keep_subscriptions_within(scope),
+            }
+        }
+    }
+
+    /// The failed-login throttle.
+    pub fn throttle(&self) -> &crate::rpc::throttle::Throttle {
+        &self.throttle
+    }
+
+    /// Most connections served now: `gateway.max_connections`, capped below the descriptor
+    /// limit.
+    pub fn max_connections(&self) -> usize {
+        self.config()
+            .gateway
+            .max_connections
+            .min(self.fd_connection_cap.load(Ordering::Relaxed))
     }
 
     /// The accepted tokens of the current configuration, hashed once per snapshot.
@@ -466,6 +524,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
 /// Like [`start`], with a method table of the caller's (the core table plus more methods).
 pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running, StartError> {
     let table = base_table()?;
+    let fd_cap = connection_cap(loaded.config.gateway.max_connections);
     let data_dir = loaded.data_dir.clone();
     crate::store::create_private_dir(&data_dir).map_err(|e| StartError::DataDir {
         path: data_dir.clone(),
@@ -476,6 +535,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
         replay_capacity: events.replay_capacity,
         replay_max_bytes: events.replay_max_bytes,
         subscriber_queue: events.subscriber_queue,
+        subscriber_queue_bytes: events.subscriber_queue_bytes,
     });
     let health_dirty = Arc::new(Notify::new());
     let store = {
@@ -512,6 +572,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     })?;
     let snapshot = TableSnapshot::build(&table)?;
     let gateway = Gateway::new(loaded, base_table, snapshot, hub, store, health_dirty);
+    gateway.fd_connection_cap.store(fd_cap, Ordering::Relaxed);
     let index_task = tokio::spawn(gateway.store.clone().index_loop(gateway.index_stop.clone()));
     if let Ok(mut slot) = gateway.index_task.lock() {
         *slot = Some(index_task);
@@ -537,6 +598,29 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
+}
+
+/// Raises the descriptor limit and returns how many connections it leaves room for, after the
+/// files, plugins and MCP servers ([`crate::util::FD_RESERVE`]) and the connections past the
+/// limit that are still answered on the health routes.
+fn connection_cap(configured: usize) -> usize {
+    let Some(limit) = crate::util::raise_fd_limit() else {
+        return usize::MAX;
+    };
+    let overflow = crate::rpc::server::OVERFLOW_CONNECTIONS as u64;
+    let cap = limit
+        .saturating_sub(crate::util::FD_RESERVE + overflow)
+        .max(1);
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    if configured > cap {
+        tracing::warn!(
+            configured,
+            cap,
+            descriptor_limit = limit,
+            "gateway.max_connections is more than the open-file limit allows; serving at most {cap} connections"
+        );
+    }
+    cap
 }
 
 fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {

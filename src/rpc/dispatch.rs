@@ -63,24 +63,117 @@ impl Reply {
     }
 }
 
-/// Handles one message (a request, a notification or a batch) from `conn`.
-pub async fn handle_message(gateway: &Arc<Gateway>, conn: &Arc<Connection>, body: &[u8]) -> Reply {
+/// A message's place in its connection's order: calls that touch sessions take effect in the
+/// order their messages arrived, whatever their size (a long message takes longer to parse).
+///
+/// Each message gets one, in arrival order, from [`Sequencer::ticket`]. A call that touches
+/// sessions waits for the one before it to pass, and passes when it has taken effect; any
+/// other message passes at once (the order is handed on without waiting for anything).
+pub struct Ticket {
+    prev: Option<tokio::sync::oneshot::Receiver<()>>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Ticket {
+    /// Waits until every earlier message of the connection has passed.
+    async fn wait_turn(&mut self) {
+        if let Some(prev) = self.prev.take() {
+            let _ = prev.await;
+        }
+    }
+}
+
+impl Drop for Ticket {
+    /// Passes: the next message may take effect once the earlier ones have.
+    fn drop(&mut self) {
+        let Some(done) = self.done.take() else { return };
+        let Some(mut prev) = self.prev.take() else {
+            let _ = done.send(());
+            return;
+        };
+        let pending = matches!(
+            prev.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if pending => {
+                handle.spawn(async move {
+                    let _ = prev.await;
+                    let _ = done.send(());
+                });
+            }
+            _ => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Hands out a connection's [`Ticket`]s in arrival order.
+#[derive(Default)]
+pub struct Sequencer {
+    last: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Sequencer {
+    /// The ticket of the next message.
+    pub fn ticket(&mut self) -> Ticket {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        Ticket {
+            prev: self.last.replace(rx),
+            done: Some(tx),
+        }
+    }
+}
+
+/// Whether calls of `method` touch sessions (and so keep their connection's order).
+fn touches_sessions(method: &str) -> bool {
+    method.starts_with("chat.") || method.starts_with("sessions.")
+}
+
+/// Handles one message (a request, a notification or a batch) from `conn`; `ticket`, when
+/// given, is its place in the connection's order.
+pub async fn handle_message(
+    gateway: &Arc<Gateway>,
+    conn: &Arc<Connection>,
+    body: &[u8],
+    mut ticket: Option<Ticket>,
+) -> Reply {
     conn.touch();
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let limit = gateway.config().gateway.max_payload_bytes;
     match first {
         Some(b'{') => match serde_json::from_slice::<RawRequest<'_>>(body) {
             Ok(req) => {
                 let mut reply = Reply::default();
-                if let Some(out) = handle_request(gateway, conn, req).await {
+                let method = req
+                    .method
+                    .and_then(|m| serde_json::from_str::<&str>(m.get()).ok());
+                if method.is_some_and(touches_sessions) {
+                    if let Some(t) = ticket.as_mut() {
+                        t.wait_turn().await;
+                    }
+                } else {
+                    drop(ticket.take());
+                }
+                if let Some(out) = handle_request(gateway, conn, req, limit).await {
                     reply.json = Some(out.json);
                     reply.accepted.extend(out.accepted);
                 }
+                drop(ticket);
                 reply
             }
             Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
         },
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
-            Ok(entries) => handle_batch(gateway, conn, entries).await,
+            Ok(entries) => {
+                if let Some(t) = ticket.as_mut() {
+                    t.wait_turn().await;
+                }
+                let reply = handle_batch(gateway, conn, entries).await;
+                drop(ticket);
+                reply
+            }
             Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
         },
         _ => match serde_json::from_slice::<&RawValue>(body) {
@@ -118,17 +211,41 @@ async fn handle_batch(
             )),
         ));
     }
-    let mut parts = Vec::with_capacity(entries.len());
+    let limit = gateway.config().gateway.max_payload_bytes;
+    let count = entries.len();
+    let mut parts = Vec::with_capacity(count);
     let mut accepted = Vec::new();
-    for entry in entries {
-        let out = match serde_json::from_str::<RawRequest<'_>>(entry.get()) {
-            Ok(req) => handle_request(gateway, conn, req).await,
+    // The answers built so far, in bytes: once they would pass the limit, nothing more is run
+    // and every later call is answered -32008, so a batch never builds more than one
+    // response's worth of answers.
+    let mut used = 1;
+    let mut spent = false;
+    for (i, entry) in entries.into_iter().enumerate() {
+        let parsed = serde_json::from_str::<RawRequest<'_>>(entry.get());
+        let out = match parsed {
             Err(_) => Some(Outcome::json(error_json(
                 "null",
                 &Error::InvalidRequest("expected a request object".into()),
             ))),
+            Ok(req) if spent => req.id.map(|raw| {
+                let id = classify_id(raw).map_or("null", |id| id.raw);
+                Outcome::json(error_json(id, &Error::ResponseTooLarge { limit }))
+            }),
+            Ok(req) => {
+                // Room for this answer, keeping some for the errors of the ones after it.
+                let reserve = (count - i - 1) * ERROR_ENTRY_BYTES;
+                let room = limit.saturating_sub(used + reserve);
+                let out = handle_request(gateway, conn, req, room).await;
+                if let Some(out) = &out
+                    && out.too_large
+                {
+                    spent = true;
+                }
+                out
+            }
         };
         if let Some(out) = out {
+            used += out.json.len() + 1;
             parts.push(out.json);
             accepted.extend(out.accepted);
         }
@@ -140,7 +257,6 @@ async fn handle_batch(
         };
     }
     let len: usize = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1;
-    let limit = gateway.config().gateway.max_payload_bytes;
     if len > limit {
         // The client never learns these subscriptions' ids: do not start them, free their slots.
         for a in accepted {
@@ -170,9 +286,14 @@ async fn handle_batch(
     }
 }
 
+/// Bytes kept, per later entry of a batch, for a `-32008` answer.
+const ERROR_ENTRY_BYTES: usize = 160;
+
 struct Outcome {
     json: String,
     accepted: Option<Accepted>,
+    /// The answer is `-32008`: the result did not fit.
+    too_large: bool,
 }
 
 impl Outcome {
@@ -180,6 +301,7 @@ impl Outcome {
         Self {
             json,
             accepted: None,
+            too_large: false,
         }
     }
 }
@@ -224,10 +346,12 @@ fn classify_id(raw: &RawValue) -> Option<RequestId<'_>> {
     }
 }
 
+/// Handles one request whose answer may take at most `limit` bytes.
 async fn handle_request(
     gateway: &Arc<Gateway>,
     conn: &Arc<Connection>,
     req: RawRequest<'_>,
+    limit: usize,
 ) -> Option<Outcome> {
     // The id first: every error we can tie to a request echoes it.
     let id = match req.id {
@@ -286,6 +410,15 @@ async fn handle_request(
         });
     }
     let config = gateway.config();
+    // An address locked out for failed logins is refused inside the connections it has too.
+    let limits = config.gateway.auth.throttle_limits();
+    if let Some(retry_after_ms) =
+        gateway
+            .throttle()
+            .locked_for(&limits, conn.client_ip, crate::util::now_ms())
+    {
+        return fail(Error::RateLimited { retry_after_ms });
+    }
     let Some(scope) = gateway.tokens().scope(&conn.credential) else {
         return fail(Error::Unauthorized(
             "the credentials of this connection are no longer accepted".into(),
@@ -308,7 +441,6 @@ async fn handle_request(
         scope,
     };
     let params = req.params.map(RawValue::get);
-    let limit = config.gateway.max_payload_bytes;
     match &desc.kind {
         MethodKind::Call(_) => {
             let Some((_, MethodCallback::Async(callback))) =
@@ -334,7 +466,13 @@ async fn handle_request(
             let response = AssertUnwindSafe(call).catch_unwind().await;
             let id = id_ref?;
             match response {
-                Ok(response) => Some(Outcome::json(finish_response(response, id, limit))),
+                Ok(response) => {
+                    let too_large = response.is_error()
+                        && response.as_error_code() == Some(code::RESPONSE_TOO_LARGE);
+                    let mut out = Outcome::json(finish_response(response, id, limit));
+                    out.too_large = too_large;
+                    Some(out)
+                }
                 Err(_) => {
                     tracing::error!(method, "handler panicked");
                     Some(Outcome::json(error_json(
@@ -364,7 +502,7 @@ async fn handle_request(
             let reserved: Result<(), usize> = match ws.subscriptions.lock() {
                 Ok(subs) if subs.len() >= max => Err(subs.len()),
                 Ok(mut subs) => {
-                    subs.insert(sub_id.clone(), (method.clone(), cancel.clone()));
+                    subs.insert(sub_id.clone(), (method.clone(), desc.scope, cancel.clone()));
                     Ok(())
                 }
                 Err(_) => Ok(()),
@@ -399,6 +537,7 @@ async fn handle_request(
                             sink,
                             task,
                         }),
+                        too_large: false,
                     })
                 }
             }
@@ -416,11 +555,11 @@ async fn handle_request(
                     .lock()
                     .ok()
                     .and_then(|mut subs| match subs.get(&sub_id) {
-                        Some((owner, _)) if owner == subscribe => subs.remove(&sub_id),
+                        Some((owner, _, _)) if owner == subscribe => subs.remove(&sub_id),
                         _ => None,
                     });
             let found = match removed {
-                Some((_, cancel)) => {
+                Some((_, _, cancel)) => {
                     cancel.cancel();
                     true
                 }

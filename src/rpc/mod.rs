@@ -6,6 +6,8 @@ pub mod dispatch;
 pub mod openrpc;
 pub mod server;
 pub mod table;
+pub mod throttle;
+pub mod ws;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,7 +16,7 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::server::Methods;
 use jsonrpsee::types::ErrorObjectOwned;
 
-pub use context::{CallContext, Connection, SinkClosed, SubscriptionSink, Transport};
+pub use context::{CallContext, Connection, Outbox, SinkClosed, SubscriptionSink, Transport};
 pub use table::{
     DuplicateMethod, EventDecl, Example, Method, MethodDescriptor, MethodKind, MethodTable, Scope,
     Subscription, SubscriptionTask,

@@ -355,6 +355,34 @@ impl RawWs {
         }
     }
 
+    /// Calls `method` on a connection whose token was revoked: the call must not succeed (it
+    /// may be answered `-32020`) and the server must close the connection with 1008.
+    pub async fn call_revoked(&mut self, method: &str) {
+        let req = json!({"jsonrpc": "2.0", "id": "revoked", "method": method, "params": {}});
+        // The server may already have closed: the send can fail.
+        let _ = self.sender.send_text(req.to_string()).await;
+        let _ = self.sender.flush().await;
+        let mut data = Vec::new();
+        loop {
+            data.clear();
+            match tokio::time::timeout(TIMEOUT, self.receiver.receive(&mut data)).await {
+                Err(_) => panic!("a revoked connection was not closed"),
+                Ok(Ok(soketto::Incoming::Data(_))) => {
+                    let msg: Value = serde_json::from_slice(&data).expect("json");
+                    if msg["id"] == "revoked" {
+                        assert_eq!(msg["error"]["code"], -32020, "{msg}");
+                    }
+                }
+                Ok(Ok(soketto::Incoming::Closed(reason))) => {
+                    assert_eq!(reason.code, 1008, "closed as a policy violation");
+                    return;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("closed without a close frame: {e}"),
+            }
+        }
+    }
+
     /// Subscribes to events; returns the subscription id.
     pub async fn subscribe(&mut self, params: Value) -> String {
         let resp = self.call("events.subscribe", params).await;

@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod events;
 mod fake_provider;
+mod hardening;
 mod jsonrpc;
 mod plugins;
 mod process;
