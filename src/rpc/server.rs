@@ -446,7 +446,7 @@ fn upgrade(
         );
         return resp;
     };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    let accept = accept_key(key);
     let Ok(accept) = header::HeaderValue::from_str(&accept) else {
         return json_response(StatusCode::BAD_REQUEST, String::new());
     };
@@ -482,6 +482,16 @@ fn upgrade(
     );
     h.insert("sec-websocket-accept", accept);
     resp
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455, section 4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 type WsRead = BufReader<tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>;
