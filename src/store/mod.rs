@@ -8,8 +8,9 @@
 //! A new transcript (create, fork, reset) is written in full and flushed under a staging name
 //! before it is renamed into place, so a failure leaves no file that could come back as a
 //! session; reset swaps names only once the new transcript is durable, and a failed reset or
-//! delete leaves the session as it was.
+//! delete leaves the session as it was. Storage failures are mapped in [`health`].
 
+pub mod health;
 pub mod transcript;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use crate::protocol::{
     validate_session_key,
 };
 use crate::util::now_ms;
+use health::StorageHealth;
 use transcript::{DirSync, ForkedFrom, Header, Line, Meta, Staged, Writer};
 
 /// How long the index may lag behind the transcripts (it is only a startup accelerator).
@@ -250,6 +252,7 @@ pub struct Store {
     dirty: AtomicBool,
     changed: Arc<Notify>,
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    health: StorageHealth,
     _lock: File,
 }
 
@@ -345,8 +348,21 @@ impl Store {
             dirty: AtomicBool::new(true),
             changed,
             groups: Mutex::new(HashMap::new()),
+            health: StorageHealth::default(),
             _lock: lock,
         }))
+    }
+
+    /// Whether the store can write: `false` from a write that failed for want of storage (a
+    /// full disk, too few descriptors, an I/O error) until a write succeeds again.
+    pub fn writable(&self) -> bool {
+        !self.health.is_failing()
+    }
+
+    /// `-32025` (storage) while the store cannot write; `what` names the call refused
+    /// ("cannot start a run in session `main`").
+    pub fn check_writable(&self, what: &str) -> Result<(), Error> {
+        self.health.check(what)
     }
 
     /// Holds `key`'s message boundary: a run holds it from an assistant message with tool calls
@@ -535,7 +551,8 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Internal(format!("{what}: {e}")))?;
+        .map_err(|e| self.health.error(what, &e))?;
+        self.health.succeeded();
         Ok(self.install(key, fresh.path, fresh.entry, writer))
     }
 
@@ -648,7 +665,8 @@ impl Store {
                     .await
                     .map_err(Error::internal)?
                     .map_err(|e| {
-                        Error::Internal(format!("cannot append to session `{key}`: {e}"))
+                        self.health
+                            .error(&format!("cannot append to session `{key}`"), &e)
                     })?;
                 *writer = Some(opened);
             }
@@ -678,11 +696,12 @@ impl Store {
                         entry.len = len;
                         entry.lines = lines;
                     });
-                    return Err(Error::Internal(format!(
-                        "cannot append to session `{key}`: {e}"
-                    )));
+                    return Err(self
+                        .health
+                        .error(&format!("cannot append to session `{key}`"), &e));
                 }
             };
+            self.health.succeeded();
             let lines = w.lines();
             t.update(|e| {
                 for m in &written {
@@ -725,7 +744,10 @@ impl Store {
                 tokio::task::spawn_blocking(move || Writer::open(&path, lines))
                     .await
                     .map_err(Error::internal)?
-                    .map_err(|e| Error::Internal(format!("cannot update session `{key}`: {e}")))?,
+                    .map_err(|e| {
+                        self.health
+                            .error(&format!("cannot update session `{key}`"), &e)
+                    })?,
             );
         }
         let Some(w) = writer.as_mut() else {
@@ -740,11 +762,12 @@ impl Store {
                     entry.len = len;
                     entry.lines = lines;
                 });
-                return Err(Error::Internal(format!(
-                    "cannot update session `{key}`: {e}"
-                )));
+                return Err(self
+                    .health
+                    .error(&format!("cannot update session `{key}`"), &e));
             }
         };
+        self.health.succeeded();
         let lines = w.lines();
         t.update(|e| {
             e.apply(&Line::Meta(meta));
@@ -778,10 +801,14 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Internal(format!("cannot reset session `{key}`: {e}")))?;
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot reset session `{key}`"), &e)
+        })?;
         old.retired.store(true, Ordering::Release);
         *old_writer = None;
         drop(old_writer);
+        self.health.succeeded();
         let session = self.install(key, fresh.path, fresh.entry, swapped);
         self.publish(key, SessionChangeReason::Reset, Some(session.clone()));
         Ok(session)
@@ -809,10 +836,14 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Internal(format!("cannot delete session `{key}`: {e}")))?;
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot delete session `{key}`"), &e)
+        })?;
         t.retired.store(true, Ordering::Release);
         *writer = None;
         drop(writer);
+        self.health.succeeded();
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.remove(key);
         }
@@ -854,7 +885,10 @@ impl Store {
         let all = tokio::task::spawn_blocking(move || read_messages(&path, end))
             .await
             .map_err(Error::internal)?
-            .map_err(|e| Error::Internal(format!("cannot read session `{key}`: {e}")))?;
+            .map_err(|e| {
+                self.health
+                    .error(&format!("cannot read session `{key}`"), &e)
+            })?;
         let messages: Vec<TranscriptMessage> = match &at_message_id {
             None => all,
             Some(id) => {
@@ -903,7 +937,10 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Internal(format!("cannot read session `{key}`: {e}")))?;
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot read session `{key}`"), &e)
+        })?;
         if !found {
             return Err(Error::NotFound(format!(
                 "no message with that beforeId in session `{key}`"
@@ -963,7 +1000,10 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|e| Error::Internal(format!("cannot read session `{key}`: {e}")))
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot read session `{key}`"), &e)
+        })
     }
 
     /// The `n` most recent messages of `key`, oldest first (the agent's context).
@@ -993,7 +1033,9 @@ impl Store {
         result.map(|()| true)
     }
 
-    /// Keeps the index fresh until `stop` is cancelled, then writes it a last time.
+    /// Keeps the index fresh until `stop` is cancelled, then writes it a last time. While the
+    /// store cannot write, it also tries a small write each round, so the store turns writable
+    /// (and `/readyz` ready) by itself once space is back, even if no client writes.
     pub async fn index_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
@@ -1002,9 +1044,24 @@ impl Store {
             }
             let store = self.clone();
             match tokio::task::spawn_blocking(move || store.flush_index()).await {
-                Ok(Err(err)) => tracing::warn!(%err, "cannot write the session index"),
+                Ok(Err(err)) => {
+                    let _ = self.health.error("cannot write the session index", &err);
+                }
                 Err(err) => tracing::warn!(%err, "index writer failed"),
-                Ok(Ok(_)) => {}
+                Ok(Ok(true)) => self.health.succeeded(),
+                Ok(Ok(false)) => {}
+            }
+            if self.health.is_failing() {
+                let dir = self.dir.clone();
+                match tokio::task::spawn_blocking(move || probe_write(&dir)).await {
+                    Ok(Ok(())) => self.health.succeeded(),
+                    Ok(Err(err)) => {
+                        let _ = self
+                            .health
+                            .error("cannot write to the sessions directory", &err);
+                    }
+                    Err(err) => tracing::warn!(%err, "storage probe failed"),
+                }
             }
         }
         let store = self.clone();
@@ -1231,6 +1288,19 @@ fn rename_durably(dir: &Path, from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes, flushes and removes a small file in `dir`: whether the store can write again.
+fn probe_write(dir: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".write-probe");
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(b"ok\n")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written?;
+    removed
+}
+
 fn archive_duplicate(path: &Path, key: &str) {
     let target = PathBuf::from(format!("{}.duplicate.{}", path.display(), now_ms()));
     tracing::warn!(file = %path.display(), key, "two transcripts claim one key; the older is archived");
@@ -1438,6 +1508,7 @@ mod tests {
                 .any(|n| n.starts_with(&format!("{}.jsonl.reset.", s.session_id))),
             "{names:?}"
         );
+        assert!(store.writable());
         // Appends after the reset go to the new transcript.
         store
             .append("k", vec![NewMessage::new(Role::Assistant, "two")])
