@@ -111,6 +111,11 @@ pub enum Error {
         /// Whether retrying later can succeed.
         retryable: bool,
     },
+    /// The store cannot read or write (a full disk, too few file descriptors, an I/O error):
+    /// `-32025` with `data.reason: "storage"`, retryable. The message says which session and
+    /// which operation, never an internal path.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
     /// A subscription method called over HTTP.
     #[error("`{0}` is a subscription: connect over WebSocket to call it")]
     WebSocketRequired(String),
@@ -156,7 +161,7 @@ impl Error {
             Self::NotFound(_) => code::NOT_FOUND,
             Self::Conflict(_) => code::CONFLICT,
             Self::RateLimited { .. } => code::RATE_LIMITED,
-            Self::Unavailable { .. } => code::UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Storage(_) => code::UNAVAILABLE,
             Self::WebSocketRequired(_) => code::WEBSOCKET_REQUIRED,
             Self::Upstream { .. } => code::UPSTREAM,
         }
@@ -178,7 +183,7 @@ impl Error {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Unavailable { .. } | Self::Storage(_) => "unavailable",
             Self::WebSocketRequired(_) => "websocket_required",
             Self::Upstream { .. } => "upstream",
         }
@@ -192,6 +197,10 @@ impl Error {
             Self::Forbidden { required } => data["requiredScope"] = json!(required),
             Self::RateLimited { retry_after_ms } => data["retryAfterMs"] = json!(retry_after_ms),
             Self::Unavailable { retryable, .. } => data["retryable"] = json!(retryable),
+            Self::Storage(_) => {
+                data["retryable"] = json!(true);
+                data["reason"] = json!("storage");
+            }
             Self::PayloadTooLarge { limit, .. } | Self::ResponseTooLarge { limit } => {
                 data["limit"] = json!(limit)
             }
@@ -231,3 +240,31 @@ impl From<Error> for ErrorObjectOwned {
 
 /// Result alias used across the gateway.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_carries_a_reason_only_for_storage() {
+        let storage = Error::Storage("cannot append to session `main`: disk full".into());
+        assert_eq!(storage.code(), code::UNAVAILABLE);
+        assert_eq!(
+            storage.data(),
+            json!({"kind": "unavailable", "retryable": true, "reason": "storage"})
+        );
+        assert_eq!(
+            storage.message(),
+            "storage unavailable: cannot append to session `main`: disk full"
+        );
+        let other = Error::Unavailable {
+            message: "the gateway is shutting down".into(),
+            retryable: true,
+        };
+        assert_eq!(other.code(), code::UNAVAILABLE);
+        assert_eq!(
+            other.data(),
+            json!({"kind": "unavailable", "retryable": true})
+        );
+    }
+}

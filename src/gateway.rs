@@ -286,7 +286,11 @@ impl Gateway {
     pub fn readiness(&self) -> BTreeMap<&'static str, bool> {
         BTreeMap::from([
             ("startup", self.ready.load(Ordering::Acquire)),
-            ("store", self.store_writable.load(Ordering::Acquire)),
+            // Probed at startup, then failing from a failed write until a write succeeds.
+            (
+                "store",
+                self.store_writable.load(Ordering::Acquire) && self.store.writable(),
+            ),
             ("config", true),
             ("notShuttingDown", !self.is_shutting_down()),
         ])

@@ -209,6 +209,11 @@ impl Agent {
                 return Ok(existing);
             }
         }
+        // A run's first step is a write: refused while the store cannot write.
+        store.check_writable(&format!(
+            "cannot start a run in session `{}`",
+            request.session_key
+        ))?;
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let (done, _) = watch::channel(false);
         let position;
@@ -848,6 +853,15 @@ async fn run_loop(
     };
     let user_message = match written.map(|mut w| w.pop()) {
         Ok(Some(m)) => m,
+        Err(Error::Storage(why)) => {
+            // The disk is full or out of descriptors: retrying later can succeed.
+            let error = ProviderError::new(
+                ErrorKind::Internal,
+                format!("cannot write the user message: storage unavailable: {why}"),
+                true,
+            );
+            return (RunOutcome::Error, error_event(emitter, &error));
+        }
         Ok(None) | Err(_) => {
             let error =
                 ProviderError::new(ErrorKind::Internal, "cannot write the user message", false);

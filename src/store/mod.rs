@@ -4,7 +4,13 @@
 //! startup fast. It records each transcript's committed length, so after a crash only the bytes
 //! appended since the snapshot are read. A missing or damaged index is rebuilt from the
 //! transcripts. Keys never become paths: files are named by `sessionId`.
+//!
+//! A new transcript (create, fork, reset) is written in full and flushed under a staging name
+//! before it is renamed into place, so a failure leaves no file that could come back as a
+//! session; reset swaps names only once the new transcript is durable, and a failed reset or
+//! delete leaves the session as it was. Storage failures are mapped in [`health`].
 
+pub mod health;
 pub mod transcript;
 
 use std::collections::HashMap;
@@ -25,7 +31,8 @@ use crate::protocol::{
     validate_session_key,
 };
 use crate::util::now_ms;
-use transcript::{ForkedFrom, Header, Line, Meta, Writer};
+use health::StorageHealth;
+use transcript::{DirSync, ForkedFrom, Header, Line, Meta, Staged, Writer};
 
 /// How long the index may lag behind the transcripts (it is only a startup accelerator).
 const INDEX_INTERVAL: Duration = Duration::from_secs(2);
@@ -245,7 +252,16 @@ pub struct Store {
     dirty: AtomicBool,
     changed: Arc<Notify>,
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    health: StorageHealth,
     _lock: File,
+}
+
+/// A transcript about to be written: its file, first lines and entry.
+struct Fresh {
+    path: PathBuf,
+    header: Header,
+    lines: Vec<Vec<u8>>,
+    entry: Entry,
 }
 
 impl Store {
@@ -272,6 +288,14 @@ impl Store {
             let item = item.map_err(io_err(format!("cannot list {}", dir.display())))?;
             let name = item.file_name();
             let Some(name) = name.to_str() else { continue };
+            if name.ends_with(&format!(".jsonl{}", transcript::STAGING_SUFFIX)) {
+                // Never complete (a create, fork or reset that failed or crashed): not a session.
+                tracing::info!(file = %item.path().display(), "removing an unfinished transcript");
+                if let Err(err) = std::fs::remove_file(item.path()) {
+                    tracing::warn!(file = %item.path().display(), %err, "cannot remove an unfinished transcript");
+                }
+                continue;
+            }
             let Some(id) = name.strip_suffix(".jsonl") else {
                 continue;
             };
@@ -324,8 +348,21 @@ impl Store {
             dirty: AtomicBool::new(true),
             changed,
             groups: Mutex::new(HashMap::new()),
+            health: StorageHealth::default(),
             _lock: lock,
         }))
+    }
+
+    /// Whether the store can write: `false` from a write that failed for want of storage (a
+    /// full disk, too few descriptors, an I/O error) until a write succeeds again.
+    pub fn writable(&self) -> bool {
+        !self.health.is_failing()
+    }
+
+    /// `-32025` (storage) while the store cannot write; `what` names the call refused
+    /// ("cannot start a run in session `main`").
+    pub fn check_writable(&self, what: &str) -> Result<(), Error> {
+        self.health.check(what)
     }
 
     /// Holds `key`'s message boundary: a run holds it from an assistant message with tool calls
@@ -470,8 +507,9 @@ impl Store {
                 "a session with key `{key}` already exists"
             )));
         }
+        let what = format!("cannot create session `{key}`");
         let session = self
-            .create_locked(&key, label, model, None, Vec::new())
+            .create_locked(&what, &key, label, model, None, Vec::new())
             .await?;
         self.publish(&key, SessionChangeReason::Created, Some(session.clone()));
         Ok(session)
@@ -487,22 +525,60 @@ impl Store {
         if let Some(t) = self.lookup(key) {
             return Ok(t.entry().session());
         }
+        let what = format!("cannot create session `{key}`");
         let session = self
-            .create_locked(key, None, None, None, Vec::new())
+            .create_locked(&what, key, None, None, None, Vec::new())
             .await?;
         self.publish(key, SessionChangeReason::Created, Some(session.clone()));
         Ok(session)
     }
 
-    /// Writes a new transcript and registers it under `key` (the structure lock is held).
+    /// Writes a new transcript and registers it under `key` (the structure lock is held); a
+    /// failure (`what` says which call failed) leaves no file behind.
     async fn create_locked(
         &self,
+        what: &str,
         key: &str,
         label: Option<String>,
         model: Option<String>,
         forked_from: Option<ForkedFrom>,
         messages: Vec<TranscriptMessage>,
     ) -> Result<Session, Error> {
+        let fresh = self.fresh(key, label, model, forked_from, messages)?;
+        let writer = tokio::task::spawn_blocking({
+            let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
+            move || Writer::create(&path, &header, &lines)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| self.health.error(what, &e))?;
+        self.health.succeeded();
+        Ok(self.install(key, fresh.path, fresh.entry, writer))
+    }
+
+    /// Registers the transcript `path`, just written by `writer`, under `key`.
+    fn install(&self, key: &str, path: PathBuf, mut entry: Entry, writer: Writer) -> Session {
+        entry.len = writer.len();
+        entry.lines = writer.lines();
+        let session = entry.session();
+        let transcript = Arc::new(Transcript::new(path, entry, Some(writer)));
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.insert(key.to_string(), transcript);
+        }
+        self.mark_dirty();
+        self.changed.notify_one();
+        session
+    }
+
+    /// The header, lines and entry of a new transcript for `key` (nothing is written yet).
+    fn fresh(
+        &self,
+        key: &str,
+        label: Option<String>,
+        model: Option<String>,
+        forked_from: Option<ForkedFrom>,
+        messages: Vec<TranscriptMessage>,
+    ) -> Result<Fresh, Error> {
         let session_id = uuid::Uuid::new_v4().simple().to_string();
         let created_at = now_ms();
         let header = Header {
@@ -540,24 +616,12 @@ impl Store {
             entry.apply(&Line::Meta(meta));
         }
         entry.updated_at = entry.updated_at.max(created_at);
-        let path = self.dir.join(format!("{session_id}.jsonl"));
-        let writer = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || Writer::create(&path, &header, &lines)
+        Ok(Fresh {
+            path: self.dir.join(format!("{session_id}.jsonl")),
+            header,
+            lines,
+            entry,
         })
-        .await
-        .map_err(Error::internal)?
-        .map_err(|e| Error::internal(format!("cannot create {}: {e}", path.display())))?;
-        entry.len = writer.len();
-        entry.lines = writer.lines();
-        let session = entry.session();
-        let transcript = Arc::new(Transcript::new(path, entry, Some(writer)));
-        if let Ok(mut sessions) = self.sessions.write() {
-            sessions.insert(key.to_string(), transcript);
-        }
-        self.mark_dirty();
-        self.changed.notify_one();
-        Ok(session)
     }
 
     /// Appends messages to `key`'s transcript (one write, then fdatasync); returns them with
@@ -601,7 +665,8 @@ impl Store {
                     .await
                     .map_err(Error::internal)?
                     .map_err(|e| {
-                        Error::internal(format!("cannot open {}: {e}", t.path.display()))
+                        self.health
+                            .error(&format!("cannot append to session `{key}`"), &e)
                     })?;
                 *writer = Some(opened);
             }
@@ -631,12 +696,12 @@ impl Store {
                         entry.len = len;
                         entry.lines = lines;
                     });
-                    return Err(Error::internal(format!(
-                        "cannot write {}: {e}",
-                        t.path.display()
-                    )));
+                    return Err(self
+                        .health
+                        .error(&format!("cannot append to session `{key}`"), &e));
                 }
             };
+            self.health.succeeded();
             let lines = w.lines();
             t.update(|e| {
                 for m in &written {
@@ -679,13 +744,30 @@ impl Store {
                 tokio::task::spawn_blocking(move || Writer::open(&path, lines))
                     .await
                     .map_err(Error::internal)?
-                    .map_err(Error::internal)?,
+                    .map_err(|e| {
+                        self.health
+                            .error(&format!("cannot update session `{key}`"), &e)
+                    })?,
             );
         }
         let Some(w) = writer.as_mut() else {
             return Err(Error::internal("transcript writer missing"));
         };
-        let len = w.append(line, 1).await.map_err(Error::internal)?;
+        let appended = w.append(line, 1).await;
+        let len = match appended {
+            Ok(len) => len,
+            Err(e) => {
+                let (len, lines) = (w.len(), w.lines());
+                t.update(|entry| {
+                    entry.len = len;
+                    entry.lines = lines;
+                });
+                return Err(self
+                    .health
+                    .error(&format!("cannot update session `{key}`"), &e));
+            }
+        };
+        self.health.succeeded();
         let lines = w.lines();
         t.update(|e| {
             e.apply(&Line::Meta(meta));
@@ -699,47 +781,41 @@ impl Store {
         Ok(session)
     }
 
-    /// Retires `key`'s transcript, renaming it to `<sessionId>.jsonl.<suffix>.<ts>`.
-    async fn archive(&self, key: &str, suffix: &str) -> Result<Arc<Transcript>, Error> {
-        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
-        let mut writer = t.writer.lock().await;
-        t.retired.store(true, Ordering::Release);
-        *writer = None;
-        let entry = t.entry();
-        let target = self
+    /// Starts a new transcript for `key`, archiving the old one as
+    /// `<sessionId>.jsonl.reset.<ts>`; label and model are kept. The new transcript is written in
+    /// full and flushed before any name changes; a failed reset leaves the session as it was.
+    pub async fn reset(&self, key: &str) -> Result<Session, Error> {
+        let _guard = self.structure.lock().await;
+        let old = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        let entry = old.entry();
+        let fresh = self.fresh(key, entry.label, entry.model, None, Vec::new())?;
+        // Appends to the old transcript wait here, then find it retired and look the key up anew.
+        let mut old_writer = old.writer.lock().await;
+        let archive = self
             .dir
-            .join(format!("{}.jsonl.{suffix}.{}", entry.session_id, now_ms()));
-        let from = t.path.clone();
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::rename(&from, &target)?;
-            transcript::sync_dir(&dir)
+            .join(format!("{}.jsonl.reset.{}", entry.session_id, now_ms()));
+        let swapped = tokio::task::spawn_blocking({
+            let (dir, from) = (self.dir.clone(), old.path.clone());
+            let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
+            move || swap_in(&dir, &from, &archive, &path, &header, &lines)
         })
         .await
         .map_err(Error::internal)?
         .map_err(|e| {
-            t.retired.store(false, Ordering::Release);
-            Error::internal(format!("cannot archive {}: {e}", t.path.display()))
+            self.health
+                .error(&format!("cannot reset session `{key}`"), &e)
         })?;
-        if let Ok(mut sessions) = self.sessions.write() {
-            sessions.remove(key);
-        }
-        self.mark_dirty();
-        Ok(t.clone())
-    }
-
-    /// Starts a new transcript for `key`, archiving the old one; label and model are kept.
-    pub async fn reset(&self, key: &str) -> Result<Session, Error> {
-        let _guard = self.structure.lock().await;
-        let old = self.archive(key, "reset").await?.entry();
-        let session = self
-            .create_locked(key, old.label, old.model, None, Vec::new())
-            .await?;
+        old.retired.store(true, Ordering::Release);
+        *old_writer = None;
+        drop(old_writer);
+        self.health.succeeded();
+        let session = self.install(key, fresh.path, fresh.entry, swapped);
         self.publish(key, SessionChangeReason::Reset, Some(session.clone()));
         Ok(session)
     }
 
-    /// Deletes `key` (its transcript is archived, never removed); `main` cannot be deleted.
+    /// Deletes `key` (its transcript is archived as `<sessionId>.jsonl.deleted.<ts>`, never
+    /// removed); `main` cannot be deleted. A failed delete leaves the session as it was.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
         if key == "main" {
             return Err(Error::Conflict(
@@ -747,7 +823,31 @@ impl Store {
             ));
         }
         let _guard = self.structure.lock().await;
-        self.archive(key, "deleted").await?;
+        let t = self.lookup(key).ok_or_else(|| Self::not_found(key))?;
+        let mut writer = t.writer.lock().await;
+        let target = self.dir.join(format!(
+            "{}.jsonl.deleted.{}",
+            t.entry().session_id,
+            now_ms()
+        ));
+        tokio::task::spawn_blocking({
+            let (dir, from) = (self.dir.clone(), t.path.clone());
+            move || rename_durably(&dir, &from, &target)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot delete session `{key}`"), &e)
+        })?;
+        t.retired.store(true, Ordering::Release);
+        *writer = None;
+        drop(writer);
+        self.health.succeeded();
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.remove(key);
+        }
+        self.mark_dirty();
         self.changed.notify_one();
         self.publish(key, SessionChangeReason::Deleted, None);
         Ok(())
@@ -785,7 +885,10 @@ impl Store {
         let all = tokio::task::spawn_blocking(move || read_messages(&path, end))
             .await
             .map_err(Error::internal)?
-            .map_err(Error::internal)?;
+            .map_err(|e| {
+                self.health
+                    .error(&format!("cannot read session `{key}`"), &e)
+            })?;
         let messages: Vec<TranscriptMessage> = match &at_message_id {
             None => all,
             Some(id) => {
@@ -801,8 +904,10 @@ impl Store {
             session_id: entry.session_id.clone(),
             message_id: m.id.clone(),
         });
+        let what = format!("cannot fork session `{key}` into `{new_key}`");
         let session = self
             .create_locked(
+                &what,
                 &new_key,
                 entry.label.clone(),
                 entry.model.clone(),
@@ -832,7 +937,10 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(Error::internal)?;
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot read session `{key}`"), &e)
+        })?;
         if !found {
             return Err(Error::NotFound(format!(
                 "no message with that beforeId in session `{key}`"
@@ -892,7 +1000,10 @@ impl Store {
         })
         .await
         .map_err(Error::internal)?
-        .map_err(Error::internal)
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot read session `{key}`"), &e)
+        })
     }
 
     /// The `n` most recent messages of `key`, oldest first (the agent's context).
@@ -900,14 +1011,14 @@ impl Store {
         Ok(self.history(key, n, None, usize::MAX).await?.messages)
     }
 
-    /// Writes the index if it changed since the last write.
-    pub fn flush_index(&self) -> io::Result<()> {
+    /// Writes the index if it changed since the last write; `Ok(true)` when it wrote.
+    pub fn flush_index(&self) -> io::Result<bool> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
+            return Ok(false);
         }
         let sessions: Vec<Entry> = match self.sessions.read() {
             Ok(s) => s.values().map(|t| t.entry()).collect(),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
         let result = write_index(
             &self.dir,
@@ -919,10 +1030,12 @@ impl Store {
         if result.is_err() {
             self.mark_dirty();
         }
-        result
+        result.map(|()| true)
     }
 
-    /// Keeps the index fresh until `stop` is cancelled, then writes it a last time.
+    /// Keeps the index fresh until `stop` is cancelled, then writes it a last time. While the
+    /// store cannot write, it also tries a small write each round, so the store turns writable
+    /// (and `/readyz` ready) by itself once space is back, even if no client writes.
     pub async fn index_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
@@ -931,9 +1044,24 @@ impl Store {
             }
             let store = self.clone();
             match tokio::task::spawn_blocking(move || store.flush_index()).await {
-                Ok(Err(err)) => tracing::warn!(%err, "cannot write the session index"),
+                Ok(Err(err)) => {
+                    let _ = self.health.error("cannot write the session index", &err);
+                }
                 Err(err) => tracing::warn!(%err, "index writer failed"),
-                Ok(Ok(())) => {}
+                Ok(Ok(true)) => self.health.succeeded(),
+                Ok(Ok(false)) => {}
+            }
+            if self.health.is_failing() {
+                let dir = self.dir.clone();
+                match tokio::task::spawn_blocking(move || probe_write(&dir)).await {
+                    Ok(Ok(())) => self.health.succeeded(),
+                    Ok(Err(err)) => {
+                        let _ = self
+                            .health
+                            .error("cannot write to the sessions directory", &err);
+                    }
+                    Err(err) => tracing::warn!(%err, "storage probe failed"),
+                }
             }
         }
         let store = self.clone();
@@ -1110,6 +1238,69 @@ fn valid_session_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Makes the complete transcript `path` (`header`, `lines`) the session's in place of `from`,
+/// which is renamed to `archive`; every step is flushed. On failure the names are as before
+/// and nothing new is left behind. The directory is opened first, so that running out of
+/// descriptors fails before any name changes.
+fn swap_in(
+    dir: &Path,
+    from: &Path,
+    archive: &Path,
+    path: &Path,
+    header: &Header,
+    lines: &[Vec<u8>],
+) -> io::Result<Writer> {
+    let dir = DirSync::open(dir)?;
+    let new = Staged::write(path, header, lines)?.commit(path)?;
+    // Two transcripts claim the key now; were the process to die here, the newer (this one)
+    // would win at the next start, as if the reset had completed.
+    let undo = |new: Writer| {
+        drop(new);
+        let _ = std::fs::remove_file(path);
+    };
+    if let Err(err) = std::fs::rename(from, archive) {
+        undo(new);
+        let _ = dir.sync();
+        return Err(err);
+    }
+    if let Err(err) = dir.sync() {
+        undo(new);
+        if let Err(back) = std::fs::rename(archive, from) {
+            tracing::error!(file = %archive.display(), err = %back, "cannot restore a transcript after a failed reset");
+        }
+        let _ = dir.sync();
+        return Err(err);
+    }
+    Ok(new)
+}
+
+/// Renames `from` to `to` in `dir` and flushes the directory; on failure the name is as before.
+fn rename_durably(dir: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    let dir = DirSync::open(dir)?;
+    std::fs::rename(from, to)?;
+    if let Err(err) = dir.sync() {
+        if let Err(back) = std::fs::rename(to, from) {
+            tracing::error!(file = %to.display(), err = %back, "cannot restore a transcript after a failed rename");
+        }
+        let _ = dir.sync();
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Writes, flushes and removes a small file in `dir`: whether the store can write again.
+fn probe_write(dir: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".write-probe");
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(b"ok\n")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written?;
+    removed
+}
+
 fn archive_duplicate(path: &Path, key: &str) {
     let target = PathBuf::from(format!("{}.duplicate.{}", path.display(), now_ms()));
     tracing::warn!(file = %path.display(), key, "two transcripts claim one key; the older is archived");
@@ -1153,9 +1344,15 @@ fn write_index(dir: &Path, index: &IndexFile) -> io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        });
+        if let Err(err) = written {
+            // A partial copy on a full disk would only hold space.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
     }
     std::fs::rename(&tmp, dir.join("index.json"))?;
     transcript::sync_dir(dir)
@@ -1230,4 +1427,98 @@ fn decode_cursor(cursor: &str) -> Option<(u64, String)> {
     let ts = ts.parse().ok()?;
     validate_session_key(key).ok()?;
     Some((ts, key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Arc<Store> {
+        let hub = EventHub::new(crate::events::HubLimits {
+            replay_capacity: 16,
+            replay_max_bytes: 1 << 20,
+            subscriber_queue: 16,
+        });
+        Store::open(dir, hub, Arc::new(Notify::new())).expect("store opens")
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("sessions"))
+            .expect("sessions dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("index.json"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_transcript_is_never_a_session_and_is_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sessions = dir.path().join("sessions");
+        create_private_dir(&sessions).expect("dir");
+        // What a create that died before its rename leaves: complete lines, staging name.
+        let header = Header {
+            version: 1,
+            id: "abc".into(),
+            key: "ghost".into(),
+            created_at: 1,
+            forked_from: None,
+        };
+        let staged = sessions.join("abc.jsonl.partial");
+        std::fs::write(&staged, transcript::header_line(&header).expect("line")).expect("write");
+        std::fs::write(sessions.join("def.jsonl.partial"), b"").expect("write");
+        let store = open(dir.path());
+        assert!(store.get("ghost").is_err());
+        assert!(store.is_empty());
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn create_reset_and_fork_leave_only_complete_transcripts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let s = store
+            .create(Some("k".into()), Some("L".into()), None)
+            .await
+            .expect("create");
+        store
+            .append("k", vec![NewMessage::new(Role::Assistant, "one")])
+            .await
+            .expect("append");
+        let forked = store.fork("k", Some("f".into()), None).await.expect("fork");
+        let reset = store.reset("k").await.expect("reset");
+        assert_ne!(reset.session_id, s.session_id);
+        assert_eq!(reset.label.as_deref(), Some("L"));
+        assert_eq!(reset.message_count, 0);
+        let names = names(dir.path());
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with(transcript::STAGING_SUFFIX)),
+            "{names:?}"
+        );
+        for id in [&reset.session_id, &forked.session_id] {
+            assert!(names.contains(&format!("{id}.jsonl")), "{names:?}");
+        }
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("{}.jsonl.reset.", s.session_id))),
+            "{names:?}"
+        );
+        assert!(store.writable());
+        // Appends after the reset go to the new transcript.
+        store
+            .append("k", vec![NewMessage::new(Role::Assistant, "two")])
+            .await
+            .expect("append");
+        let history = store
+            .history("k", 10, None, usize::MAX)
+            .await
+            .expect("read");
+        assert_eq!(history.session_id, reset.session_id);
+        assert_eq!(history.messages.len(), 1);
+    }
 }

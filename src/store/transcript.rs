@@ -130,10 +130,10 @@ fn tagged_line<T: Serialize>(kind: &'static str, inner: &T) -> io::Result<Vec<u8
     Ok(line)
 }
 
-/// Creates a file readable and writable by its owner only, failing if it exists.
+/// Creates a file readable and writable by its owner only, for appending, failing if it exists.
 fn create_private(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
+    options.append(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -155,6 +155,107 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// A directory kept open, so it can be flushed later without opening anything (when no
+/// descriptor is left, the flush that makes a rename durable must not be the step that fails).
+pub struct DirSync {
+    #[cfg(unix)]
+    file: File,
+}
+
+impl DirSync {
+    /// Opens `dir`.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            Ok(Self {
+                file: File::open(dir)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            Ok(Self {})
+        }
+    }
+
+    /// Flushes the directory's entries (created, renamed, removed files) to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            self.file.sync_all()
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(())
+        }
+    }
+}
+
+/// What a transcript being written is named until it is complete: `<final name>` + this.
+/// Such a file is never read as a session; the store removes any it finds when it opens.
+pub const STAGING_SUFFIX: &str = ".partial";
+
+/// The staging name of the transcript `path`.
+pub fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(STAGING_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// A new transcript, written in full and flushed under its staging name: not yet a session.
+pub struct Staged {
+    file: File,
+    staging: PathBuf,
+    len: u64,
+    lines: u64,
+}
+
+impl Staged {
+    /// Writes `header` and `lines` to the staging name of `path` and flushes them (`fsync`).
+    /// On failure nothing is left behind (the staging file is removed).
+    pub fn write(path: &Path, header: &Header, lines: &[Vec<u8>]) -> io::Result<Self> {
+        let staging = staging_path(path);
+        let mut buf = header_line(header)?;
+        for line in lines {
+            buf.extend_from_slice(line);
+        }
+        let mut file = create_private(&staging)?;
+        let written = file.write_all(&buf).and_then(|()| file.sync_all());
+        if let Err(err) = written {
+            drop(file);
+            let _ = std::fs::remove_file(&staging);
+            return Err(err);
+        }
+        Ok(Self {
+            file,
+            staging,
+            len: buf.len() as u64,
+            lines: 1 + lines.len() as u64,
+        })
+    }
+
+    /// Renames the file to `path`, its final name, and returns its writer; the caller flushes
+    /// the directory. On failure the staging file is removed.
+    pub fn commit(self, path: &Path) -> io::Result<Writer> {
+        if let Err(err) = std::fs::rename(&self.staging, path) {
+            let _ = std::fs::remove_file(&self.staging);
+            return Err(err);
+        }
+        Ok(Writer {
+            file: Arc::new(self.file),
+            path: path.to_path_buf(),
+            len: self.len,
+            lines: self.lines,
+            needs_newline: false,
+        })
+    }
+
+    /// Removes the staging file.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.staging);
+    }
+}
+
 /// The one writer of a transcript file.
 pub struct Writer {
     file: Arc<File>,
@@ -165,25 +266,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Creates a transcript with `header` and `lines` after it, durably.
+    /// Creates a transcript with `header` and `lines` after it, durably: written in full under
+    /// its staging name, then renamed. A failure leaves no file behind, complete or not.
     pub fn create(path: &Path, header: &Header, lines: &[Vec<u8>]) -> io::Result<Self> {
-        let mut file = create_private(path)?;
-        let mut buf = header_line(header)?;
-        for line in lines {
-            buf.extend_from_slice(line);
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = DirSync::open(dir)?;
+        let writer = Staged::write(path, header, lines)?.commit(path)?;
+        if let Err(err) = dir.sync() {
+            drop(writer);
+            let _ = std::fs::remove_file(path);
+            return Err(err);
         }
-        file.write_all(&buf)?;
-        file.sync_all()?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
-        }
-        Ok(Self {
-            file: Arc::new(file),
-            path: path.to_path_buf(),
-            len: buf.len() as u64,
-            lines: 1 + lines.len() as u64,
-            needs_newline: false,
-        })
+        Ok(writer)
     }
 
     /// Opens an existing transcript for appending; `lines` is how many lines it has.

@@ -12,3 +12,4 @@ mod plugins;
 mod process;
 mod rust_client;
 mod sessions;
+mod store_failures;
