@@ -162,27 +162,90 @@ async fn a_batch_stops_building_answers_at_the_payload_limit() {
     assert_eq!(stored.len(), 8, "the injects after the limit did not run");
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// The gateway binary on its own data directory, for figures that must not include this test
+/// process (its memory) or limits that must not touch it (its descriptors).
+struct Binary {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn start(config_toml: &str, nofile: Option<u64>) -> Self {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("clawgate.toml"), config_toml).expect("config");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clawgate"));
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .arg("--port")
+            .arg("0")
+            .env_remove("CLAWGATE_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit in the child between fork and exec touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("line");
+        let addr = line
+            .trim()
+            .trim_start_matches("listening on ")
+            .trim_start_matches("http://")
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|_| panic!("unexpected first line {line:?}"));
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The gateway's resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test]
 async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
-    let gw = start(|c| {
-        c.gateway.max_queued_bytes = 1024 * 1024;
-        c.gateway.ping_interval_ms = 200;
-        c.gateway.ping_timeout_ms = 1500;
-    })
-    .await;
-    let mut ws = RawWs::connect(gw.addr()).await;
+    let gw = Binary::start(
+        "[gateway]\nmax_queued_bytes = 1048576\nping_interval_ms = 200\nping_timeout_ms = 1500\n",
+        None,
+    );
+    let mut ws = RawWs::connect(gw.addr).await;
     for _ in 0..6 {
         let content = "m".repeat(512 * 1024);
         let r = ws
@@ -193,9 +256,9 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
             .await;
         assert!(r.get("result").is_some(), "{r}");
     }
-    let before = rss_kib();
+    let before = gw.rss_kib();
     // 300 answers of ~3 MiB each, never read: 900 MiB if they were all queued.
-    let mut lazy = RawWs::connect_small_buffer(gw.addr()).await;
+    let mut lazy = RawWs::connect_small_buffer(gw.addr).await;
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": "chat.history", "params": {"sessionKey": "fat", "limit": 6}}).to_string();
     for _ in 0..300 {
         lazy.send(&req).await;
@@ -203,7 +266,7 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
     let mut peak = 0;
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
-        peak = peak.max(rss_kib().saturating_sub(before));
+        peak = peak.max(gw.rss_kib().saturating_sub(before));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
@@ -218,7 +281,7 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
         answers.len()
     );
     // Everyone else is still served.
-    let mut fresh = RawWs::connect(gw.addr()).await;
+    let mut fresh = RawWs::connect(gw.addr).await;
     let ok = fresh.call("gateway.health", json!({})).await;
     assert_eq!(ok["result"]["ok"], true);
 }
@@ -506,41 +569,8 @@ async fn failed_logins_are_throttled_per_address() {
 
 #[test]
 fn descriptors_are_raised_and_idle_connections_cannot_exhaust_them() {
-    use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clawgate"));
-    cmd.arg("--data-dir")
-        .arg(dir.path())
-        .arg("--port")
-        .arg("0")
-        .env_remove("CLAWGATE_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setrlimit in the child between fork and exec touches only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 420,
-                rlim_max: 420,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("line");
-    let url = line.trim().trim_start_matches("listening on ").to_string();
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("address");
+    let gw = Binary::start("", Some(420));
+    let addr = gw.addr;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut ws = RawWs::connect_with(addr, "/", &[]).await.expect("connects");
@@ -580,19 +610,17 @@ fn descriptors_are_raised_and_idle_connections_cannot_exhaust_them() {
         }
         assert!(served, "the gateway served again after the flood");
     });
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
 async fn slow_subscribers_under_a_flood_of_large_events_hold_bounded_memory() {
-    let gw = start(|c| c.events.replay_max_bytes = 8 * 1024 * 1024).await;
-    let mut slow = RawWs::connect_small_buffer(gw.addr()).await;
+    let gw = Binary::start("[events]\nreplay_max_bytes = 8388608\n", None);
+    let mut slow = RawWs::connect_small_buffer(gw.addr).await;
     for _ in 0..4 {
         slow.subscribe(json!({"events": ["chat"]})).await;
     }
-    let before = rss_kib();
-    let mut writer = RawWs::connect(gw.addr()).await;
+    let before = gw.rss_kib();
+    let mut writer = RawWs::connect(gw.addr).await;
     let content = "f".repeat(1024 * 1024);
     let mut peak = 0;
     for i in 0..40 {
@@ -604,10 +632,10 @@ async fn slow_subscribers_under_a_flood_of_large_events_hold_bounded_memory() {
             .await;
         assert!(r.get("result").is_some(), "{r}");
         if i % 10 == 0 {
-            peak = peak.max(rss_kib().saturating_sub(before));
+            peak = peak.max(gw.rss_kib().saturating_sub(before));
         }
     }
-    peak = peak.max(rss_kib().saturating_sub(before));
+    peak = peak.max(gw.rss_kib().saturating_sub(before));
     // The replay ring (8 MiB here) is shared; each subscriber and the connection add a few
     // MiB at most. Unbounded queues held a copy of every event per subscription (160 MiB).
     assert!(
