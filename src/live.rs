@@ -184,7 +184,7 @@ pub async fn patch(gw: &Arc<Gateway>, patch: &Value, base_hash: &str) -> Result<
             "the config file is not valid TOML ({e}); fix it by hand"
         ))
     })?;
-    merge(doc.as_table_mut(), patch);
+    merge(doc.as_table_mut(), patch, false);
     let new_text = doc.to_string();
     let loaded = live.load(new_text.as_bytes()).map_err(|e| {
         Error::invalid_params(
@@ -214,33 +214,51 @@ fn find_placeholder(value: &Value, path: &str) -> Option<String> {
 }
 
 /// RFC 7396 onto a TOML table: `null` removes, objects merge, anything else replaces. Comments
-/// and formatting of untouched keys stay as they are.
-fn merge(table: &mut toml_edit::Table, patch: &Map<String, Value>) {
+/// and formatting of untouched keys stay as they are. Inline tables (`gateway = { ... }`) are
+/// merged into like the others; `inline` says `table` is one (or lies inside one), so what is
+/// added to it is written inline too.
+fn merge(table: &mut dyn toml_edit::TableLike, patch: &Map<String, Value>, inline: bool) {
     for (key, value) in patch {
         match value {
             Value::Null => {
                 table.remove(key);
             }
             Value::Object(inner) => {
-                let existing = table.get_mut(key).and_then(|item| item.as_table_mut());
-                match existing {
-                    Some(sub) => merge(sub, inner),
-                    None => {
-                        let mut sub = toml_edit::Table::new();
-                        merge(&mut sub, inner);
-                        table.insert(key, toml_edit::Item::Table(sub));
+                if let Some(item) = table.get_mut(key) {
+                    let sub_inline = inline || item.is_inline_table();
+                    if let Some(sub) = item.as_table_like_mut() {
+                        merge(sub, inner, sub_inline);
+                        continue;
                     }
                 }
+                let item = if inline {
+                    let mut sub = toml_edit::InlineTable::new();
+                    merge(&mut sub, inner, true);
+                    toml_edit::Item::Value(toml_edit::Value::InlineTable(sub))
+                } else {
+                    let mut sub = toml_edit::Table::new();
+                    merge(&mut sub, inner, false);
+                    toml_edit::Item::Table(sub)
+                };
+                table.insert(key, item);
             }
             other => {
-                let Some(mut item) = to_item(other) else {
+                // Inside an inline table only values may go (no `[[tables]]`).
+                let item = if inline {
+                    to_value(other).map(toml_edit::Item::Value)
+                } else {
+                    to_item(other)
+                };
+                let Some(mut item) = item else {
                     continue;
                 };
                 match table.get_mut(key) {
                     // Replace in place: the key and its comments stay, and so does the value's
-                    // trailing comment.
+                    // trailing comment (none inside an inline table, where it is only spacing).
                     Some(existing) => {
-                        if let (Some(old), Some(new)) = (existing.as_value(), item.as_value_mut()) {
+                        if let (false, Some(old), Some(new)) =
+                            (inline, existing.as_value(), item.as_value_mut())
+                        {
                             *new.decor_mut() = old.decor().clone();
                         }
                         *existing = item;
@@ -294,7 +312,7 @@ fn to_item(value: &Value) -> Option<toml_edit::Item> {
         for item in items {
             if let Value::Object(map) = item {
                 let mut t = toml_edit::Table::new();
-                merge(&mut t, map);
+                merge(&mut t, map, false);
                 tables.push(t);
             }
         }
@@ -378,4 +396,43 @@ pub fn watch(gw: &Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
         }
     });
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(text: &str, patch: Value) -> String {
+        let mut doc: toml_edit::DocumentMut = text.parse().expect("toml");
+        let Value::Object(patch) = patch else {
+            panic!("a patch is an object")
+        };
+        merge(doc.as_table_mut(), &patch, false);
+        doc.to_string()
+    }
+
+    #[test]
+    fn config_patch_merges_into_inline_tables() {
+        let out = merged(
+            "gateway = { port = 1, max_batch = 8 } # mine\n",
+            serde_json::json!({"gateway": {"max_batch": 9, "auth": {"mode": "none"}, "allowed_origins": [{"a": 1}]}}),
+        );
+        assert_eq!(
+            out,
+            "gateway = { port = 1, max_batch = 9, allowed_origins = [{ a = 1 }], auth = { mode = \"none\" } } # mine\n"
+        );
+        let out = merged(
+            "gateway = { port = 1, max_batch = 8 }\n",
+            serde_json::json!({"gateway": {"max_batch": 9}}),
+        );
+        assert_eq!(out, "gateway = { port = 1, max_batch = 9 }\n");
+        let out = merged(
+            "[gateway]\nport = 1\nauth = { mode = \"token\", tokens = [] }\n",
+            serde_json::json!({"gateway": {"auth": {"tokens": null, "extra": {"x": null, "y": 2}}}}),
+        );
+        assert_eq!(
+            out,
+            "[gateway]\nport = 1\nauth = { mode = \"token\", extra = { y = 2 } }\n"
+        );
+    }
 }
