@@ -357,13 +357,19 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Watches the config file (its directory, so a file created or replaced later is seen) and
 /// reloads it, debounced. The watcher lives as long as the returned handle.
 pub fn watch(gw: &Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, EventKind};
     use notify::{RecursiveMode, Watcher};
     let path = gw.config_path().clone();
     let dir = path.parent().map(Path::to_path_buf)?;
     let name = path.file_name()?.to_os_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening or reading the file is no edit (and the reload itself reads it).
+        let edit = |kind: &EventKind| {
+            !matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+        };
         if let Ok(event) = event
+            && edit(&event.kind)
             && event
                 .paths
                 .iter()
