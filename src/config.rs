@@ -100,6 +100,16 @@ pub enum AuthMode {
     Token,
 }
 
+impl AuthMode {
+    /// The mode's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Token => "token",
+        }
+    }
+}
+
 /// `[gateway.auth]`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -412,14 +422,7 @@ pub fn load_bytes(
     let data_dir = data_dir_of(overrides)?;
     let path = config_path_of(overrides, &data_dir);
     let hash = hash_bytes(bytes);
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ConfigError::new("", format!("{} is not UTF-8", path.display())))?;
-    let mut root: toml::Table = toml::from_str(text).map_err(|err| {
-        ConfigError::new(
-            "",
-            format!("{} is not valid TOML: {}", path.display(), err.message()),
-        )
-    })?;
+    let mut root = parse_toml(&path, bytes)?;
 
     let mut overridden = Vec::new();
     let mut env: Vec<(String, String)> = env
@@ -488,6 +491,45 @@ pub fn load_bytes(
         overrides: overrides.clone(),
         env,
     })
+}
+
+fn parse_toml(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ConfigError::new("", format!("{} is not UTF-8", path.display())))?;
+    toml::from_str(text).map_err(|err| {
+        ConfigError::new(
+            "",
+            format!("{} is not valid TOML: {}", path.display(), err.message()),
+        )
+    })
+}
+
+/// Parses the config file's `bytes` on their own, before the environment and flags are layered
+/// on: they must be UTF-8 TOML that deserializes into a [`Config`] by itself (types, ranges,
+/// unknown keys), so a flag such as `--port` cannot hide a bad value that the next start,
+/// without that flag, would refuse. [`validate`] is not applied: the upper layers may complete
+/// the file (a token from `CLAWGATE_TOKEN`). Returns the file's table.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
+    let root = parse_toml(path, bytes)?;
+    from_table(root.clone()).map_err(|err| ConfigError {
+        message: format!(
+            "{} (in the file itself: a flag or the environment may set this key now, but a start without them would refuse the file)",
+            err.message
+        ),
+        ..err
+    })?;
+    Ok(root)
+}
+
+/// Whether a config file's table says `[gateway.auth] mode = "none"` in so many words.
+pub fn says_auth_none(file: &toml::Table) -> bool {
+    file.get("gateway")
+        .and_then(toml::Value::as_table)
+        .and_then(|g| g.get("auth"))
+        .and_then(toml::Value::as_table)
+        .and_then(|a| a.get("mode"))
+        .and_then(toml::Value::as_str)
+        == Some("none")
 }
 
 /// Deserializes a TOML table into a [`Config`], naming the full path of any bad key.
@@ -907,6 +949,27 @@ mod tests {
         );
         let err = load_with("[gateway]\nport = 70000\n", &[]).expect_err("refused");
         assert_eq!(err.path, "gateway.port");
+    }
+
+    #[test]
+    fn the_file_alone_must_be_valid_and_an_explicit_none_is_seen() {
+        let path = Path::new("c.toml");
+        let err = parse_file(path, b"[gateway]\nport = 70000\n").expect_err("refused");
+        assert_eq!(err.path, "gateway.port");
+        let err = parse_file(path, b"gateway = { prot = 1 }\n").expect_err("refused");
+        assert_eq!(err.path, "gateway.prot");
+        // Not validated: an upper layer may add the token.
+        let ok = parse_file(path, b"[gateway]\nbind = \"0.0.0.0\"\n").expect("parses");
+        assert!(!says_auth_none(&ok));
+        let none = parse_file(path, b"gateway = { auth = { mode = \"none\" } }\n").expect("parses");
+        assert!(says_auth_none(&none));
+        let none = parse_file(path, b"[gateway.auth]\nmode = \"none\"\n").expect("parses");
+        assert!(says_auth_none(&none));
+        assert!(
+            parse_file(path, b"# only a comment\n\n")
+                .expect("parses")
+                .is_empty()
+        );
     }
 
     #[test]

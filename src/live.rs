@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::config::{self, Config, Loaded, REDACTED, Reload};
+use crate::config::{self, AuthMode, Config, ConfigError, Loaded, REDACTED, Reload};
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::protocol::ConfigChangedEvent;
@@ -30,6 +30,8 @@ pub struct Live {
     env: Vec<(String, String)>,
     startup: Config,
     pending: Mutex<BTreeSet<String>>,
+    /// What the watcher last refused (the file's hash, or [`GONE`]), so it is logged once.
+    refused: Mutex<Option<String>>,
     /// Serializes patches and reloads.
     write: tokio::sync::Mutex<()>,
 }
@@ -42,6 +44,7 @@ impl Live {
             env: loaded.env.clone(),
             startup: loaded.config.clone(),
             pending: Mutex::new(BTreeSet::new()),
+            refused: Mutex::new(None),
             write: tokio::sync::Mutex::new(()),
         }
     }
@@ -54,10 +57,50 @@ impl Live {
             .unwrap_or_default()
     }
 
-    fn load(&self, bytes: &[u8]) -> Result<Loaded, config::ConfigError> {
-        config::load_bytes(&self.overrides, self.env.clone(), bytes)
+    /// Whether the watcher refused `what` last time (it was logged then).
+    fn refused_already(&self, what: &str) -> bool {
+        self.refused
+            .lock()
+            .map(|last| last.as_deref() == Some(what))
+            .unwrap_or(false)
+    }
+
+    /// Remembers that the watcher refused `what` (`None`: it applied a change).
+    fn set_refused(&self, what: Option<&str>) {
+        if let Ok(mut last) = self.refused.lock() {
+            *last = what.map(str::to_string);
+        }
+    }
+
+    /// Loads `bytes` as the config file: the file must be valid on its own (see
+    /// [`config::parse_file`]) and, with the environment and flags applied, valid as a whole.
+    /// Returns the loaded config and the file's own table.
+    fn load(&self, path: &Path, bytes: &[u8]) -> Result<(Loaded, toml::Table), ConfigError> {
+        // The effective config first: its message is the plainer one when both fail.
+        let loaded = config::load_bytes(&self.overrides, self.env.clone(), bytes)?;
+        let file = config::parse_file(path, bytes)?;
+        Ok((loaded, file))
     }
 }
+
+/// Refuses a change that would switch token authentication off unless the new file itself says
+/// `[gateway.auth] mode = "none"`: a truncated, half-written or stripped file must not open the
+/// gateway to every caller. Compares effective configs, so a token from `CLAWGATE_TOKEN` counts.
+fn guard_auth(old: &Config, new: &Config, file: &toml::Table) -> Result<(), ConfigError> {
+    if old.gateway.auth.mode == AuthMode::Token
+        && new.gateway.auth.mode == AuthMode::None
+        && !config::says_auth_none(file)
+    {
+        return Err(ConfigError {
+            path: "gateway.auth".into(),
+            message: "this would switch token authentication off and make every caller admin: the file has no [gateway.auth] with mode = \"token\" and its tokens. To do that on purpose, set gateway.auth.mode = \"none\" explicitly".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Stands for a missing config file in [`Live::set_refused`].
+const GONE: &str = "(no file)";
 
 /// Swaps in `loaded` and tells everyone what changed.
 pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
@@ -73,6 +116,7 @@ pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
         .into_iter()
         .filter(|p| config::reload_kind(p) == Reload::Restart)
         .collect();
+    live.set_refused(None);
     if let Ok(mut pending) = live.pending.lock() {
         *pending = still_pending;
     }
@@ -85,6 +129,14 @@ pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
     let plugins_changed = changed
         .iter()
         .any(|p| p == "plugins" || p.starts_with("plugins"));
+    let (from, to) = (old.gateway.auth.mode, loaded.config.gateway.auth.mode);
+    if from != to {
+        tracing::warn!(
+            from = from.as_str(),
+            to = to.as_str(),
+            "authentication mode changed"
+        );
+    }
     let new_config = loaded.config.clone();
     gw.set_config(loaded.config, loaded.hash.clone());
     if agent_changed {
@@ -116,30 +168,66 @@ pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
     }
 }
 
-/// Reads the file again; a valid change is applied, an invalid one logged and ignored.
+/// Reads the file again; a valid change is applied, anything else logged and ignored: an invalid
+/// file, a file invalid on its own (even if flags or the environment cover it), a file that is
+/// gone or empty (zero bytes, or only whitespace and comments), and a file that would switch
+/// token authentication off without saying `mode = "none"`. Each keeps the last good config.
 pub async fn reload_from_disk(gw: &Arc<Gateway>) {
     let live = gw.live();
     let _guard = live.write.lock().await;
     let path = gw.config_path().clone();
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // No file at start and none now: nothing happened.
+            if config::hash_bytes(b"") != *gw.config_hash() && !live.refused_already(GONE) {
+                live.set_refused(Some(GONE));
+                tracing::warn!(file = %path.display(), "the config file is gone; keeping the last good config (write the settings you want instead of deleting the file)");
+            }
+            return;
+        }
         Err(err) => {
             tracing::error!(file = %path.display(), %err, "cannot read the config file; keeping the running config");
             return;
         }
     };
-    if config::hash_bytes(&bytes) == *gw.config_hash() {
+    let hash = config::hash_bytes(&bytes);
+    if hash == *gw.config_hash() {
+        live.set_refused(None);
         return;
     }
-    match live.load(&bytes) {
-        Ok(loaded) => {
-            apply(gw, loaded);
-        }
-        Err(err) => {
-            tracing::error!(file = %path.display(), key = %err.path, error = %err.message, "invalid config edit ignored; keeping the last good config");
-        }
+    if live.refused_already(&hash) {
+        // Logged when it was refused.
+        return;
     }
+    if is_blank(&bytes) {
+        live.set_refused(Some(&hash));
+        // Truncated, or an editor's first step of a save in place: not a wish for the defaults.
+        tracing::warn!(file = %path.display(), "the config file is empty; keeping the last good config");
+        return;
+    }
+    let (loaded, file) = match live.load(&path, &bytes) {
+        Ok(l) => l,
+        Err(err) => {
+            live.set_refused(Some(&hash));
+            tracing::error!(file = %path.display(), key = %err.path, error = %err.message, "invalid config edit ignored; keeping the last good config");
+            return;
+        }
+    };
+    if let Err(err) = guard_auth(&gw.config(), &loaded.config, &file) {
+        live.set_refused(Some(&hash));
+        tracing::warn!(file = %path.display(), key = %err.path, error = %err.message, "config edit refused; keeping the last good config");
+        return;
+    }
+    apply(gw, loaded);
+}
+
+/// Whether `bytes` are a TOML document without a single key (nothing, whitespace, comments).
+fn is_blank(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(text).ok())
+        .is_some_and(|table| table.is_empty())
 }
 
 /// Applies an RFC 7396 merge patch to the config file, if its hash is still `base_hash`.
@@ -184,14 +272,16 @@ pub async fn patch(gw: &Arc<Gateway>, patch: &Value, base_hash: &str) -> Result<
             "the config file is not valid TOML ({e}); fix it by hand"
         ))
     })?;
-    merge(doc.as_table_mut(), patch);
+    merge(doc.as_table_mut(), patch, false);
     let new_text = doc.to_string();
-    let loaded = live.load(new_text.as_bytes()).map_err(|e| {
+    let (loaded, file) = live.load(&path, new_text.as_bytes()).map_err(|e| {
         Error::invalid_params(
             e.path.clone(),
             format!("the patched config would be invalid: {}", e.message),
         )
     })?;
+    guard_auth(&gw.config(), &loaded.config, &file)
+        .map_err(|e| Error::invalid_params(e.path, format!("patch refused: {}", e.message)))?;
     write_atomically(&path, new_text.as_bytes())
         .await
         .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
@@ -214,33 +304,51 @@ fn find_placeholder(value: &Value, path: &str) -> Option<String> {
 }
 
 /// RFC 7396 onto a TOML table: `null` removes, objects merge, anything else replaces. Comments
-/// and formatting of untouched keys stay as they are.
-fn merge(table: &mut toml_edit::Table, patch: &Map<String, Value>) {
+/// and formatting of untouched keys stay as they are. Inline tables (`gateway = { ... }`) are
+/// merged into like the others; `inline` says `table` is one (or lies inside one), so what is
+/// added to it is written inline too.
+fn merge(table: &mut dyn toml_edit::TableLike, patch: &Map<String, Value>, inline: bool) {
     for (key, value) in patch {
         match value {
             Value::Null => {
                 table.remove(key);
             }
             Value::Object(inner) => {
-                let existing = table.get_mut(key).and_then(|item| item.as_table_mut());
-                match existing {
-                    Some(sub) => merge(sub, inner),
-                    None => {
-                        let mut sub = toml_edit::Table::new();
-                        merge(&mut sub, inner);
-                        table.insert(key, toml_edit::Item::Table(sub));
+                if let Some(item) = table.get_mut(key) {
+                    let sub_inline = inline || item.is_inline_table();
+                    if let Some(sub) = item.as_table_like_mut() {
+                        merge(sub, inner, sub_inline);
+                        continue;
                     }
                 }
+                let item = if inline {
+                    let mut sub = toml_edit::InlineTable::new();
+                    merge(&mut sub, inner, true);
+                    toml_edit::Item::Value(toml_edit::Value::InlineTable(sub))
+                } else {
+                    let mut sub = toml_edit::Table::new();
+                    merge(&mut sub, inner, false);
+                    toml_edit::Item::Table(sub)
+                };
+                table.insert(key, item);
             }
             other => {
-                let Some(mut item) = to_item(other) else {
+                // Inside an inline table only values may go (no `[[tables]]`).
+                let item = if inline {
+                    to_value(other).map(toml_edit::Item::Value)
+                } else {
+                    to_item(other)
+                };
+                let Some(mut item) = item else {
                     continue;
                 };
                 match table.get_mut(key) {
                     // Replace in place: the key and its comments stay, and so does the value's
-                    // trailing comment.
+                    // trailing comment (none inside an inline table, where it is only spacing).
                     Some(existing) => {
-                        if let (Some(old), Some(new)) = (existing.as_value(), item.as_value_mut()) {
+                        if let (false, Some(old), Some(new)) =
+                            (inline, existing.as_value(), item.as_value_mut())
+                        {
                             *new.decor_mut() = old.decor().clone();
                         }
                         *existing = item;
@@ -294,7 +402,7 @@ fn to_item(value: &Value) -> Option<toml_edit::Item> {
         for item in items {
             if let Value::Object(map) = item {
                 let mut t = toml_edit::Table::new();
-                merge(&mut t, map);
+                merge(&mut t, map, false);
                 tables.push(t);
             }
         }
@@ -339,13 +447,19 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Watches the config file (its directory, so a file created or replaced later is seen) and
 /// reloads it, debounced. The watcher lives as long as the returned handle.
 pub fn watch(gw: &Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, EventKind};
     use notify::{RecursiveMode, Watcher};
     let path = gw.config_path().clone();
     let dir = path.parent().map(Path::to_path_buf)?;
     let name = path.file_name()?.to_os_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening or reading the file is no edit (and the reload itself reads it).
+        let edit = |kind: &EventKind| {
+            !matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+        };
         if let Ok(event) = event
+            && edit(&event.kind)
             && event
                 .paths
                 .iter()
@@ -378,4 +492,43 @@ pub fn watch(gw: &Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
         }
     });
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(text: &str, patch: Value) -> String {
+        let mut doc: toml_edit::DocumentMut = text.parse().expect("toml");
+        let Value::Object(patch) = patch else {
+            panic!("a patch is an object")
+        };
+        merge(doc.as_table_mut(), &patch, false);
+        doc.to_string()
+    }
+
+    #[test]
+    fn config_patch_merges_into_inline_tables() {
+        let out = merged(
+            "gateway = { port = 1, max_batch = 8 } # mine\n",
+            serde_json::json!({"gateway": {"max_batch": 9, "auth": {"mode": "none"}, "allowed_origins": [{"a": 1}]}}),
+        );
+        assert_eq!(
+            out,
+            "gateway = { port = 1, max_batch = 9, allowed_origins = [{ a = 1 }], auth = { mode = \"none\" } } # mine\n"
+        );
+        let out = merged(
+            "gateway = { port = 1, max_batch = 8 }\n",
+            serde_json::json!({"gateway": {"max_batch": 9}}),
+        );
+        assert_eq!(out, "gateway = { port = 1, max_batch = 9 }\n");
+        let out = merged(
+            "[gateway]\nport = 1\nauth = { mode = \"token\", tokens = [] }\n",
+            serde_json::json!({"gateway": {"auth": {"tokens": null, "extra": {"x": null, "y": 2}}}}),
+        );
+        assert_eq!(
+            out,
+            "[gateway]\nport = 1\nauth = { mode = \"token\", extra = { y = 2 } }\n"
+        );
+    }
 }

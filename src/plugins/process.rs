@@ -24,8 +24,10 @@ use crate::rpc::{EventDecl, Example, MethodDescriptor, MethodKind, Scope};
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `plugin.describe` may take.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest line a plugin may write.
-const MAX_LINE: usize = 8 * 1024 * 1024;
+/// Longest line of a plugin's stderr that is logged; the rest of a longer line is discarded.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+/// Capacity a line buffer keeps between lines (a bigger one is given back after its line).
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// A supervised plugin.
 pub struct Handle {
@@ -222,10 +224,10 @@ async fn run_once(gw: &Arc<Gateway>, config: &PluginConfig, stop: &CancellationT
     {
         let name = name.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            read_bounded_lines(BufReader::new(stderr), MAX_STDERR_LINE, |line| {
                 tracing::info!(plugin = %name, "{line}");
-            }
+            })
+            .await;
         });
     }
     // Its stdout: answers and notifications; anything else is garbage and kills it.
@@ -237,7 +239,11 @@ async fn run_once(gw: &Arc<Gateway>, config: &PluginConfig, stop: &CancellationT
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                let mut limited = tokio::io::AsyncReadExt::take(&mut reader, MAX_LINE as u64 + 1);
+                buf.shrink_to(KEEP_CAPACITY);
+                // A line is a message: none may be bigger than a client's, and none is buffered
+                // past that bound (a longer one is garbage).
+                let max = gw.config().gateway.max_payload_bytes;
+                let mut limited = tokio::io::AsyncReadExt::take(&mut reader, max as u64 + 1);
                 let read = tokio::select! {
                     _ = conn.dead.cancelled() => return,
                     r = limited.read_until(b'\n', &mut buf) => r,
@@ -247,8 +253,11 @@ async fn run_once(gw: &Arc<Gateway>, config: &PluginConfig, stop: &CancellationT
                         conn.fail("it exited");
                         return;
                     }
-                    Ok(_) if buf.len() > MAX_LINE => {
-                        conn.fail("it wrote a line over 8 MiB");
+                    Ok(_) if buf.len() > max => {
+                        let why =
+                            format!("a line longer than gateway.max_payload_bytes ({max} bytes)");
+                        tracing::warn!(plugin = %conn.name, %why, "plugin wrote garbage; restarting it");
+                        conn.fail(&why);
                         return;
                     }
                     Ok(_) => {}
@@ -309,6 +318,66 @@ async fn run_once(gw: &Arc<Gateway>, config: &PluginConfig, stop: &CancellationT
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     outcome
+}
+
+/// Reads `reader` to its end in lines of at most `max` bytes, each decoded as lossy UTF-8 and
+/// handed to `on_line` without its newline. A longer line is handed over cut at `max` bytes, with
+/// a marker, as soon as it is that long; the rest of it, up to the next newline, is read and
+/// dropped, never kept. So whatever a plugin writes (no newline, invalid UTF-8), memory stays
+/// bounded and the pipe keeps being drained (a plugin whose stderr is not read blocks or dies).
+async fn read_bounded_lines<R>(mut reader: R, max: usize, mut on_line: impl FnMut(&str))
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let mut line: Vec<u8> = Vec::new();
+    // The current line was already handed over cut; skip to its newline.
+    let mut cut = false;
+    let mut emit = |line: &mut Vec<u8>, marker: bool| {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let text = String::from_utf8_lossy(line);
+        if marker {
+            on_line(&format!(
+                "{text}… [line cut at {max} bytes; the rest of it is discarded]"
+            ));
+        } else {
+            on_line(&text);
+        }
+        line.clear();
+    };
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let (end, newline) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        if !cut {
+            let room = max.saturating_sub(line.len());
+            line.extend_from_slice(&chunk[..end.min(room)]);
+            if end > room {
+                cut = true;
+                emit(&mut line, true);
+            }
+        }
+        if newline {
+            if !cut {
+                emit(&mut line, false);
+            }
+            cut = false;
+        }
+        reader.consume(end + usize::from(newline));
+    }
+    if !line.is_empty() && !cut {
+        emit(&mut line, false);
+    }
 }
 
 /// One line from the plugin: an answer, or a `plugin.emit` notification.
@@ -517,5 +586,34 @@ impl Tool for PluginTool {
                 },
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8], max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        // A tiny buffer, so lines and cuts straddle reads.
+        let reader = BufReader::with_capacity(3, input);
+        read_bounded_lines(reader, max, |l| out.push(l.to_string())).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn stderr_lines_are_bounded_lossy_and_read_to_the_end() {
+        let got = lines_of(b"one\r\ntwo\n\xff\xfebad\nlast", 8).await;
+        assert_eq!(got, vec!["one", "two", "\u{fffd}\u{fffd}bad", "last"]);
+        let got = lines_of(b"0123456789abcdef\nafter\n12345678\n", 8).await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with("01234567…") && got[0].contains("cut at 8 bytes"),
+            "{got:?}"
+        );
+        assert_eq!(got[1], "after");
+        assert_eq!(got[2], "12345678", "exactly max is not cut");
+        let got = lines_of(&[b'x'; 100], 8).await;
+        assert_eq!(got.len(), 1, "an unterminated long line: cut once");
     }
 }

@@ -4,6 +4,7 @@ mod agent;
 mod auth;
 mod common;
 mod config;
+mod config_guard;
 mod events;
 mod fake_provider;
 mod hardening;

@@ -19,7 +19,7 @@ for line in sys.stdin:
     method, rid = req.get("method"), req.get("id")
     if method == "plugin.describe":
         send({"jsonrpc": "2.0", "id": rid, "result": {
-            "methods": [{"name": n, "scope": "read", "summary": n} for n in ("ok", "crash", "hang", "garbage")]
+            "methods": [{"name": n, "scope": "read", "summary": n} for n in ("ok", "crash", "hang", "garbage", "noisy", "chatty")]
             + ([{"name": os.environ["UNRULY_EXTRA"], "scope": "read", "summary": "x"}] if os.environ.get("UNRULY_EXTRA") else []),
             "tools": [], "events": []}})
     elif method == "ok":
@@ -31,5 +31,18 @@ for line in sys.stdin:
     elif method == "garbage":
         sys.stdout.write("this is not json\n")
         sys.stdout.flush()
+    elif method == "noisy":
+        # `mib` MiB on stderr without a newline, then bytes that are not UTF-8 (still no newline).
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(int((req.get("params") or {}).get("mib", 64))):
+            sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.write(b"\xff\xfe\x80 not utf-8 \xc3")
+        sys.stderr.buffer.flush()
+        send({"jsonrpc": "2.0", "id": rid, "result": {"pid": os.getpid()}})
+    elif method == "chatty":
+        # A line on stderr, then the answer: a plugin whose stderr is not read dies here.
+        sys.stderr.buffer.write(b"chatty \xff\n")
+        sys.stderr.buffer.flush()
+        send({"jsonrpc": "2.0", "id": rid, "result": {"pid": os.getpid()}})
     else:
         send({"jsonrpc": "2.0", "id": rid, "result": None})
