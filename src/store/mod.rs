@@ -1438,6 +1438,7 @@ mod tests {
             replay_capacity: 16,
             replay_max_bytes: 1 << 20,
             subscriber_queue: 16,
+            subscriber_queue_bytes: 1 << 20,
         });
         Store::open(dir, hub, Arc::new(Notify::new())).expect("store opens")
     }
