@@ -866,6 +866,10 @@ async fn run_loop(
         .clone()
         .unwrap_or_else(|| gw.data_dir().join("workspace"));
     let _ = tokio::fs::create_dir_all(&workspace).await;
+    let protected = Arc::new(tools::Protected {
+        data_dir: gw.data_dir().clone(),
+        config_file: gw.config_path().clone(),
+    });
     let mut total = Usage::default();
     let mut any_usage = false;
     let mut last_assistant: Option<TranscriptMessage> = None;
@@ -992,6 +996,7 @@ async fn run_loop(
             workspace: workspace.clone(),
             cancel: cancel.child_token(),
             exec: agent_cfg.tools.exec,
+            protected: protected.clone(),
         };
         for (i, call) in all_calls.iter().enumerate() {
             if cancel.is_cancelled() {
