@@ -306,11 +306,96 @@ impl Tool for Exec {
     }
 }
 
+/// The environment variable that marks every process an `exec` call started, so that the ones
+/// that left its process group (`setsid`, double forks) are found and killed too.
+pub const EXEC_MARKER_VAR: &str = "CLAWGATE_EXEC_ID";
+
+/// Kills what one `exec` call started, when it ends or when its future is dropped (the run
+/// loop drops a tool that does not stop after an abort).
+struct Reaper {
+    pid: Option<u32>,
+    marker: String,
+    done: bool,
+}
+
+impl Reaper {
+    /// Kills the process group, then every process carrying the marker, and waits for that.
+    async fn reap(&mut self) {
+        self.done = true;
+        kill_group(self.pid);
+        let marker = self.marker.clone();
+        let _ = tokio::task::spawn_blocking(move || kill_marked(&marker)).await;
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        kill_group(self.pid);
+        let marker = std::mem::take(&mut self.marker);
+        // Not on an async thread: the scan reads /proc.
+        let _ = std::thread::Builder::new()
+            .name("exec-reaper".into())
+            .spawn(move || kill_marked(&marker));
+    }
+}
+
+/// SIGKILLs every process whose environment holds `marker` (`NAME=value`), pass after pass until
+/// a pass finds none (a process may fork while it is being killed), at most 50 passes.
+fn kill_marked(marker: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let needle = marker.as_bytes();
+        let me = std::process::id();
+        for _ in 0..50 {
+            let mut found = 0;
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return;
+            };
+            for entry in dir.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if pid == me {
+                    continue;
+                }
+                // A zombie's (or a vanished process's) environment reads empty or fails.
+                let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+                    continue;
+                };
+                if env.split(|b| *b == 0).any(|var| var == needle)
+                    && let Ok(pid) = i32::try_from(pid)
+                {
+                    // SAFETY: kill(2) signals one process; no memory is involved.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                    found += 1;
+                }
+            }
+            if found == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = marker;
+}
+
 async fn run_exec(command: &str, ctx: &ToolContext, timeout: Duration) -> ToolOutput {
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(command)
         .current_dir(&ctx.workspace)
+        .env(EXEC_MARKER_VAR, &id)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -322,6 +407,11 @@ async fn run_exec(command: &str, ctx: &ToolContext, timeout: Duration) -> ToolOu
         Err(e) => return ToolOutput::err(format!("cannot start the command: {e}")),
     };
     let pid = child.id();
+    let mut reaper = Reaper {
+        pid,
+        marker: format!("{EXEC_MARKER_VAR}={id}"),
+        done: false,
+    };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let read_out = async move {
@@ -357,7 +447,7 @@ async fn run_exec(command: &str, ctx: &ToolContext, timeout: Duration) -> ToolOu
             let abort = readers.abort_handle();
             let read = tokio::time::timeout(Duration::from_secs(1), readers).await;
             if read.is_err() {
-                kill_group(pid);
+                reaper.reap().await;
                 abort.abort();
             }
             let (out, err) = match read {
@@ -380,7 +470,7 @@ async fn run_exec(command: &str, ctx: &ToolContext, timeout: Duration) -> ToolOu
                         .map_or_else(|| "killed by a signal".to_string(), |c| c.to_string())
                 })
                 .unwrap_or_else(|e| e.to_string());
-            kill_group(pid);
+            reaper.reap().await;
             let mut text = format!("exit code: {code}\n");
             text.push_str(&clip("stdout", &out));
             text.push_str(&clip("stderr", &err));
@@ -391,7 +481,7 @@ async fn run_exec(command: &str, ctx: &ToolContext, timeout: Duration) -> ToolOu
             }
         }
         None => {
-            kill_group(pid);
+            reaper.reap().await;
             if ctx.cancel.is_cancelled() {
                 ToolOutput::err("aborted: the command was killed")
             } else {
@@ -721,5 +811,38 @@ mod tests {
         assert!(w.is_error && w.content.contains("directory"), "{w:?}");
         let l = ListDir.call(json!({"path": "pipe"}), c.clone()).await;
         assert!(l.is_error, "{l:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn exec_kills_children_that_left_the_process_group() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let marker = root.path().join("marker");
+        let cmd = format!(
+            "setsid sh -c 'sleep 2; touch {m}' & (setsid sh -c '(sleep 2; touch {m}2) &' &) ; sleep 30",
+            m = marker.display()
+        );
+        let c = ctx(root.path(), ExecMode::On);
+        let cancel = c.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let a = Exec.call(json!({"command": cmd}), c).await;
+        assert!(a.is_error && a.content.contains("aborted"), "{a:?}");
+        // And when the command ends by itself, leaving a setsid child behind.
+        let quick = format!(
+            "setsid sh -c 'sleep 2; touch {}3' >/dev/null 2>&1 &",
+            marker.display()
+        );
+        let q = Exec
+            .call(json!({"command": quick}), ctx(root.path(), ExecMode::On))
+            .await;
+        assert!(!q.is_error, "{q:?}");
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        for suffix in ["", "2", "3"] {
+            let m = format!("{}{suffix}", marker.display());
+            assert!(!Path::new(&m).exists(), "{m}: a setsid child survived");
+        }
     }
 }
