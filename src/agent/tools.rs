@@ -11,7 +11,7 @@
 mod confined;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +153,68 @@ mod unsupported {
 }
 #[cfg(not(target_os = "linux"))]
 use unsupported::{fs_list, fs_read, fs_write};
+
+/// A warning when `workspace` exposes the gateway's own state to the agent: it contains the
+/// data directory or the configuration file (the file tools refuse them, but `exec` and other
+/// tools can reach them), or it lies inside the data directory without being
+/// `<dataDir>/workspace` (the file tools then refuse it entirely).
+pub fn workspace_warning(workspace: &Path, data_dir: &Path, config_file: &Path) -> Option<String> {
+    let canonical = |p: &Path| -> PathBuf {
+        p.canonicalize().unwrap_or_else(|_| {
+            // A file that does not exist yet: its directory, canonical, and its name.
+            match (
+                p.parent().and_then(|d| d.canonicalize().ok()),
+                p.file_name(),
+            ) {
+                (Some(dir), Some(name)) => dir.join(name),
+                _ => p.to_path_buf(),
+            }
+        })
+    };
+    let (ws, data, config) = (
+        canonical(workspace),
+        canonical(data_dir),
+        canonical(config_file),
+    );
+    let mut found = Vec::new();
+    if data.starts_with(&ws) {
+        found.push(format!("the data directory {}", data.display()));
+    }
+    if config.starts_with(&ws) && !config.starts_with(&data) {
+        found.push(format!("the configuration file {}", config.display()));
+    }
+    if !found.is_empty() {
+        return Some(format!(
+            "the agent workspace {} contains {}: the file tools refuse it, but exec (when on) \
+             and plugins can still reach it; set agent.workspace to a directory outside it",
+            ws.display(),
+            found.join(" and ")
+        ));
+    }
+    if ws.starts_with(&data) && ws != data.join("workspace") {
+        return Some(format!(
+            "the agent workspace {} lies inside the data directory {}: the file tools refuse \
+             it; set agent.workspace to <dataDir>/workspace or a directory outside the data \
+             directory",
+            ws.display(),
+            data.display()
+        ));
+    }
+    None
+}
+
+/// Logs [`workspace_warning`] for the gateway's configured workspace (called at start).
+pub fn warn_about_workspace(gw: &crate::gateway::Gateway) {
+    let config = gw.config();
+    let workspace = config
+        .agent
+        .workspace
+        .clone()
+        .unwrap_or_else(|| gw.data_dir().join("workspace"));
+    if let Some(warning) = workspace_warning(&workspace, gw.data_dir(), gw.config_path()) {
+        tracing::warn!("{warning}");
+    }
+}
 
 struct ReadFile;
 impl Tool for ReadFile {
@@ -844,5 +906,26 @@ mod tests {
             let m = format!("{}{suffix}", marker.display());
             assert!(!Path::new(&m).exists(), "{m}: a setsid child survived");
         }
+    }
+
+    #[test]
+    fn the_start_warns_when_the_workspace_holds_the_gateway_state() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let data = home.path().join(".clawgate");
+        std::fs::create_dir_all(data.join("workspace")).expect("mkdir");
+        let config = data.join("clawgate.toml");
+        let w = workspace_warning(home.path(), &data, &config).expect("a warning");
+        assert!(w.contains("data directory"), "{w}");
+        let outside = home.path().join("clawgate.toml");
+        let w = workspace_warning(&data.join("workspace"), &data, &outside);
+        assert!(w.is_none(), "{w:?}");
+        let w = workspace_warning(home.path(), &home.path().join("elsewhere"), &outside)
+            .expect("a warning");
+        assert!(w.contains("configuration file"), "{w}");
+        let w = workspace_warning(&data, &data, &config).expect("a warning");
+        assert!(w.contains("data directory"), "{w}");
+        std::fs::create_dir_all(data.join("sessions")).expect("mkdir");
+        let w = workspace_warning(&data.join("sessions"), &data, &config).expect("a warning");
+        assert!(w.contains("inside the data directory"), "{w}");
     }
 }
