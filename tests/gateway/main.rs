@@ -11,3 +11,4 @@ mod plugins;
 mod process;
 mod rust_client;
 mod sessions;
+mod tools_confinement;
