@@ -600,6 +600,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     crate::plugins::reconcile(&gateway);
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
+    crate::agent::tools::warn_about_workspace(&gateway);
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
 }

@@ -880,6 +880,10 @@ async fn run_loop(
         .clone()
         .unwrap_or_else(|| gw.data_dir().join("workspace"));
     let _ = tokio::fs::create_dir_all(&workspace).await;
+    let protected = Arc::new(tools::Protected {
+        data_dir: gw.data_dir().clone(),
+        config_file: gw.config_path().clone(),
+    });
     let mut total = Usage::default();
     let mut any_usage = false;
     let mut last_assistant: Option<TranscriptMessage> = None;
@@ -1006,6 +1010,7 @@ async fn run_loop(
             workspace: workspace.clone(),
             cancel: cancel.child_token(),
             exec: agent_cfg.tools.exec,
+            protected: protected.clone(),
         };
         for (i, call) in all_calls.iter().enumerate() {
             if cancel.is_cancelled() {
@@ -1030,7 +1035,7 @@ async fn run_loop(
                         content: format!("unknown tool `{}`", call.name),
                         is_error: true,
                     },
-                    Some(tool) => tool.call(call.input.clone(), ctx.clone()).await,
+                    Some(tool) => call_tool(tool.as_ref(), &call.input, &ctx, cancel).await,
                 },
             };
             let content = cut_output(output.content);
@@ -1065,6 +1070,35 @@ async fn run_loop(
         ..emitter.base("final")
     });
     (RunOutcome::Final, env)
+}
+
+/// How long a tool may take to stop by itself once its run is cancelled (to kill what it
+/// started and say so) before it is dropped.
+const TOOL_STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs one tool call, which cannot outlive the run's cancellation: a tool (built-in, plugin)
+/// that ignores its token gets [`TOOL_STOP_GRACE`], then its future is dropped.
+async fn call_tool(
+    tool: &dyn Tool,
+    input: &serde_json::Value,
+    ctx: &ToolContext,
+    cancel: &CancellationToken,
+) -> ToolOutput {
+    let mut call = tool.call(input.clone(), ctx.clone());
+    tokio::select! {
+        biased;
+        output = &mut call => output,
+        _ = cancel.cancelled() => match tokio::time::timeout(TOOL_STOP_GRACE, &mut call).await {
+            Ok(output) => output,
+            Err(_) => ToolOutput {
+                content: format!(
+                    "aborted: the run was stopped and the tool `{}` did not stop by itself, so it was dropped",
+                    tool.spec().name
+                ),
+                is_error: true,
+            },
+        },
+    }
 }
 
 async fn write_aborted_results(

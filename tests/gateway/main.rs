@@ -14,3 +14,4 @@ mod process;
 mod rust_client;
 mod sessions;
 mod store_failures;
+mod tools_confinement;
