@@ -78,9 +78,16 @@ impl Method for Schema {
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     table.method::<Get, _, _>(|ctx: CallContext, _: NoParams| async move {
         let gw = &ctx.gateway;
+        // The hash of the file as it is now (what `config.patch` compares `baseHash` with),
+        // even when an edit of it was refused and the running config is older.
+        let hash = match tokio::fs::read(gw.config_path()).await {
+            Ok(bytes) => crate::config::hash_bytes(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::config::hash_bytes(b""),
+            Err(_) => gw.config_hash().to_string(),
+        };
         Ok(ConfigGetResult {
             config: crate::config::redacted(&gw.config()),
-            hash: gw.config_hash().to_string(),
+            hash,
             path: gw.config_path().display().to_string(),
             overridden_paths: gw.overridden_paths().to_vec(),
         })
