@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::rpc::Scope;
+use crate::protocol::Scope;
 
 /// The whole configuration. Keys are snake_case; unknown keys are refused.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -137,18 +137,6 @@ impl Default for AuthConfig {
             failure_window_ms: 60_000,
             lockout_ms: 300_000,
             throttle_loopback: false,
-        }
-    }
-}
-
-impl AuthConfig {
-    /// The failed-login throttle's settings.
-    pub fn throttle_limits(&self) -> crate::rpc::throttle::Limits {
-        crate::rpc::throttle::Limits {
-            max_failures: self.max_failures,
-            window_ms: self.failure_window_ms,
-            lockout_ms: self.lockout_ms,
-            loopback: self.throttle_loopback,
         }
     }
 }
@@ -830,7 +818,7 @@ pub fn changed_paths(old: &Config, new: &Config) -> Vec<String> {
 
 /// The JSON Schema of the configuration, each property annotated with `x-reload`.
 pub fn schema() -> serde_json::Value {
-    let generator = crate::rpc::table::schema_settings()
+    let generator = crate::protocol::schema_settings()
         .with(|s| s.definitions_path = "/definitions".into())
         .into_generator();
     let mut root = generator.into_root_schema_for::<Config>().to_value();

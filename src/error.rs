@@ -89,7 +89,7 @@ pub enum Error {
     #[error("this method needs the `{required}` scope")]
     Forbidden {
         /// The scope the method needs.
-        required: crate::rpc::Scope,
+        required: crate::protocol::Scope,
     },
     /// No such thing.
     #[error("{0}")]

@@ -411,7 +411,7 @@ async fn handle_request(
     }
     let config = gateway.config();
     // An address locked out for failed logins is refused inside the connections it has too.
-    let limits = config.gateway.auth.throttle_limits();
+    let limits = super::throttle::Limits::from(&config.gateway.auth);
     if let Some(retry_after_ms) =
         gateway
             .throttle()

@@ -276,7 +276,7 @@ async fn route(
         );
     }
     let client = client_ip(&config.gateway.trusted_proxies, peer.ip(), req.headers());
-    let limits = config.gateway.auth.throttle_limits();
+    let limits = super::throttle::Limits::from(&config.gateway.auth);
     let throttle = gateway.throttle();
     if let Some(retry_after_ms) = throttle.locked_for(&limits, client, now_ms()) {
         return throttled_response(retry_after_ms);

@@ -11,48 +11,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use jsonrpsee::types::Params;
-use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use schemars::{JsonSchema, SchemaGenerator};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::context::{CallContext, SubscriptionSink};
 use crate::error::{Error, Result};
+pub use crate::protocol::Scope;
+use crate::protocol::schema_settings;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Access levels; each includes the ones before it: `read` < `write` < `admin`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-#[schemars(title = "Scope")]
-pub enum Scope {
-    /// Read state and subscribe to events.
-    Read,
-    /// Change sessions and run the agent.
-    Write,
-    /// Read and change the configuration.
-    Admin,
-}
-
-impl Scope {
-    /// The scope's wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl std::fmt::Display for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One example pairing of params and result, for the OpenRPC document.
 #[derive(Debug, Clone)]
@@ -208,14 +178,6 @@ impl Default for MethodTable {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The schemars settings every clawgate schema uses: draft-07, components under OpenRPC's path.
-pub fn schema_settings() -> SchemaSettings {
-    SchemaSettings::draft07().with(|s| {
-        s.definitions_path = "/components/schemas".into();
-        s.meta_schema = None;
-    })
 }
 
 impl MethodTable {

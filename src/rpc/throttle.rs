@@ -27,6 +27,17 @@ pub struct Limits {
     pub loopback: bool,
 }
 
+impl From<&crate::config::AuthConfig> for Limits {
+    fn from(auth: &crate::config::AuthConfig) -> Self {
+        Self {
+            max_failures: auth.max_failures,
+            window_ms: auth.failure_window_ms,
+            lockout_ms: auth.lockout_ms,
+            loopback: auth.throttle_loopback,
+        }
+    }
+}
+
 /// An address as the throttle counts it: IPv4 whole, IPv6 by its /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {

@@ -3,6 +3,12 @@
 //! These types are the one source of `schema/openrpc.json`. Field names follow PROTOCOL.md
 //! (camelCase on the wire); params reject unknown fields so a typo never falls back to a default.
 
+mod schema;
+mod scope;
+
+pub use schema::schema_settings;
+pub use scope::Scope;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
