@@ -46,9 +46,15 @@ pub enum StartError {
     Store(#[from] crate::store::OpenError),
 }
 
+/// What the gateway's handlers receive.
+pub type Ctx = crate::rpc::CallContext<Gateway>;
+/// The gateway's method table under construction.
+pub type Table = crate::rpc::MethodTable<Gateway>;
+/// One method of the gateway's table.
+pub type Descriptor = crate::rpc::MethodDescriptor<Gateway>;
+
 /// Builds the method table without plugins; called again whenever plugins come and go.
-pub type BaseTable =
-    Arc<dyn Fn() -> Result<crate::rpc::MethodTable, DuplicateMethod> + Send + Sync>;
+pub type BaseTable = Arc<dyn Fn() -> Result<Table, DuplicateMethod> + Send + Sync>;
 
 /// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
 pub struct Gateway {
@@ -59,7 +65,7 @@ pub struct Gateway {
     config_hash: ArcSwap<String>,
     overridden_paths: Vec<String>,
     hub: Arc<EventHub>,
-    table: ArcSwap<TableSnapshot>,
+    table: ArcSwap<TableSnapshot<Gateway>>,
     connections: Mutex<BTreeMap<String, Arc<Connection>>>,
     started: Instant,
     ready: AtomicBool,
@@ -92,7 +98,7 @@ impl Gateway {
     pub fn new(
         loaded: Loaded,
         base_table: BaseTable,
-        table: TableSnapshot,
+        table: TableSnapshot<Gateway>,
         hub: Arc<EventHub>,
         store: Arc<Store>,
         health_dirty: Arc<Notify>,
@@ -218,12 +224,12 @@ impl Gateway {
     }
 
     /// The current method table.
-    pub fn table(&self) -> Arc<TableSnapshot> {
+    pub fn table(&self) -> Arc<TableSnapshot<Gateway>> {
         self.table.load_full()
     }
 
     /// Swaps in a new method table (plugins).
-    pub fn set_table(&self, table: TableSnapshot) {
+    pub fn set_table(&self, table: TableSnapshot<Gateway>) {
         self.table.store(Arc::new(table));
     }
 
@@ -324,7 +330,7 @@ impl Gateway {
     }
 
     /// A fresh copy of the table without plugins (core, or core plus a test's methods).
-    pub fn base_table(&self) -> Result<crate::rpc::MethodTable, DuplicateMethod> {
+    pub fn base_table(&self) -> Result<Table, DuplicateMethod> {
         (self.base_table)()
     }
 
@@ -492,6 +498,54 @@ impl Gateway {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+}
+
+impl crate::rpc::Host for Gateway {
+    fn config(&self) -> Arc<Config> {
+        Gateway::config(self)
+    }
+    fn tokens(&self) -> Arc<crate::rpc::auth::TokenTable> {
+        Gateway::tokens(self)
+    }
+    fn table(&self) -> Arc<TableSnapshot<Self>> {
+        Gateway::table(self)
+    }
+    fn throttle(&self) -> &crate::rpc::throttle::Throttle {
+        Gateway::throttle(self)
+    }
+    fn is_shutting_down(&self) -> bool {
+        Gateway::is_shutting_down(self)
+    }
+    fn closing(&self) -> &CancellationToken {
+        Gateway::closing(self)
+    }
+    fn tasks(&self) -> &TaskTracker {
+        Gateway::tasks(self)
+    }
+    fn connection_tasks(&self) -> &TaskTracker {
+        Gateway::connection_tasks(self)
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Gateway::local_addr(self)
+    }
+    fn readiness(&self) -> BTreeMap<&'static str, bool> {
+        Gateway::readiness(self)
+    }
+    fn join(&self, conn: &Arc<Connection>) {
+        Gateway::join(self, conn)
+    }
+    fn leave(&self, conn: &Connection) {
+        Gateway::leave(self, conn)
+    }
+    fn next_conn_id(&self) -> String {
+        Gateway::next_conn_id(self)
+    }
+    fn open_connections(&self) -> &AtomicUsize {
+        Gateway::open_connections(self)
+    }
+    fn max_connections(&self) -> usize {
+        Gateway::max_connections(self)
     }
 }
 

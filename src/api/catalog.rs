@@ -3,8 +3,9 @@
 use serde_json::json;
 
 use crate::error::Result;
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{ModelInfo, ModelsListResult, NoParams, ToolInfo, ToolsCatalogResult};
-use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 /// `models.list`.
 pub struct Models;

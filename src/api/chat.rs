@@ -5,6 +5,7 @@ use serde_json::json;
 use crate::agent::SendRequest;
 use crate::error::{Error, Result, code};
 use crate::events::Filter;
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{
     ChatAbortParams, ChatAbortResult, ChatSendParams, ChatSendResult, EventEnvelope,
 };
@@ -15,8 +16,7 @@ use crate::protocol::{
 use crate::protocol::{RunOutcome, RunStatus};
 use crate::rpc::table::BoxFuture;
 use crate::rpc::{
-    CallContext, DuplicateMethod, Example, Method, MethodTable, Scope, Subscription,
-    SubscriptionSink, SubscriptionTask,
+    DuplicateMethod, Example, Method, Scope, Subscription, SubscriptionSink, SubscriptionTask,
 };
 use crate::store::NewMessage;
 

@@ -3,8 +3,9 @@
 use serde_json::json;
 
 use crate::error::{Result, code};
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{ConfigGetResult, ConfigPatchParams, ConfigPatchResult, NoParams};
-use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 /// `config.get`.
 pub struct Get;

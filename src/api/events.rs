@@ -7,10 +7,10 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::events::{Delivery, Filter, Outlet, SubscribeError, Subscriber};
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{EventEnvelope, SubscribeParams};
 use crate::rpc::{
-    CallContext, DuplicateMethod, Example, MethodTable, Scope, Subscription, SubscriptionSink,
-    SubscriptionTask,
+    DuplicateMethod, Example, Scope, Subscription, SubscriptionSink, SubscriptionTask,
 };
 
 /// `events.subscribe`.

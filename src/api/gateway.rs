@@ -4,11 +4,12 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{
     Health, HelloParams, HelloResult, HelloSnapshot, NoParams, Policy, PresenceResult,
     ProviderInfo, ServerInfo, StatusResult,
 };
-use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 /// `gateway.hello`.
 pub struct Hello;

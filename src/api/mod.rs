@@ -8,10 +8,11 @@ pub mod gateway;
 pub mod plugins;
 pub mod sessions;
 
+use crate::gateway::Table as MethodTable;
 use crate::protocol::{
     ChatEvent, GapEvent, Health, PresenceEvent, SessionsChangedEvent, ShutdownEvent, TickEvent,
 };
-use crate::rpc::{DuplicateMethod, MethodTable};
+use crate::rpc::DuplicateMethod;
 
 /// The table of every core method and event.
 pub fn core_table() -> Result<MethodTable, DuplicateMethod> {

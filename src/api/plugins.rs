@@ -3,8 +3,9 @@
 use serde_json::json;
 
 use crate::error::Result;
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{NoParams, PluginInfo, PluginsListResult};
-use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 /// `plugins.list`.
 pub struct List;

@@ -3,12 +3,13 @@
 use serde_json::json;
 
 use crate::error::{Error, Result, code};
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{
     DeletedResult, MAX_LABEL_CHARS, Patch, Session, SessionKeyParams, SessionsCreateParams,
     SessionsForkParams, SessionsListParams, SessionsListResult, SessionsPatchParams,
     validate_session_key,
 };
-use crate::rpc::{CallContext, DuplicateMethod, Example, Method, MethodTable, Scope};
+use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 fn session_example() -> serde_json::Value {
     json!({"key": "main", "sessionId": "0f8c2a6e4b5d4c3e9a1b2c3d4e5f6a7b", "label": "Daily notes", "createdAt": 1767225600000u64, "updatedAt": 1767225660000u64, "messageCount": 12, "lastMessagePreview": "Done: the report is in your workspace."})

@@ -12,8 +12,9 @@ use crate::agent::providers::ToolSpec;
 use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
 use crate::error::Error;
 use crate::gateway::Gateway;
+use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::NoParams;
-use crate::rpc::{CallContext, Example, Method, MethodTable, Scope};
+use crate::rpc::{Example, Method, Scope};
 
 /// The compiled-in plugin called `name`.
 pub fn find(name: &str) -> Option<Arc<dyn Plugin>> {

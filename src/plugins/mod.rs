@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::agent::tools::Tool;
 use crate::error::Error;
 use crate::gateway::Gateway;
-use crate::rpc::{EventDecl, MethodDescriptor, MethodTable, TableSnapshot};
+use crate::gateway::{Descriptor as MethodDescriptor, Table as MethodTable};
+use crate::rpc::{EventDecl, TableSnapshot};
 
 /// Namespaces a plugin may not take.
 pub const RESERVED: &[&str] = &[

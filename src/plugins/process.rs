@@ -17,8 +17,9 @@ use crate::agent::providers::ToolSpec;
 use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
 use crate::config::PluginConfig;
 use crate::error::Error;
+use crate::gateway::Descriptor as MethodDescriptor;
 use crate::gateway::Gateway;
-use crate::rpc::{EventDecl, Example, MethodDescriptor, MethodKind, Scope};
+use crate::rpc::{EventDecl, Example, MethodKind, Scope};
 
 /// How long a forwarded call may take before the plugin counts as hung.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -463,18 +464,19 @@ fn contribution(
         let full = format!("{plugin}.{local}");
         let forward = conn.clone();
         let local_name = local.to_string();
-        let handler: crate::rpc::table::CallHandler = Arc::new(move |_ctx, params| {
-            let conn = forward.clone();
-            let method = local_name.clone();
-            let params: Value = params
-                .as_str()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or(json!({}));
-            Box::pin(async move {
-                let result = conn.call(&method, params, timeout).await?;
-                serde_json::value::to_raw_value(&result).map_err(Error::internal)
-            })
-        });
+        let handler: crate::rpc::table::CallHandler<crate::gateway::Gateway> =
+            Arc::new(move |_ctx, params| {
+                let conn = forward.clone();
+                let method = local_name.clone();
+                let params: Value = params
+                    .as_str()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or(json!({}));
+                Box::pin(async move {
+                    let result = conn.call(&method, params, timeout).await?;
+                    serde_json::value::to_raw_value(&result).map_err(Error::internal)
+                })
+            });
         out.methods.push(MethodDescriptor {
             name: full,
             owner: format!("plugin:{plugin}"),

@@ -9,9 +9,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Credential;
-use super::table::Scope;
 use crate::events::{Offered, Outlet};
-use crate::gateway::Gateway;
+use crate::protocol::Scope;
 use crate::protocol::{ClientInfo, PresenceEntry};
 use crate::util::now_ms;
 
@@ -228,15 +227,24 @@ impl Connection {
     }
 }
 
-/// What every handler receives.
-#[derive(Clone)]
-pub struct CallContext {
-    /// The gateway.
-    pub gateway: Arc<Gateway>,
+/// What every handler receives; `S` is the state of the application that serves it.
+pub struct CallContext<S> {
+    /// The application's shared state.
+    pub gateway: Arc<S>,
     /// The caller's connection.
     pub conn: Arc<Connection>,
     /// The caller's effective scope for this call.
     pub scope: Scope,
+}
+
+impl<S> Clone for CallContext<S> {
+    fn clone(&self) -> Self {
+        Self {
+            gateway: self.gateway.clone(),
+            conn: self.conn.clone(),
+            scope: self.scope,
+        }
+    }
 }
 
 /// The subscription was closed: unsubscribed, or the connection ended.

@@ -17,10 +17,10 @@ use jsonrpsee::types::{Id, Params};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::Host;
 use super::context::{CallContext, Connection, SubscriptionSink, Transport};
 use super::table::{MethodKind, SubscriptionTask, parse_params};
 use crate::error::{Error, code};
-use crate::gateway::Gateway;
 use crate::protocol::UnsubscribeParams;
 
 /// A subscription accepted by a call, to start once the reply has been queued.
@@ -48,7 +48,7 @@ impl Reply {
     }
 
     /// Starts the accepted subscriptions; call after the response has been queued.
-    pub fn start_subscriptions(self, gateway: &Gateway) {
+    pub fn start_subscriptions<S: Host>(self, gateway: &S) {
         for Accepted { conn, sink, task } in self.accepted {
             let id = sink.id().to_string();
             gateway.tasks().spawn(async move {
@@ -133,8 +133,8 @@ fn touches_sessions(method: &str) -> bool {
 
 /// Handles one message (a request, a notification or a batch) from `conn`; `ticket`, when
 /// given, is its place in the connection's order.
-pub async fn handle_message(
-    gateway: &Arc<Gateway>,
+pub async fn handle_message<S: Host>(
+    gateway: &Arc<S>,
     conn: &Arc<Connection>,
     body: &[u8],
     mut ticket: Option<Ticket>,
@@ -190,8 +190,8 @@ fn short(err: &serde_json::Error) -> String {
     err.to_string()
 }
 
-async fn handle_batch(
-    gateway: &Arc<Gateway>,
+async fn handle_batch<S: Host>(
+    gateway: &Arc<S>,
     conn: &Arc<Connection>,
     entries: Vec<&RawValue>,
 ) -> Reply {
@@ -347,8 +347,8 @@ fn classify_id(raw: &RawValue) -> Option<RequestId<'_>> {
 }
 
 /// Handles one request whose answer may take at most `limit` bytes.
-async fn handle_request(
-    gateway: &Arc<Gateway>,
+async fn handle_request<S: Host>(
+    gateway: &Arc<S>,
     conn: &Arc<Connection>,
     req: RawRequest<'_>,
     limit: usize,

@@ -24,18 +24,53 @@ pub use table::{
 
 use crate::error::Error;
 
+/// What the transport needs from the application it serves; the RPC layer knows nothing else
+/// of it. Handlers receive the application's state as `CallContext<S>::gateway`.
+pub trait Host: Send + Sync + Sized + 'static {
+    /// The configuration snapshot in force.
+    fn config(&self) -> Arc<crate::config::Config>;
+    /// The accepted credentials of that snapshot.
+    fn tokens(&self) -> Arc<auth::TokenTable>;
+    /// The method table in force.
+    fn table(&self) -> Arc<TableSnapshot<Self>>;
+    /// The failed-login throttle.
+    fn throttle(&self) -> &throttle::Throttle;
+    /// Whether shutdown has begun (new calls are refused).
+    fn is_shutting_down(&self) -> bool;
+    /// Cancelled when connections must close.
+    fn closing(&self) -> &tokio_util::sync::CancellationToken;
+    /// Tracks subscription tasks.
+    fn tasks(&self) -> &tokio_util::task::TaskTracker;
+    /// Tracks connection tasks.
+    fn connection_tasks(&self) -> &tokio_util::task::TaskTracker;
+    /// The address the server listens on.
+    fn local_addr(&self) -> Option<std::net::SocketAddr>;
+    /// The readiness checks, each `true` when passing (`/readyz`).
+    fn readiness(&self) -> std::collections::BTreeMap<&'static str, bool>;
+    /// A WebSocket connection opened.
+    fn join(&self, conn: &Arc<Connection>);
+    /// A WebSocket connection closed.
+    fn leave(&self, conn: &Connection);
+    /// A fresh connection id.
+    fn next_conn_id(&self) -> String;
+    /// TCP connections open now.
+    fn open_connections(&self) -> &std::sync::atomic::AtomicUsize;
+    /// Most connections served now.
+    fn max_connections(&self) -> usize;
+}
+
 /// An immutable view of the method table, swapped atomically when plugins come and go.
-pub struct TableSnapshot {
-    descriptors: HashMap<String, Arc<MethodDescriptor>>,
+pub struct TableSnapshot<S> {
+    descriptors: HashMap<String, Arc<MethodDescriptor<S>>>,
     names: Vec<String>,
     events: Vec<String>,
     methods: Methods,
     openrpc: Arc<str>,
 }
 
-impl TableSnapshot {
+impl<S: Send + Sync + 'static> TableSnapshot<S> {
     /// Freezes a table: registers every call with jsonrpsee and renders the OpenRPC document once.
-    pub fn build(table: &MethodTable) -> Result<Self, DuplicateMethod> {
+    pub fn build(table: &MethodTable<S>) -> Result<Self, DuplicateMethod> {
         let mut module = RpcModule::new(());
         for desc in table.methods().values() {
             if let MethodKind::Call(handler) = &desc.kind {
@@ -45,7 +80,7 @@ impl TableSnapshot {
                     .register_async_method(name, move |params, _, extensions| {
                         let handler = handler.clone();
                         async move {
-                            let Some(ctx) = extensions.get::<CallContext>().cloned() else {
+                            let Some(ctx) = extensions.get::<CallContext<S>>().cloned() else {
                                 return Err(ErrorObjectOwned::from(Error::internal(
                                     "call without a context",
                                 )));
@@ -78,7 +113,7 @@ impl TableSnapshot {
     }
 
     /// The descriptor of `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<MethodDescriptor>> {
+    pub fn get(&self, name: &str) -> Option<&Arc<MethodDescriptor<S>>> {
         self.descriptors.get(name)
     }
 

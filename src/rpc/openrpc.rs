@@ -6,7 +6,7 @@ use super::table::{MethodKind, MethodTable};
 use crate::error::{Error, code};
 
 /// The OpenRPC document of every method in `table`.
-pub fn document(table: &MethodTable) -> Value {
+pub fn document<S: Send + Sync + 'static>(table: &MethodTable<S>) -> Value {
     let components = table.components();
     let methods: Vec<Value> = table
         .methods()

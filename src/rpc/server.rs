@@ -25,13 +25,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::Host;
 use super::auth::{self, Credential, Refusal};
 use super::context::{Connection, Outbound, Outbox, WsState};
 use super::dispatch::{Sequencer, error_json, handle_message};
 use super::table::Scope;
 use super::ws::{self, close};
 use crate::error::Error;
-use crate::gateway::Gateway;
 use crate::util::now_ms;
 
 /// Connections past `gateway.max_connections` that are still read, so a health probe is
@@ -44,15 +44,15 @@ const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 type Body = Full<Bytes>;
 
 /// Counts a connection as open (for `gateway.max_connections`) while it lives.
-struct OpenGuard(Arc<Gateway>);
-impl Drop for OpenGuard {
+struct OpenGuard<S: Host>(Arc<S>);
+impl<S: Host> Drop for OpenGuard<S> {
     fn drop(&mut self) {
         self.0.open_connections().fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Accepts connections until the gateway closes.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
+pub async fn serve<S: Host>(gateway: Arc<S>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             _ = gateway.closing().cancelled() => break,
@@ -89,12 +89,12 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(
-    gateway: Arc<Gateway>,
+async fn serve_connection<S: Host>(
+    gateway: Arc<S>,
     stream: TcpStream,
     peer: SocketAddr,
     over_limit: bool,
-    guard: OpenGuard,
+    guard: OpenGuard<S>,
 ) {
     // Held by the HTTP connection and, after an upgrade, by the WebSocket task too.
     let guard = Arc::new(guard);
@@ -199,7 +199,7 @@ fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &http::HeaderMap) -> IpA
 }
 
 /// `GET`/`HEAD /healthz` and `/readyz`, whatever the connection count.
-fn health_route(gateway: &Gateway, req: &Request<Incoming>) -> Option<Response<Body>> {
+fn health_route<S: Host>(gateway: &S, req: &Request<Incoming>) -> Option<Response<Body>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
@@ -238,12 +238,12 @@ fn health_route(gateway: &Gateway, req: &Request<Incoming>) -> Option<Response<B
     Some(json_response(status, body))
 }
 
-async fn route(
-    gateway: Arc<Gateway>,
+async fn route<S: Host>(
+    gateway: Arc<S>,
     peer: SocketAddr,
     conn_id: Arc<str>,
     over_limit: bool,
-    guard: Arc<OpenGuard>,
+    guard: Arc<OpenGuard<S>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let config = gateway.config();
@@ -254,7 +254,7 @@ async fn route(
         return refusal_response(refusal);
     }
     // Liveness and readiness probes are answered even when the gateway is full.
-    if let Some(resp) = health_route(&gateway, &req) {
+    if let Some(resp) = health_route(&*gateway, &req) {
         return resp;
     }
     if over_limit {
@@ -340,8 +340,8 @@ fn is_upgrade_request(req: &Request<Incoming>) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-async fn http_rpc(
-    gateway: Arc<Gateway>,
+async fn http_rpc<S: Host>(
+    gateway: Arc<S>,
     conn: Arc<Connection>,
     req: Request<Incoming>,
     limit: usize,
@@ -421,14 +421,14 @@ async fn http_rpc(
     }
 }
 
-fn upgrade(
-    gateway: Arc<Gateway>,
+fn upgrade<S: Host>(
+    gateway: Arc<S>,
     mut req: Request<Incoming>,
     credential: Credential,
     peer: SocketAddr,
     client: IpAddr,
     conn_id: Arc<str>,
-    guard: Arc<OpenGuard>,
+    guard: Arc<OpenGuard<S>>,
 ) -> Response<Body> {
     let headers = req.headers();
     let key = headers.get("sec-websocket-key").map(|k| k.as_bytes());
@@ -578,8 +578,8 @@ async fn write_loop(
     .await;
 }
 
-async fn run_websocket(
-    gateway: Arc<Gateway>,
+async fn run_websocket<S: Host>(
+    gateway: Arc<S>,
     writer: ws::Writer<WsWrite>,
     mut reader: ws::Reader<WsRead>,
     credential: Credential,
@@ -674,7 +674,7 @@ async fn run_websocket(
                             return;
                         }
                     }
-                    reply.start_subscriptions(&gw);
+                    reply.start_subscriptions(&*gw);
                     drop(permit);
                 });
             }

@@ -76,25 +76,25 @@ pub trait Subscription: 'static {
 }
 
 /// Handles a call: params (raw) in, result (raw JSON) out.
-pub type CallHandler =
-    Arc<dyn Fn(CallContext, Params<'static>) -> BoxFuture<Result<Box<RawValue>>> + Send + Sync>;
+pub type CallHandler<S> =
+    Arc<dyn Fn(CallContext<S>, Params<'static>) -> BoxFuture<Result<Box<RawValue>>> + Send + Sync>;
 
 /// What a subscription runs once its id has been sent to the client.
 pub type SubscriptionTask = Box<dyn FnOnce(SubscriptionSink) -> BoxFuture<()> + Send>;
 
 /// Handles a subscribe call: checks params and prepares the task, or refuses.
-pub type SubscribeHandler =
-    Arc<dyn Fn(CallContext, Params<'static>) -> BoxFuture<Result<SubscriptionTask>> + Send + Sync>;
+pub type SubscribeHandler<S> = Arc<
+    dyn Fn(CallContext<S>, Params<'static>) -> BoxFuture<Result<SubscriptionTask>> + Send + Sync,
+>;
 
 /// What a method is and how it runs.
-#[derive(Clone)]
-pub enum MethodKind {
+pub enum MethodKind<S> {
     /// A call with a result.
-    Call(CallHandler),
+    Call(CallHandler<S>),
     /// A subscription.
     Subscribe {
         /// Prepares the subscription.
-        handler: SubscribeHandler,
+        handler: SubscribeHandler<S>,
         /// The notification method name.
         notification: String,
         /// The unsubscribe method name.
@@ -109,9 +109,31 @@ pub enum MethodKind {
     },
 }
 
-/// The runtime form of a method: everything the gateway needs to serve and describe it.
-#[derive(Clone)]
-pub struct MethodDescriptor {
+impl<S> Clone for MethodKind<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Call(h) => Self::Call(h.clone()),
+            Self::Subscribe {
+                handler,
+                notification,
+                unsubscribe,
+                item_schema,
+            } => Self::Subscribe {
+                handler: handler.clone(),
+                notification: notification.clone(),
+                unsubscribe: unsubscribe.clone(),
+                item_schema: item_schema.clone(),
+            },
+            Self::Unsubscribe { subscribe } => Self::Unsubscribe {
+                subscribe: subscribe.clone(),
+            },
+        }
+    }
+}
+
+/// The runtime form of a method: everything the server needs to serve and describe it.
+/// `S` is the state its handlers receive.
+pub struct MethodDescriptor<S> {
     /// Wire name.
     pub name: String,
     /// Who declared it: `core` or `plugin:<name>`.
@@ -129,10 +151,26 @@ pub struct MethodDescriptor {
     /// Examples.
     pub examples: Vec<Example>,
     /// How it runs.
-    pub kind: MethodKind,
+    pub kind: MethodKind<S>,
 }
 
-impl std::fmt::Debug for MethodDescriptor {
+impl<S> Clone for MethodDescriptor<S> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            scope: self.scope,
+            summary: self.summary.clone(),
+            params_schema: self.params_schema.clone(),
+            result_schema: self.result_schema.clone(),
+            errors: self.errors.clone(),
+            examples: self.examples.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for MethodDescriptor<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MethodDescriptor")
             .field("name", &self.name)
@@ -168,19 +206,19 @@ pub struct EventDecl {
 }
 
 /// The table under construction: descriptors plus the shared schema components.
-pub struct MethodTable {
-    methods: BTreeMap<String, MethodDescriptor>,
+pub struct MethodTable<S> {
+    methods: BTreeMap<String, MethodDescriptor<S>>,
     events: BTreeMap<String, EventDecl>,
     generator: SchemaGenerator,
 }
 
-impl Default for MethodTable {
+impl<S: Send + Sync + 'static> Default for MethodTable<S> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl MethodTable {
+impl<S: Send + Sync + 'static> MethodTable<S> {
     /// An empty table.
     pub fn new() -> Self {
         Self {
@@ -201,7 +239,7 @@ impl MethodTable {
     }
 
     /// Adds a descriptor; a name already present is refused, naming both owners.
-    pub fn insert(&mut self, desc: MethodDescriptor) -> Result<(), DuplicateMethod> {
+    pub fn insert(&mut self, desc: MethodDescriptor<S>) -> Result<(), DuplicateMethod> {
         if let Some(existing) = self.methods.get(&desc.name) {
             return Err(DuplicateMethod {
                 name: desc.name,
@@ -236,13 +274,13 @@ impl MethodTable {
     pub fn method<M, F, Fut>(&mut self, handler: F) -> Result<(), DuplicateMethod>
     where
         M: Method,
-        F: Fn(CallContext, M::Params) -> Fut + Send + Sync + 'static,
+        F: Fn(CallContext<S>, M::Params) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<M::Result>> + Send + 'static,
     {
         let params_schema = self.schema_for::<M::Params>();
         let result_schema = self.schema_for::<M::Result>();
         let handler = Arc::new(handler);
-        let call: CallHandler = Arc::new(move |ctx, params| {
+        let call: CallHandler<S> = Arc::new(move |ctx, params| {
             let handler = handler.clone();
             Box::pin(async move {
                 let params = parse_params::<M::Params>(params.as_str())?;
@@ -264,44 +302,44 @@ impl MethodTable {
     }
 
     /// Registers a core subscription (and its unsubscribe method) with its handler.
-    pub fn subscription<S, F, Fut>(&mut self, handler: F) -> Result<(), DuplicateMethod>
+    pub fn subscription<D, F, Fut>(&mut self, handler: F) -> Result<(), DuplicateMethod>
     where
-        S: Subscription,
-        F: Fn(CallContext, S::Params) -> Fut + Send + Sync + 'static,
+        D: Subscription,
+        F: Fn(CallContext<S>, D::Params) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<SubscriptionTask>> + Send + 'static,
     {
-        let params_schema = self.schema_for::<S::Params>();
-        let item_schema = self.schema_for::<S::Item>();
+        let params_schema = self.schema_for::<D::Params>();
+        let item_schema = self.schema_for::<D::Item>();
         let unsubscribe_params = self.schema_for::<crate::protocol::UnsubscribeParams>();
         let handler = Arc::new(handler);
-        let subscribe: SubscribeHandler = Arc::new(move |ctx, params| {
+        let subscribe: SubscribeHandler<S> = Arc::new(move |ctx, params| {
             let handler = handler.clone();
             Box::pin(async move {
-                let params = parse_params::<S::Params>(params.as_str())?;
+                let params = parse_params::<D::Params>(params.as_str())?;
                 handler(ctx, params).await
             })
         });
         self.insert(MethodDescriptor {
-            name: S::NAME.into(),
+            name: D::NAME.into(),
             owner: "core".into(),
-            scope: S::SCOPE,
-            summary: S::SUMMARY.into(),
+            scope: D::SCOPE,
+            summary: D::SUMMARY.into(),
             params_schema,
             result_schema: serde_json::json!({"type": "string", "title": "SubscriptionId"}),
-            errors: S::ERRORS.to_vec(),
-            examples: S::examples(),
+            errors: D::ERRORS.to_vec(),
+            examples: D::examples(),
             kind: MethodKind::Subscribe {
                 handler: subscribe,
-                notification: S::NOTIFICATION.into(),
-                unsubscribe: S::UNSUBSCRIBE.into(),
+                notification: D::NOTIFICATION.into(),
+                unsubscribe: D::UNSUBSCRIBE.into(),
                 item_schema,
             },
         })?;
         self.insert(MethodDescriptor {
-            name: S::UNSUBSCRIBE.into(),
+            name: D::UNSUBSCRIBE.into(),
             owner: "core".into(),
-            scope: S::SCOPE,
-            summary: format!("Ends a subscription made by `{}`.", S::NAME),
+            scope: D::SCOPE,
+            summary: format!("Ends a subscription made by `{}`.", D::NAME),
             params_schema: unsubscribe_params,
             result_schema: serde_json::json!({"type": "boolean"}),
             errors: Vec::new(),
@@ -311,13 +349,13 @@ impl MethodTable {
                 result: serde_json::json!(true),
             }],
             kind: MethodKind::Unsubscribe {
-                subscribe: S::NAME.into(),
+                subscribe: D::NAME.into(),
             },
         })
     }
 
     /// The descriptors, by name.
-    pub fn methods(&self) -> &BTreeMap<String, MethodDescriptor> {
+    pub fn methods(&self) -> &BTreeMap<String, MethodDescriptor<S>> {
         &self.methods
     }
 
@@ -406,7 +444,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_refused_naming_both_owners() {
-        let mut table = MethodTable::new();
+        let mut table = MethodTable::<()>::new();
         let desc = |owner: &str| MethodDescriptor {
             name: "x.y".into(),
             owner: owner.into(),

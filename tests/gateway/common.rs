@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clawgate::config::{Config, Loaded};
-use clawgate::rpc::{CallContext, Example, MethodDescriptor, MethodKind, MethodTable, Scope};
+use clawgate::gateway::{Ctx as CallContext, Descriptor as MethodDescriptor, Table as MethodTable};
+use clawgate::rpc::{Example, MethodKind, Scope};
 use clawgate::{Error, Running};
 use futures::io::{BufReader, BufWriter};
 use http_body_util::{BodyExt, Full};
