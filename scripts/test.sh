@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== no import cycles between the files of src/"
+python3 ../shared/tools/module_cycles.py .
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -131,7 +131,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let running = match crate::gateway::start(loaded).await {
+    let running = match crate::app::start(loaded).await {
         Ok(running) => running,
         Err(err) => {
             eprintln!("clawgate: {err}");

@@ -81,7 +81,7 @@ pub struct Gateway {
     live: crate::live::Live,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     plugins_notify: Notify,
-    plugins: crate::plugins::Plugins,
+    plugins: crate::plugins::Plugins<Gateway>,
     base_table: BaseTable,
     index_stop: CancellationToken,
     index_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -325,7 +325,7 @@ impl Gateway {
     }
 
     /// The plugins.
-    pub fn plugins(&self) -> &crate::plugins::Plugins {
+    pub fn plugins(&self) -> &crate::plugins::Plugins<Gateway> {
         &self.plugins
     }
 
@@ -501,6 +501,95 @@ impl Gateway {
     }
 }
 
+impl crate::agent::AgentHost for Gateway {
+    fn agent(&self) -> &crate::agent::Agent {
+        Gateway::agent(self)
+    }
+    fn store(&self) -> &Arc<Store> {
+        Gateway::store(self)
+    }
+    fn hub(&self) -> &Arc<EventHub> {
+        Gateway::hub(self)
+    }
+    fn config(&self) -> Arc<Config> {
+        Gateway::config(self)
+    }
+    fn data_dir(&self) -> &PathBuf {
+        Gateway::data_dir(self)
+    }
+    fn config_path(&self) -> &PathBuf {
+        Gateway::config_path(self)
+    }
+    fn is_shutting_down(&self) -> bool {
+        Gateway::is_shutting_down(self)
+    }
+    fn set_active_runs(&self, n: u64) {
+        Gateway::set_active_runs(self, n)
+    }
+}
+
+impl crate::live::LiveHost for Gateway {
+    fn live(&self) -> &crate::live::Live {
+        Gateway::live(self)
+    }
+    fn config(&self) -> Arc<Config> {
+        Gateway::config(self)
+    }
+    fn set_config(&self, config: Config, hash: String) {
+        Gateway::set_config(self, config, hash)
+    }
+    fn config_path(&self) -> &PathBuf {
+        Gateway::config_path(self)
+    }
+    fn config_hash(&self) -> Arc<String> {
+        Gateway::config_hash(self)
+    }
+    fn hub(&self) -> &Arc<EventHub> {
+        Gateway::hub(self)
+    }
+    fn is_shutting_down(&self) -> bool {
+        Gateway::is_shutting_down(self)
+    }
+    fn agent_changed(&self, config: &Config) {
+        // Runs in progress keep the provider they started with.
+        self.agent
+            .set_provider(crate::agent::providers::build(&config.agent));
+    }
+    fn plugins_changed(&self) {
+        Gateway::plugins_changed(self)
+    }
+}
+
+impl crate::plugins::PluginHost for Gateway {
+    fn plugins(&self) -> &crate::plugins::Plugins<Self> {
+        Gateway::plugins(self)
+    }
+    fn hub(&self) -> &Arc<EventHub> {
+        Gateway::hub(self)
+    }
+    fn config(&self) -> Arc<Config> {
+        Gateway::config(self)
+    }
+    fn base_table(&self) -> Result<Table, DuplicateMethod> {
+        Gateway::base_table(self)
+    }
+    fn table(&self) -> Arc<TableSnapshot<Self>> {
+        Gateway::table(self)
+    }
+    fn set_table(&self, table: TableSnapshot<Self>) {
+        Gateway::set_table(self, table)
+    }
+    fn set_tools(&self, tools: Vec<Arc<dyn crate::agent::tools::Tool>>) {
+        self.agent.set_tools(tools)
+    }
+    async fn plugins_change(&self) {
+        Gateway::plugins_change(self).await
+    }
+    fn is_shutting_down(&self) -> bool {
+        Gateway::is_shutting_down(self)
+    }
+}
+
 impl crate::rpc::Host for Gateway {
     fn config(&self) -> Arc<Config> {
         Gateway::config(self)
@@ -574,12 +663,7 @@ impl Running {
     }
 }
 
-/// Creates the data directory, binds, and starts serving the core method table.
-pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
-    start_with(loaded, Arc::new(crate::api::core_table)).await
-}
-
-/// Like [`start`], with a method table of the caller's (the core table plus more methods).
+/// Like [`crate::app::start`], with a method table of the caller's (the core table plus more methods).
 pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running, StartError> {
     let table = base_table()?;
     let fd_cap = connection_cap(loaded.config.gateway.max_connections);
@@ -654,7 +738,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     crate::plugins::reconcile(&gateway);
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
-    crate::agent::tools::warn_about_workspace(&gateway);
+    crate::agent::tools::warn_about_workspace(&*gateway);
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
 }

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -19,5 +20,6 @@ pub mod rpc;
 pub mod store;
 pub mod util;
 
+pub use app::start;
 pub use error::{Error, Result};
-pub use gateway::{Gateway, Running, start, start_with};
+pub use gateway::{Gateway, Running, start_with};

@@ -10,8 +10,29 @@ use serde_json::{Map, Value};
 
 use crate::config::{self, AuthMode, Config, ConfigError, Loaded, REDACTED, Reload};
 use crate::error::Error;
-use crate::gateway::Gateway;
 use crate::protocol::ConfigChangedEvent;
+
+/// What the live configuration needs from the application that hosts it.
+pub trait LiveHost: Send + Sync + 'static {
+    /// The live-configuration state.
+    fn live(&self) -> &Live;
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config>;
+    /// Swaps in a new configuration snapshot and the hash of the file it came from.
+    fn set_config(&self, config: Config, hash: String);
+    /// The config file.
+    fn config_path(&self) -> &std::path::PathBuf;
+    /// The hash of the file the configuration in force came from.
+    fn config_hash(&self) -> Arc<String>;
+    /// The event hub (`config.changed`).
+    fn hub(&self) -> &Arc<crate::events::EventHub>;
+    /// Whether shutdown has begun (the watcher stops).
+    fn is_shutting_down(&self) -> bool;
+    /// A key under `agent` changed: rebuild what depends on it.
+    fn agent_changed(&self, config: &Config);
+    /// The `plugins` configuration changed.
+    fn plugins_changed(&self);
+}
 
 /// What an applied change did.
 #[derive(Debug, Clone)]
@@ -103,7 +124,7 @@ fn guard_auth(old: &Config, new: &Config, file: &toml::Table) -> Result<(), Conf
 const GONE: &str = "(no file)";
 
 /// Swaps in `loaded` and tells everyone what changed.
-pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
+pub fn apply<G: LiveHost>(gw: &Arc<G>, loaded: Loaded) -> Change {
     let old = gw.config();
     let changed = config::changed_paths(&old, &loaded.config);
     let live = gw.live();
@@ -140,8 +161,7 @@ pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
     let new_config = loaded.config.clone();
     gw.set_config(loaded.config, loaded.hash.clone());
     if agent_changed {
-        gw.agent()
-            .set_provider(crate::agent::providers::build(&new_config.agent));
+        gw.agent_changed(&new_config);
     }
     if plugins_changed {
         gw.plugins_changed();
@@ -172,7 +192,7 @@ pub fn apply(gw: &Arc<Gateway>, loaded: Loaded) -> Change {
 /// file, a file invalid on its own (even if flags or the environment cover it), a file that is
 /// gone or empty (zero bytes, or only whitespace and comments), and a file that would switch
 /// token authentication off without saying `mode = "none"`. Each keeps the last good config.
-pub async fn reload_from_disk(gw: &Arc<Gateway>) {
+pub async fn reload_from_disk<G: LiveHost>(gw: &Arc<G>) {
     let live = gw.live();
     let _guard = live.write.lock().await;
     let path = gw.config_path().clone();
@@ -231,7 +251,11 @@ fn is_blank(bytes: &[u8]) -> bool {
 }
 
 /// Applies an RFC 7396 merge patch to the config file, if its hash is still `base_hash`.
-pub async fn patch(gw: &Arc<Gateway>, patch: &Value, base_hash: &str) -> Result<Change, Error> {
+pub async fn patch<G: LiveHost>(
+    gw: &Arc<G>,
+    patch: &Value,
+    base_hash: &str,
+) -> Result<Change, Error> {
     let Value::Object(patch) = patch else {
         return Err(Error::invalid_params(
             "patch",
@@ -446,7 +470,7 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Watches the config file (its directory, so a file created or replaced later is seen) and
 /// reloads it, debounced. The watcher lives as long as the returned handle.
-pub fn watch(gw: &Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
+pub fn watch<G: LiveHost>(gw: &Arc<G>) -> Option<notify::RecommendedWatcher> {
     use notify::event::{AccessKind, AccessMode, EventKind};
     use notify::{RecursiveMode, Watcher};
     let path = gw.config_path().clone();

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::events::Envelope;
-use crate::gateway::Gateway;
 use crate::protocol::{
     ChatEvent, MAX_CONTENT_BYTES, MessageError, Role, RunError, RunOutcome, RunStatus, ToolCall,
     TranscriptMessage, Usage,
@@ -195,9 +194,9 @@ impl Agent {
     }
 
     /// Starts (or queues) a run; a repeated idempotency key starts nothing.
-    pub async fn send(
+    pub async fn send<G: AgentHost>(
         &self,
-        gw: &Arc<Gateway>,
+        gw: &Arc<G>,
         request: SendRequest,
     ) -> Result<SendOutcome, Error> {
         let store = gw.store();
@@ -264,7 +263,7 @@ impl Agent {
             }
             if position > 0 {
                 // Published under the lock: nothing of this run can come before it.
-                let emitter = Emitter::with_seq(gw, &request.session_key, &run_id, seq);
+                let emitter = Emitter::with_seq(gw.hub(), &request.session_key, &run_id, seq);
                 emitter.emit(ChatEvent {
                     position: Some(position as u64),
                     ..emitter.base("queued")
@@ -292,9 +291,9 @@ impl Agent {
     }
 
     /// Loads the idempotency keys of `key`'s current transcript (once per sessionId).
-    async fn load_idempotency(
+    async fn load_idempotency<G: AgentHost>(
         &self,
-        gw: &Arc<Gateway>,
+        gw: &Arc<G>,
         key: &str,
         session_id: &str,
     ) -> Result<(), Error> {
@@ -332,9 +331,9 @@ impl Agent {
     }
 
     /// Aborts `run_id` and/or the session's active run and queued runs; returns the runs aborted.
-    pub async fn abort(
+    pub async fn abort<G: AgentHost>(
         &self,
-        gw: &Arc<Gateway>,
+        gw: &Arc<G>,
         run_id: Option<&str>,
         session_key: Option<&str>,
     ) -> Result<Vec<String>, Error> {
@@ -386,7 +385,7 @@ impl Agent {
                 }
             };
             if let Some((key, seq)) = queued {
-                let emitter = Emitter::with_seq(gw, &key, &id, seq);
+                let emitter = Emitter::with_seq(gw.hub(), &key, &id, seq);
                 let env = emitter.emit(emitter.base("aborted"));
                 self.finish(&id, RunOutcome::Aborted, env);
                 aborted.push(id);
@@ -399,7 +398,7 @@ impl Agent {
     }
 
     /// Aborts every run (shutdown).
-    pub async fn abort_all(&self, gw: &Arc<Gateway>) {
+    pub async fn abort_all<G: AgentHost>(&self, gw: &Arc<G>) {
         let keys: Vec<String> = self.state().lanes.keys().cloned().collect();
         for key in keys {
             let _ = self.abort(gw, None, Some(&key)).await;
@@ -431,7 +430,7 @@ impl Agent {
 }
 
 /// Runs a lane's queue, one run at a time, until it is empty.
-async fn lane_worker(gw: Arc<Gateway>, key: String) {
+async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
     loop {
         let next = {
             let mut state = gw.agent().state();
@@ -458,7 +457,7 @@ async fn lane_worker(gw: Arc<Gateway>, key: String) {
         };
         gw.set_active_runs(gw.agent().active_runs());
         let run_id = pending.run_id.clone();
-        let emitter = Arc::new(Emitter::with_seq(&gw, &key, &run_id, seq));
+        let emitter = Arc::new(Emitter::with_seq(gw.hub(), &key, &run_id, seq));
         // In its own task: a panic in a tool or provider ends this run, not the lane.
         let task = {
             let (gw, emitter, cancel) = (gw.clone(), emitter.clone(), cancel.clone());
@@ -482,7 +481,7 @@ async fn lane_worker(gw: Arc<Gateway>, key: String) {
 
 /// Publishes a run's `chat` payloads with increasing `runSeq`.
 struct Emitter {
-    gw: Arc<Gateway>,
+    hub: Arc<crate::events::EventHub>,
     session_key: String,
     run_id: String,
     seq: Arc<std::sync::atomic::AtomicU64>,
@@ -490,13 +489,13 @@ struct Emitter {
 
 impl Emitter {
     fn with_seq(
-        gw: &Arc<Gateway>,
+        hub: &Arc<crate::events::EventHub>,
         session_key: &str,
         run_id: &str,
         seq: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         Self {
-            gw: gw.clone(),
+            hub: hub.clone(),
             session_key: session_key.into(),
             run_id: run_id.into(),
             seq,
@@ -518,10 +517,30 @@ impl Emitter {
             run_id: &self.run_id,
             ends_run: matches!(event.state.as_str(), "final" | "aborted" | "error"),
         };
-        self.gw
-            .hub()
+        self.hub
             .publish_tagged("chat", Some(&self.session_key), Some(run), &event)
     }
+}
+
+/// What the agent needs from the application that hosts it: its own dependencies, not the
+/// whole gateway.
+pub trait AgentHost: Send + Sync + 'static {
+    /// The agent (runs, lanes, provider, tools).
+    fn agent(&self) -> &Agent;
+    /// The session store.
+    fn store(&self) -> &Arc<crate::store::Store>;
+    /// The event hub.
+    fn hub(&self) -> &Arc<crate::events::EventHub>;
+    /// The configuration in force.
+    fn config(&self) -> Arc<crate::config::Config>;
+    /// The data directory (the file tools refuse it).
+    fn data_dir(&self) -> &std::path::PathBuf;
+    /// The config file (the file tools refuse it).
+    fn config_path(&self) -> &std::path::PathBuf;
+    /// Whether shutdown has begun (no run starts).
+    fn is_shutting_down(&self) -> bool;
+    /// The number of active runs changed.
+    fn set_active_runs(&self, n: u64);
 }
 
 /// How a streamed turn ended.
@@ -747,8 +766,8 @@ async fn stream_turn(
 }
 
 /// One run, start to terminal payload. Returns the outcome and the terminal envelope.
-async fn run(
-    gw: &Arc<Gateway>,
+async fn run<G: AgentHost>(
+    gw: &Arc<G>,
     emitter: &Emitter,
     request: SendRequest,
     cancel: CancellationToken,
@@ -795,8 +814,8 @@ fn error_event(emitter: &Emitter, error: &ProviderError) -> Option<Arc<Envelope>
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_loop(
-    gw: &Arc<Gateway>,
+async fn run_loop<G: AgentHost>(
+    gw: &Arc<G>,
     emitter: &Emitter,
     request: &SendRequest,
     model: &str,
@@ -1101,8 +1120,8 @@ async fn call_tool(
     }
 }
 
-async fn write_aborted_results(
-    gw: &Arc<Gateway>,
+async fn write_aborted_results<G: AgentHost>(
+    gw: &Arc<G>,
     key: &str,
     sid: Option<&str>,
     run_id: &str,

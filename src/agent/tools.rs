@@ -204,7 +204,7 @@ pub fn workspace_warning(workspace: &Path, data_dir: &Path, config_file: &Path) 
 }
 
 /// Logs [`workspace_warning`] for the gateway's configured workspace (called at start).
-pub fn warn_about_workspace(gw: &crate::gateway::Gateway) {
+pub fn warn_about_workspace(gw: &impl super::AgentHost) {
     let config = gw.config();
     let workspace = config
         .agent

@@ -11,13 +11,12 @@ use super::Plugin;
 use crate::agent::providers::ToolSpec;
 use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
 use crate::error::Error;
-use crate::gateway::Gateway;
-use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::NoParams;
+use crate::rpc::{CallContext, MethodTable};
 use crate::rpc::{Example, Method, Scope};
 
 /// The compiled-in plugin called `name`.
-pub fn find(name: &str) -> Option<Arc<dyn Plugin>> {
+pub fn find<G: super::PluginHost>(name: &str) -> Option<Arc<dyn Plugin<G>>> {
     match name {
         "clock" => Some(Arc::new(Clock)),
         _ => None,
@@ -76,19 +75,19 @@ impl Tool for ClockTool {
     }
 }
 
-impl Plugin for Clock {
+impl<G: super::PluginHost> Plugin<G> for Clock {
     fn name(&self) -> &str {
         "clock"
     }
 
     fn register(
         &self,
-        _gw: &Arc<Gateway>,
-        table: &mut MethodTable,
+        _gw: &Arc<G>,
+        table: &mut MethodTable<G>,
         tools: &mut Vec<Arc<dyn Tool>>,
     ) -> Result<(), Error> {
         table
-            .method::<ClockNow, _, _>(|ctx: CallContext, _: NoParams| async move {
+            .method::<ClockNow, _, _>(|ctx: CallContext<G>, _: NoParams| async move {
                 let ts = crate::util::now_ms();
                 ctx.gateway
                     .hub()

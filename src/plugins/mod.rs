@@ -15,9 +15,7 @@ use serde::Serialize;
 
 use crate::agent::tools::Tool;
 use crate::error::Error;
-use crate::gateway::Gateway;
-use crate::gateway::{Descriptor as MethodDescriptor, Table as MethodTable};
-use crate::rpc::{EventDecl, TableSnapshot};
+use crate::rpc::{DuplicateMethod, EventDecl, MethodDescriptor, MethodTable, TableSnapshot};
 
 /// Namespaces a plugin may not take.
 pub const RESERVED: &[&str] = &[
@@ -54,54 +52,114 @@ impl PluginState {
     }
 }
 
+/// What the plugins need from the application that hosts them.
+pub trait PluginHost: Send + Sync + Sized + 'static {
+    /// The plugins.
+    fn plugins(&self) -> &Plugins<Self>;
+    /// The event hub (`plugins.changed`, plugin events).
+    fn hub(&self) -> &Arc<crate::events::EventHub>;
+    /// The configuration in force.
+    fn config(&self) -> Arc<crate::config::Config>;
+    /// A fresh copy of the method table without plugins.
+    fn base_table(&self) -> Result<MethodTable<Self>, DuplicateMethod>;
+    /// The method table in force.
+    fn table(&self) -> Arc<TableSnapshot<Self>>;
+    /// Swaps in a new method table.
+    fn set_table(&self, table: TableSnapshot<Self>);
+    /// Hands the agent its tools (built-in and plugins').
+    fn set_tools(&self, tools: Vec<Arc<dyn Tool>>);
+    /// Resolves when the `plugins` configuration changed.
+    fn plugins_change(&self) -> impl std::future::Future<Output = ()> + Send;
+    /// Whether shutdown has begun.
+    fn is_shutting_down(&self) -> bool;
+}
+
 /// What a running plugin contributes.
-#[derive(Clone, Default)]
-pub struct Contribution {
+pub struct Contribution<G> {
     /// Method descriptors (full names, `<plugin>.<method>`).
-    pub methods: Vec<MethodDescriptor>,
+    pub methods: Vec<MethodDescriptor<G>>,
     /// Agent tools.
     pub tools: Vec<Arc<dyn Tool>>,
     /// Events it may publish (full names).
     pub events: Vec<EventDecl>,
 }
 
-/// An in-process plugin.
-pub trait Plugin: Send + Sync {
+impl<G> Default for Contribution<G> {
+    fn default() -> Self {
+        Self {
+            methods: Vec::new(),
+            tools: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<G> Clone for Contribution<G> {
+    fn clone(&self) -> Self {
+        Self {
+            methods: self.methods.clone(),
+            tools: self.tools.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// An in-process plugin of an application whose state is `G`.
+pub trait Plugin<G>: Send + Sync {
     /// Its name (also its namespace).
     fn name(&self) -> &str;
     /// Declares its methods (on `table`, exactly as core methods are declared), tools and events.
     fn register(
         &self,
-        gw: &Arc<Gateway>,
-        table: &mut MethodTable,
+        gw: &Arc<G>,
+        table: &mut MethodTable<G>,
         tools: &mut Vec<Arc<dyn Tool>>,
     ) -> Result<(), Error>;
 }
 
 /// One plugin as `plugins.list` shows it.
-#[derive(Clone)]
-pub struct Entry {
+pub struct Entry<G> {
     /// `builtin` or `process`.
     pub kind: &'static str,
     /// Its state.
     pub state: PluginState,
     /// What it contributes while running.
-    pub contribution: Contribution,
+    pub contribution: Contribution<G>,
     /// The last error, for people.
     pub error: Option<String>,
 }
 
-/// All plugins and their contributions.
-#[derive(Default)]
-pub struct Plugins {
-    entries: Mutex<BTreeMap<String, Entry>>,
-    processes: Mutex<BTreeMap<String, process::Handle>>,
-    builtins: Mutex<BTreeMap<String, Arc<dyn Plugin>>>,
+impl<G> Clone for Entry<G> {
+    fn clone(&self) -> Self {
+        Self {
+            kind: self.kind,
+            state: self.state,
+            contribution: self.contribution.clone(),
+            error: self.error.clone(),
+        }
+    }
 }
 
-impl Plugins {
+/// All plugins and their contributions.
+pub struct Plugins<G> {
+    entries: Mutex<BTreeMap<String, Entry<G>>>,
+    processes: Mutex<BTreeMap<String, process::Handle>>,
+    builtins: Mutex<BTreeMap<String, Arc<dyn Plugin<G>>>>,
+}
+
+impl<G> Default for Plugins<G> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            processes: Mutex::default(),
+            builtins: Mutex::default(),
+        }
+    }
+}
+
+impl<G: PluginHost> Plugins<G> {
     /// Every plugin with its state.
-    pub fn list(&self) -> Vec<(String, Entry)> {
+    pub fn list(&self) -> Vec<(String, Entry<G>)> {
         self.entries
             .lock()
             .map(|e| e.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -115,11 +173,11 @@ impl Plugins {
 
     fn set(
         &self,
-        gw: &Arc<Gateway>,
+        gw: &Arc<G>,
         name: &str,
         kind: &'static str,
         state: PluginState,
-        contribution: Option<Contribution>,
+        contribution: Option<Contribution<G>>,
         error: Option<String>,
     ) {
         let changed = {
@@ -168,7 +226,7 @@ struct PluginsChanged {
 }
 
 /// Rebuilds the method table and the tool list from the core and every running plugin.
-pub fn rebuild(gw: &Arc<Gateway>) {
+pub fn rebuild<G: PluginHost>(gw: &Arc<G>) {
     let mut table = match gw.base_table() {
         Ok(t) => t,
         Err(err) => {
@@ -177,7 +235,7 @@ pub fn rebuild(gw: &Arc<Gateway>) {
         }
     };
     let mut tools = crate::agent::tools::builtin();
-    let builtins: Vec<Arc<dyn Plugin>> = gw
+    let builtins: Vec<Arc<dyn Plugin<G>>> = gw
         .plugins()
         .builtins
         .lock()
@@ -207,14 +265,14 @@ pub fn rebuild(gw: &Arc<Gateway>) {
         Ok(snapshot) => gw.set_table(snapshot),
         Err(err) => tracing::error!(%err, "cannot rebuild the method table"),
     }
-    gw.agent().set_tools(tools);
+    gw.set_tools(tools);
 }
 
 /// Checks a plugin's contribution against the table without it: every name must be free.
-pub fn check_collisions(
-    gw: &Arc<Gateway>,
+pub fn check_collisions<G: PluginHost>(
+    gw: &Arc<G>,
     plugin: &str,
-    contribution: &Contribution,
+    contribution: &Contribution<G>,
 ) -> Result<(), String> {
     if RESERVED.contains(&plugin) {
         return Err(format!(
@@ -222,7 +280,7 @@ pub fn check_collisions(
         ));
     }
     let table = gw.table();
-    let others: Vec<(String, Entry)> = gw
+    let others: Vec<(String, Entry<G>)> = gw
         .plugins()
         .list()
         .into_iter()
@@ -265,7 +323,7 @@ pub fn check_collisions(
 }
 
 /// Brings the running plugins in line with the configuration (called at start and on change).
-pub fn reconcile(gw: &Arc<Gateway>) {
+pub fn reconcile<G: PluginHost>(gw: &Arc<G>) {
     let config = gw.config();
     let desired: BTreeMap<String, crate::config::PluginConfig> = config
         .plugins
@@ -342,7 +400,7 @@ pub fn reconcile(gw: &Arc<Gateway>) {
 }
 
 /// Stops every plugin (shutdown).
-pub fn stop_all(gw: &Arc<Gateway>) {
+pub fn stop_all<G: PluginHost>(gw: &Arc<G>) {
     if let Ok(mut processes) = gw.plugins().processes.lock() {
         for (_, handle) in std::mem::take(&mut *processes) {
             handle.stop();
@@ -351,7 +409,7 @@ pub fn stop_all(gw: &Arc<Gateway>) {
 }
 
 /// Watches for configuration changes of `plugins` and reconciles.
-pub async fn supervise_config(gw: Arc<Gateway>) {
+pub async fn supervise_config<G: PluginHost>(gw: Arc<G>) {
     loop {
         gw.plugins_change().await;
         if gw.is_shutting_down() {

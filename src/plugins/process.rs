@@ -12,13 +12,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{Contribution, PluginState, check_collisions};
+use super::{Contribution, PluginHost, PluginState, check_collisions};
 use crate::agent::providers::ToolSpec;
 use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
 use crate::config::PluginConfig;
 use crate::error::Error;
-use crate::gateway::Descriptor as MethodDescriptor;
-use crate::gateway::Gateway;
+use crate::rpc::MethodDescriptor;
 use crate::rpc::{EventDecl, Example, MethodKind, Scope};
 
 /// How long a forwarded call may take before the plugin counts as hung.
@@ -128,7 +127,7 @@ impl Conn {
 }
 
 /// Starts supervising `config`.
-pub fn spawn(gw: Arc<Gateway>, config: PluginConfig) -> Handle {
+pub fn spawn<G: PluginHost>(gw: Arc<G>, config: PluginConfig) -> Handle {
     let stop = CancellationToken::new();
     let handle = Handle {
         config: config.clone(),
@@ -138,7 +137,7 @@ pub fn spawn(gw: Arc<Gateway>, config: PluginConfig) -> Handle {
     handle
 }
 
-async fn supervise(gw: Arc<Gateway>, config: PluginConfig, stop: CancellationToken) {
+async fn supervise<G: PluginHost>(gw: Arc<G>, config: PluginConfig, stop: CancellationToken) {
     let name = config.name.clone();
     let plugins = gw.plugins();
     let mut attempt: u32 = 0;
@@ -193,7 +192,11 @@ enum Outcome {
     Died(String),
 }
 
-async fn run_once(gw: &Arc<Gateway>, config: &PluginConfig, stop: &CancellationToken) -> Outcome {
+async fn run_once<G: PluginHost>(
+    gw: &Arc<G>,
+    config: &PluginConfig,
+    stop: &CancellationToken,
+) -> Outcome {
     let name = config.name.clone();
     let Some((program, args)) = config.command.split_first() else {
         return Outcome::Refused("no command".into());
@@ -382,7 +385,7 @@ where
 }
 
 /// One line from the plugin: an answer, or a `plugin.emit` notification.
-fn handle_line(gw: &Arc<Gateway>, conn: &Arc<Conn>, line: &[u8]) -> Result<(), String> {
+fn handle_line<G: PluginHost>(gw: &Arc<G>, conn: &Arc<Conn>, line: &[u8]) -> Result<(), String> {
     let msg: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     if msg.get("jsonrpc") != Some(&json!("2.0")) {
         return Err("not a JSON-RPC 2.0 message".into());
@@ -431,12 +434,12 @@ fn handle_line(gw: &Arc<Gateway>, conn: &Arc<Conn>, line: &[u8]) -> Result<(), S
 }
 
 /// Turns a `plugin.describe` answer into descriptors, tools and events.
-fn contribution(
+fn contribution<G: PluginHost>(
     plugin: &str,
     description: &Value,
     conn: &Arc<Conn>,
     timeout: Duration,
-) -> Result<Contribution, String> {
+) -> Result<Contribution<G>, String> {
     let mut out = Contribution::default();
     let valid = |s: &str| {
         !s.is_empty()
@@ -464,19 +467,18 @@ fn contribution(
         let full = format!("{plugin}.{local}");
         let forward = conn.clone();
         let local_name = local.to_string();
-        let handler: crate::rpc::table::CallHandler<crate::gateway::Gateway> =
-            Arc::new(move |_ctx, params| {
-                let conn = forward.clone();
-                let method = local_name.clone();
-                let params: Value = params
-                    .as_str()
-                    .and_then(|p| serde_json::from_str(p).ok())
-                    .unwrap_or(json!({}));
-                Box::pin(async move {
-                    let result = conn.call(&method, params, timeout).await?;
-                    serde_json::value::to_raw_value(&result).map_err(Error::internal)
-                })
-            });
+        let handler: crate::rpc::table::CallHandler<G> = Arc::new(move |_ctx, params| {
+            let conn = forward.clone();
+            let method = local_name.clone();
+            let params: Value = params
+                .as_str()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(json!({}));
+            Box::pin(async move {
+                let result = conn.call(&method, params, timeout).await?;
+                serde_json::value::to_raw_value(&result).map_err(Error::internal)
+            })
+        });
         out.methods.push(MethodDescriptor {
             name: full,
             owner: format!("plugin:{plugin}"),

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::table::Scope;
 use crate::config::{AuthMode, Config};
+use crate::protocol::Scope;
 
 /// What a client presented.
 #[derive(Clone)]
