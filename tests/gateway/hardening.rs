@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{RawWs, TIMEOUT, http, post, start};
+use crate::common::{Launcher, RawWs, TIMEOUT, http, post, start};
 
 const ADMIN: &str = "admin-token-0001";
 const READER: &str = "reader-token-0001";
@@ -162,89 +162,16 @@ async fn a_batch_stops_building_answers_at_the_payload_limit() {
     assert_eq!(stored.len(), 8, "the injects after the limit did not run");
 }
 
-/// The gateway binary on its own data directory, for figures that must not include this test
-/// process (its memory) or limits that must not touch it (its descriptors).
-struct Binary {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(config_toml: &str, nofile: Option<u64>) -> Self {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("clawgate.toml"), config_toml).expect("config");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clawgate"));
-        cmd.arg("--data-dir")
-            .arg(dir.path())
-            .arg("--port")
-            .arg("0")
-            .env_remove("CLAWGATE_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        if let Some(n) = nofile {
-            // SAFETY: setrlimit in the child between fork and exec touches only the child.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("line");
-        let addr = line
-            .trim()
-            .trim_start_matches("listening on ")
-            .trim_start_matches("http://")
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap_or_else(|_| panic!("unexpected first line {line:?}"));
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The gateway's resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// The gateway binary (`Launcher`) serves the figures that must not include this test process
+// (its memory) and the limits that must not touch it (its descriptors).
 
 #[tokio::test]
 async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
-    let gw = Binary::start(
-        "[gateway]\nmax_queued_bytes = 1048576\nping_interval_ms = 200\nping_timeout_ms = 1500\n",
-        None,
-    );
+    let gw = Launcher::new()
+        .config(
+            "[gateway]\nmax_queued_bytes = 1048576\nping_interval_ms = 200\nping_timeout_ms = 1500\n",
+        )
+        .start();
     let mut ws = RawWs::connect(gw.addr).await;
     for _ in 0..6 {
         let content = "m".repeat(512 * 1024);
@@ -569,7 +496,7 @@ async fn failed_logins_are_throttled_per_address() {
 
 #[test]
 fn descriptors_are_raised_and_idle_connections_cannot_exhaust_them() {
-    let gw = Binary::start("", Some(420));
+    let gw = Launcher::new().config("").nofile(420).start();
     let addr = gw.addr;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -614,7 +541,9 @@ fn descriptors_are_raised_and_idle_connections_cannot_exhaust_them() {
 
 #[tokio::test]
 async fn slow_subscribers_under_a_flood_of_large_events_hold_bounded_memory() {
-    let gw = Binary::start("[events]\nreplay_max_bytes = 8388608\n", None);
+    let gw = Launcher::new()
+        .config("[events]\nreplay_max_bytes = 8388608\n")
+        .start();
     let mut slow = RawWs::connect_small_buffer(gw.addr).await;
     for _ in 0..4 {
         slow.subscribe(json!({"events": ["chat"]})).await;

@@ -1,6 +1,11 @@
-//! Test harness: a real gateway on an ephemeral port, raw WebSocket and HTTP clients.
+//! Test harness: a real gateway on an ephemeral port (in this process, or the binary through
+//! [`launcher`]), raw WebSocket and HTTP clients.
 
 #![allow(dead_code)]
+
+pub mod launcher;
+
+pub use launcher::{Gateway, Launcher};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
