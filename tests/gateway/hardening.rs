@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Launcher, RawWs, TIMEOUT, http, post, start};
+use crate::common::{Launcher, RawFrames, RawWs, close_code, http, post, start};
 
 const ADMIN: &str = "admin-token-0001";
 const READER: &str = "reader-token-0001";
@@ -41,28 +41,6 @@ async fn set_tokens(admin: &mut RawWs, tokens: Value) {
         )
         .await;
     assert!(patched.get("result").is_some(), "{patched}");
-}
-
-/// Reads the socket until the server closes it; returns the texts received and the close code.
-async fn drain_until_close(ws: &mut RawWs) -> (Vec<String>, Option<u16>) {
-    let mut texts = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    let mut data = Vec::new();
-    loop {
-        data.clear();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.receiver.receive(&mut data)).await {
-            Err(_) => panic!("the connection was not closed within {TIMEOUT:?}"),
-            Ok(Ok(soketto::Incoming::Data(_))) => {
-                texts.push(String::from_utf8_lossy(&data).into_owned());
-            }
-            Ok(Ok(soketto::Incoming::Closed(reason))) => {
-                return (texts, Some(reason.code));
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return (texts, None),
-        }
-    }
 }
 
 #[tokio::test]
@@ -99,7 +77,7 @@ async fn a_revoked_token_loses_its_subscriptions_and_its_connection() {
     .await;
     let inject = json!({"sessionKey": "main", "role": "assistant", "content": "after revocation"});
     admin.call("chat.inject", inject).await;
-    let (texts, code) = drain_until_close(&mut reader).await;
+    let (texts, code) = reader.drain_until_close().await;
     assert!(
         texts.iter().all(|t| !t.contains("after revocation")),
         "a revoked token kept receiving events: {texts:?}"
@@ -201,7 +179,7 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
         "a non-reading connection grew the gateway by {} MiB",
         peak / 1024
     );
-    let (answers, _) = drain_until_close(&mut lazy).await;
+    let (answers, _) = lazy.drain_until_close().await;
     assert!(
         answers.len() < 300,
         "the connection that stopped reading was closed ({} answers had left)",
@@ -211,99 +189,6 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
     let mut fresh = RawWs::connect(gw.addr).await;
     let ok = fresh.call("gateway.health", json!({})).await;
     assert_eq!(ok["result"]["ok"], true);
-}
-
-/// A raw WebSocket over TCP: exact frames out, frames in.
-struct RawFrames {
-    stream: TcpStream,
-}
-
-impl RawFrames {
-    async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let req = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.expect("write");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            stream.read_exact(&mut b).await.expect("handshake");
-            head.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(
-            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            "accept key: {head}"
-        );
-        Self { stream }
-    }
-
-    async fn frame(&mut self, fin: bool, opcode: u8, masked: bool, payload: &[u8]) {
-        let mut out = vec![(u8::from(fin) << 7) | opcode];
-        let m = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n @ 0..=125 => out.push(m | n as u8),
-            n @ 126..=0xFFFF => {
-                out.push(m | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(m | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [9u8, 8, 7, 6];
-        if masked {
-            out.extend_from_slice(&mask);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-        // A peer that closed may refuse the rest: that is what some tests wait for.
-        let _ = self.stream.write_all(&out).await;
-    }
-
-    /// The frames the server sends until it closes: (opcode, payload).
-    async fn frames_until_close(&mut self) -> Vec<(u8, Vec<u8>)> {
-        let mut frames = Vec::new();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let read = tokio::time::timeout(left, async {
-                let mut two = [0u8; 2];
-                self.stream.read_exact(&mut two).await?;
-                let len = match two[1] & 0x7F {
-                    126 => u64::from(self.stream.read_u16().await?),
-                    127 => self.stream.read_u64().await?,
-                    n => u64::from(n),
-                };
-                let mut payload = vec![0u8; len as usize];
-                self.stream.read_exact(&mut payload).await?;
-                Ok::<_, std::io::Error>((two[0] & 0x0F, payload))
-            })
-            .await
-            .expect("the server answers or closes within the timeout");
-            match read {
-                Ok((opcode, payload)) => {
-                    let close = opcode == 0x8;
-                    frames.push((opcode, payload));
-                    if close {
-                        return frames;
-                    }
-                }
-                Err(_) => return frames,
-            }
-        }
-    }
-}
-
-fn close_code(frames: &[(u8, Vec<u8>)]) -> Option<u16> {
-    frames
-        .iter()
-        .find(|(op, _)| *op == 0x8)
-        .and_then(|(_, p)| (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]])))
 }
 
 #[tokio::test]
