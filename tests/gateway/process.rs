@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Launcher, RawWs};
+use crate::common::{Launcher, RawWs, Transcript, transcript_files, transcript_path};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 
@@ -271,22 +271,10 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_message() {
         }
     }
     // Every complete line of every transcript parses; at most one torn line per kill.
-    let mut torn = 0;
-    for entry in std::fs::read_dir(dir.path().join("sessions"))
-        .expect("dir")
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".jsonl") {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("read");
-        for line in text.lines() {
-            if serde_json::from_str::<Value>(line).is_err() {
-                torn += 1;
-            }
-        }
-    }
+    let torn: usize = transcript_files(dir.path())
+        .iter()
+        .map(|path| Transcript::read(path).damaged().count())
+        .sum();
     assert!(torn <= rounds as usize * 2, "{torn} damaged lines");
 }
 
@@ -308,7 +296,7 @@ async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
     let orphan = "0123456789abcdef0123456789abcdef";
     drop(ws);
     gw.terminate();
-    let path = dir.path().join("sessions").join(format!("{id}.jsonl"));
+    let path = transcript_path(dir.path(), &id);
     let mut text = std::fs::read_to_string(&path).expect("read");
     let garbage = "this is not json\n{\"type\":\"future-thing\",\"x\":1}\n";
     // Insert garbage in the middle and a torn line at the end.
@@ -319,7 +307,7 @@ async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
     text = rebuilt;
     std::fs::write(&path, &text).expect("write");
     std::fs::write(
-        dir.path().join("sessions").join(format!("{orphan}.jsonl")),
+        transcript_path(dir.path(), orphan),
         "{\"type\":\"message\",\"id\":\"o1\",\"parentId\":null,\"ts\":5,\"role\":\"user\",\"content\":\"orphan\"}\n",
     )
     .expect("write orphan");
@@ -451,16 +439,11 @@ async fn idempotency_keys_survive_a_restart() {
     assert_eq!(all_transcript_lines(dir.path()), before, "nothing written");
 }
 
+/// How many lines all transcripts of `data_dir` have.
 fn all_transcript_lines(data_dir: &std::path::Path) -> usize {
-    std::fs::read_dir(data_dir.join("sessions"))
-        .expect("dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .map(|t| t.lines().count())
-                .unwrap_or(0)
-        })
+    transcript_files(data_dir)
+        .iter()
+        .map(|path| Transcript::read(path).len())
         .sum()
 }
 

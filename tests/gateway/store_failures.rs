@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Gateway, Launcher, RawWs, http};
+use crate::common::{Gateway, Launcher, RawWs, http, transcript_files};
 
 /// A generous bound on what the gateway does by itself; only against hangs, never a speed test.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -180,11 +180,9 @@ async fn wait_ready(addr: SocketAddr) {
 
 /// The names of the transcripts (`*.jsonl`) in `data/sessions`: what a restart reads.
 fn transcripts(data: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(data.join("sessions"))
-        .expect("sessions dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".jsonl"))
+    transcript_files(data)
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         .collect()
 }
 

@@ -1,12 +1,14 @@
 //! Test harness: a real gateway on an ephemeral port (in this process, or the binary through
-//! [`launcher`]), raw WebSocket and HTTP clients.
+//! [`launcher`]), raw WebSocket and HTTP clients, and the transcript reader.
 
 #![allow(dead_code)]
 
 pub mod launcher;
+pub mod transcript;
 pub mod ws;
 
 pub use launcher::{Gateway, Launcher};
+pub use transcript::{Transcript, transcript_files, transcript_path};
 pub use ws::{RawFrames, RawWs, TIMEOUT, WsRefused, close_code};
 
 use std::net::SocketAddr;
@@ -38,6 +40,17 @@ impl TestGateway {
     }
     pub fn notified(&self) -> usize {
         self.notified.load(Ordering::SeqCst)
+    }
+    /// The transcript of the session `key` now has.
+    pub fn transcript(&self, key: &str) -> Transcript {
+        let session_id = self
+            .running
+            .gateway
+            .store()
+            .get(key)
+            .expect("session")
+            .session_id;
+        Transcript::of(self.dir.path(), &session_id)
     }
 }
 
