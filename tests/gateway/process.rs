@@ -401,21 +401,13 @@ async fn idempotency_keys_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut gw = Launcher::on(dir.path()).start();
     let mut ws = RawWs::connect(gw.addr).await;
-    let first = ws
-        .call(
-            "chat.send",
-            json!({"message": "remember me", "idempotencyKey": "idem-1"}),
-        )
-        .await;
+    // The same call each time: only the first runs.
+    let remember = json!({"message": "remember me", "idempotencyKey": "idem-1"});
+    let first = ws.call("chat.send", remember.clone()).await;
     let run_id = first["result"]["runId"].clone();
     // Wait for the run to end.
     loop {
-        let r = ws
-            .call(
-                "chat.send",
-                json!({"message": "remember me", "idempotencyKey": "idem-1"}),
-            )
-            .await;
+        let r = ws.call("chat.send", remember.clone()).await;
         if r["result"]["status"] == "done" {
             break;
         }
@@ -426,12 +418,7 @@ async fn idempotency_keys_survive_a_restart() {
     let before = all_transcript_lines(dir.path());
     let gw = Launcher::on(dir.path()).start();
     let mut ws = RawWs::connect(gw.addr).await;
-    let again = ws
-        .call(
-            "chat.send",
-            json!({"message": "remember me", "idempotencyKey": "idem-1"}),
-        )
-        .await;
+    let again = ws.call("chat.send", remember.clone()).await;
     assert_eq!(again["result"]["runId"], run_id, "{again}");
     assert_eq!(again["result"]["status"], "done");
     assert_eq!(again["result"]["outcome"], "final");

@@ -113,22 +113,22 @@ impl Transcript {
 
     /// The message lines, oldest first.
     pub fn messages(&self) -> Vec<Value> {
-        self.lines
-            .iter()
-            .filter_map(|l| match l {
-                Line::Message(v) => Some(v.clone()),
-                _ => None,
-            })
-            .collect()
+        self.values(|l| matches!(l, Line::Message(_)))
     }
 
     /// The meta lines (label, model), in file order.
     pub fn metas(&self) -> Vec<Value> {
+        self.values(|l| matches!(l, Line::Meta(_)))
+    }
+
+    /// The JSON of the lines `pick` takes.
+    fn values(&self, pick: impl Fn(&Line) -> bool) -> Vec<Value> {
         self.lines
             .iter()
+            .filter(|l| pick(l))
             .filter_map(|l| match l {
-                Line::Meta(v) => Some(v.clone()),
-                _ => None,
+                Line::Message(v) | Line::Meta(v) | Line::Other(v) => Some(v.clone()),
+                Line::Damaged { .. } => None,
             })
             .collect()
     }
