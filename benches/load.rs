@@ -6,75 +6,20 @@
 //! Prints a table, and one JSON object per figure on stderr.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::io::{BufReader as FBufReader, BufWriter as FBufWriter};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use soketto::handshake::{Client, ServerResponse};
-use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 mod common;
-use common::{Process, median, percentile, start_gateway};
-type Io = FBufReader<FBufWriter<Compat<TcpStream>>>;
+use common::launcher::{Gateway, Launcher};
+use common::ws::RawWs;
+use common::{gateway, median, percentile};
 
-struct Ws {
-    tx: soketto::Sender<Io>,
-    rx: soketto::Receiver<Io>,
-}
-
-async fn connect(addr: SocketAddr) -> Ws {
-    let mut last_err = String::new();
-    for _ in 0..50 {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                let host = addr.to_string();
-                let mut client = Client::new(
-                    FBufReader::new(FBufWriter::new(stream.compat())),
-                    &host,
-                    "/",
-                );
-                match client.handshake().await {
-                    Ok(ServerResponse::Accepted { .. }) => {
-                        let (tx, rx) = client.into_builder().finish();
-                        return Ws { tx, rx };
-                    }
-                    other => last_err = format!("{other:?}"),
-                }
-            }
-            Err(e) => last_err = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("cannot connect to {addr}: {last_err}");
-}
-
-impl Ws {
-    async fn send(&mut self, text: &str) {
-        self.tx.send_text(text).await.expect("send");
-        self.tx.flush().await.expect("flush");
-    }
-    async fn recv(&mut self) -> Vec<u8> {
-        let mut data = Vec::new();
-        loop {
-            data.clear();
-            match self.rx.receive(&mut data).await.expect("receive") {
-                soketto::Incoming::Data(_) => return data,
-                _ => continue,
-            }
-        }
-    }
-}
-
-struct Server {
-    process: Process,
-    addr: SocketAddr,
-}
+/// A server under load: the gateway or the bare baseline, both children of this process.
+type Server = Gateway;
 
 /// CPU time (user + system) of a process so far, in ms.
 fn cpu_ms(pid: &str) -> f64 {
@@ -89,52 +34,29 @@ fn cpu_ms(pid: &str) -> f64 {
     ticks * 10.0 // USER_HZ is 100 on Linux
 }
 
-impl Server {
-    fn cpu_ms(&self) -> f64 {
-        cpu_ms(&self.process.pid().to_string())
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
+/// The server's CPU time so far, in ms.
+fn server_cpu_ms(server: &Server) -> f64 {
+    cpu_ms(&server.pid().to_string())
 }
 
-fn gateway(data: &std::path::Path) -> (Server, Duration) {
-    gateway_with(data, &[])
-}
-
-/// Starts the gateway binary on `data` with extra environment; returns it and its time to ready.
-fn gateway_with(data: &std::path::Path, env: &[(&str, String)]) -> (Server, Duration) {
-    let (process, url, ready) = start_gateway(data, env);
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("addr");
-    (Server { process, addr }, ready)
+/// Starts the gateway binary on `data` with extra environment.
+fn gateway_with(data: &std::path::Path, env: &[(&str, String)]) -> Server {
+    gateway(data).envs(env).start()
 }
 
 fn bare() -> Server {
     bare_with(None)
 }
 
-/// The bare jsonrpsee server; with `provider`, its `chat.stream` relays that provider's stream.
+/// The bare jsonrpsee server (this benchmark binary again, with `--bare-server`); with
+/// `provider`, its `chat.stream` relays that provider's stream.
 fn bare_with(provider: Option<SocketAddr>) -> Server {
     let exe = std::env::current_exe().expect("exe");
-    let mut cmd = Command::new(exe);
-    cmd.arg("--bare-server");
+    let mut launcher = Launcher::new().program(exe).arg("--bare-server");
     if let Some(addr) = provider {
-        cmd.arg("--provider").arg(format!("http://{addr}/v1"));
+        launcher = launcher.arg("--provider").arg(format!("http://{addr}/v1"));
     }
-    let (process, line, _) = Process::spawn_ready(cmd);
-    let addr = line.parse().expect("addr");
-    Server { process, addr }
+    launcher.start()
 }
 
 /// The bare server's state: the fan-out channel and a `seq`; the provider `chat.stream` relays.
@@ -188,8 +110,9 @@ async fn bare_relay(bare: Arc<Bare>, sink: jsonrpsee::SubscriptionSink) {
 }
 
 /// The baseline: a bare jsonrpsee server, as lean as jsonrpsee makes it: `health` for trivial
-/// calls, and `chat.inject` + `events.subscribe` for fan-out.
-fn run_bare_server(provider: Option<String>) {
+/// calls, and `chat.inject` + `events.subscribe` for fan-out. It listens on loopback at `port`
+/// and says so the way the gateway does, so that one launcher starts both.
+fn run_bare_server(port: u16, provider: Option<String>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -198,7 +121,7 @@ fn run_bare_server(provider: Option<String>) {
         let config = jsonrpsee::server::ServerConfig::builder().max_connections(30_000).build();
         let server = jsonrpsee::server::Server::builder()
             .set_config(config)
-            .build("127.0.0.1:0")
+            .build(("127.0.0.1", port))
             .await
             .expect("bind");
         let addr = server.local_addr().expect("addr");
@@ -266,7 +189,7 @@ fn run_bare_server(provider: Option<String>) {
             )
             .expect("register");
         let handle = server.start(module);
-        println!("{addr}");
+        println!("listening on ws://{addr}/");
         handle.stopped().await;
     });
 }
@@ -293,7 +216,7 @@ async fn calls(
     for _ in 0..conns {
         let stop = stop.clone();
         let method = method.to_string();
-        let mut ws = connect(addr).await;
+        let mut ws = RawWs::connect_patiently(addr).await;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let mut sent: std::collections::VecDeque<Instant> = Default::default();
@@ -302,14 +225,14 @@ async fn calls(
                 while sent.len() < inflight && !stop.load(Ordering::Relaxed) {
                     id += 1;
                     let req = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
-                    ws.tx.send_text(&req).await.expect("send");
+                    ws.queue(&req).await;
                     sent.push_back(Instant::now());
                 }
-                ws.tx.flush().await.expect("flush");
+                ws.flush().await;
                 if sent.is_empty() {
                     break;
                 }
-                let _ = ws.recv().await;
+                let _ = ws.recv_bytes().await;
                 if let Some(t) = sent.pop_front() {
                     lat.push(t.elapsed().as_secs_f64() * 1e6);
                 }
@@ -344,7 +267,7 @@ fn emit(scenario: &str, name: &str, value: f64, unit: &str) {
 
 async fn scenario_calls(secs: f64, rounds: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, _) = gateway(dir.path());
+    let gw = gateway(dir.path()).start();
     let bare = bare();
     println!("\n## Trivial calls (median of {rounds} alternating rounds of {secs} s)\n");
     println!("| load | server | calls/s | p50 µs | p90 µs | p99 µs | max µs |");
@@ -405,14 +328,14 @@ async fn fanout_run(server: &Server, subs: usize, events: usize, interval: Durat
     let gaps = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subs {
-        let mut ws = connect(server.addr).await;
+        let mut ws = RawWs::connect_patiently(server.addr).await;
         ws.send(r#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe","params":{"events":["chat"],"sessionKey":"fan"}}"#).await;
-        let _ = ws.recv().await;
+        let _ = ws.recv_bytes().await;
         let (received, gaps) = (received.clone(), gaps.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(events);
             while lat.len() < events {
-                let data = ws.recv().await;
+                let data = ws.recv_bytes().await;
                 // Take the receipt time first, and read only what is needed: the figure is
                 // the server's delivery, not this client's JSON parsing.
                 let now = SystemTime::now()
@@ -441,10 +364,10 @@ async fn fanout_run(server: &Server, subs: usize, events: usize, interval: Durat
             (lat, ws)
         }));
     }
-    let mut publisher = connect(server.addr).await;
+    let mut publisher = RawWs::connect_patiently(server.addr).await;
     // Let the connection storm settle: this measures steady state.
     tokio::time::sleep(Duration::from_millis(2000 + subs as u64 / 5)).await;
-    let (server_cpu, client_cpu) = (server.cpu_ms(), cpu_ms("self"));
+    let (server_cpu, client_cpu) = (server_cpu_ms(server), cpu_ms("self"));
     let mut inject = Vec::with_capacity(events);
     for i in 0..events {
         let now = SystemTime::now()
@@ -454,7 +377,7 @@ async fn fanout_run(server: &Server, subs: usize, events: usize, interval: Durat
         let req = json!({"jsonrpc": "2.0", "id": i, "method": "chat.inject", "params": {"sessionKey": "fan", "role": "system", "content": format!("{now:.3}")}});
         let t0 = Instant::now();
         publisher.send(&req.to_string()).await;
-        let _ = publisher.recv().await;
+        let _ = publisher.recv_bytes().await;
         inject.push(t0.elapsed().as_secs_f64() * 1e3);
         tokio::time::sleep(interval).await;
     }
@@ -468,7 +391,7 @@ async fn fanout_run(server: &Server, subs: usize, events: usize, interval: Durat
             held.push(ws);
         }
     }
-    let server_cpu = (server.cpu_ms() - server_cpu) / events as f64;
+    let server_cpu = (server_cpu_ms(server) - server_cpu) / events as f64;
     let client_cpu = (cpu_ms("self") - client_cpu) / events as f64;
     drop(held);
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -500,7 +423,7 @@ async fn scenario_fanout(counts: &[usize], events: usize, interval: Duration, ro
                 let server = if i == 0 {
                     bare()
                 } else {
-                    gateway(dir.path()).0
+                    gateway(dir.path()).start()
                 };
                 runs.push(fanout_run(&server, subs, events, interval).await);
             }
@@ -555,7 +478,8 @@ async fn scenario_memory(counts: &[usize]) {
     println!("| state | RSS MiB | per connection KiB |");
     println!("|---|---:|---:|");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (gw, ready) = gateway(dir.path());
+    let gw = gateway(dir.path()).start();
+    let ready = gw.ready_after();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = gw.rss_kib();
     println!(
@@ -568,9 +492,9 @@ async fn scenario_memory(counts: &[usize]) {
     let mut held = Vec::new();
     for &n in counts {
         while held.len() < n {
-            let mut ws = connect(gw.addr).await;
+            let mut ws = RawWs::connect_patiently(gw.addr).await;
             ws.send(r#"{"jsonrpc":"2.0","id":1,"method":"gateway.hello","params":{"client":{"name":"bench"}}}"#).await;
-            let _ = ws.recv().await;
+            let _ = ws.recv_bytes().await;
             held.push(ws);
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -659,16 +583,16 @@ struct StreamRun {
 async fn streaming_run(server: &Server, k: usize) -> StreamRun {
     let mut tasks = Vec::new();
     let start = Instant::now();
-    let cpu = server.cpu_ms();
+    let cpu = server_cpu_ms(server);
     for i in 0..k {
-        let mut ws = connect(server.addr).await;
+        let mut ws = RawWs::connect_patiently(server.addr).await;
         tasks.push(tokio::spawn(async move {
             let req = json!({"jsonrpc": "2.0", "id": 1, "method": "chat.stream", "params": {"message": "go", "sessionKey": format!("s{i}")}});
             ws.send(&req.to_string()).await;
             let mut lat = Vec::new();
             let mut deltas = 0u64;
             loop {
-                let data = ws.recv().await;
+                let data = ws.recv_bytes().await;
                 // Receipt time first: the figure is the server's, not this client's parsing.
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -709,7 +633,7 @@ async fn streaming_run(server: &Server, k: usize) -> StreamRun {
         deltas,
         secs,
         completed,
-        cpu_per_delta: (server.cpu_ms() - cpu) * 1e3 / deltas.max(1) as f64,
+        cpu_per_delta: (server_cpu_ms(server) - cpu) * 1e3 / deltas.max(1) as f64,
     }
 }
 
@@ -739,7 +663,6 @@ async fn scenario_streaming(counts: &[usize], chunks: usize, rounds: usize) {
                             ("CLAWGATE_AGENT__DELTA_INTERVAL_MS", "1".into()),
                         ],
                     )
-                    .0
                 };
                 runs.push(streaming_run(&server, k).await);
             }
@@ -791,13 +714,16 @@ fn list_arg(args: &[String], flag: &str) -> Option<Vec<usize>> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--bare-server") {
-        let provider = args
-            .iter()
-            .position(|a| a == "--provider")
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
-            .cloned();
-        run_bare_server(provider);
+            .cloned()
+    };
+    if args.iter().any(|a| a == "--bare-server") {
+        // `--data-dir` is the launcher's too; the bare server keeps nothing.
+        let port = after("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
+        run_bare_server(port, after("--provider"));
         return;
     }
     let value = |flag: &str, default: f64| {

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clawgate::client::GatewayClient;
 use clawgate::protocol::{Role, TranscriptMessage};
@@ -12,7 +12,8 @@ use clawgate::store::transcript::{Header, header_line, message_line};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Process, median, percentile, start_gateway};
+use common::launcher::Gateway;
+use common::{gateway, median, percentile};
 
 fn message(i: u64, parent: Option<String>, content: String) -> TranscriptMessage {
     let role = if i.is_multiple_of(2) {
@@ -51,19 +52,13 @@ fn write_transcript(dir: &Path, id: &str, key: &str, messages: u64, content_len:
     out.flush().expect("flush");
 }
 
-struct Gateway {
-    _process: Process,
-    url: String,
-    ready_after: Duration,
+fn start(data_dir: &Path) -> Gateway {
+    gateway(data_dir).start()
 }
 
-fn start(data_dir: &Path) -> Gateway {
-    let (process, url, ready_after) = start_gateway(data_dir, &[]);
-    Gateway {
-        _process: process,
-        url,
-        ready_after,
-    }
+/// Stops `g` gracefully: the index is written, so the next start reads it.
+fn stop(mut g: Gateway) {
+    g.terminate();
 }
 
 async fn latencies(client: &GatewayClient, method: &str, params: Value, n: usize) -> Vec<f64> {
@@ -121,16 +116,17 @@ fn main() {
     report(
         "startup, 10k sessions, no index (rebuild)",
         "ms",
-        cold.ready_after.as_secs_f64() * 1e3,
+        cold.ready_after().as_secs_f64() * 1e3,
         None,
     );
-    drop(cold); // graceful stop writes the index
+    stop(cold);
 
     // Warm: the normal case. Median of 5 starts.
     let mut starts = Vec::new();
     for _ in 0..5 {
         let g = start(&data);
-        starts.push(g.ready_after.as_secs_f64() * 1e3);
+        starts.push(g.ready_after().as_secs_f64() * 1e3);
+        stop(g);
     }
     report(
         "startup, 10k sessions, with index (median of 5)",
@@ -175,7 +171,7 @@ fn main() {
             Some(10.0),
         );
     });
-    drop(g);
+    stop(g);
 
     // History: a 100 MB transcript and a small one.
     let big_dir = root.path().join("big");
@@ -223,5 +219,5 @@ fn main() {
             );
         }
     });
-    drop(g);
+    stop(g);
 }

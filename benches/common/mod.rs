@@ -1,69 +1,22 @@
-//! What the benchmark binaries share: starting a server process and waiting for its address,
-//! and percentiles.
+//! What the benchmark binaries share: the tests' launcher of the gateway binary and their
+//! WebSocket client (included from `tests/gateway/common/`, so there is one of each), and
+//! percentiles.
 
-use std::io::{BufRead, BufReader};
+#[path = "../../tests/gateway/common/launcher.rs"]
+pub mod launcher;
+#[path = "../../tests/gateway/common/ws.rs"]
+pub mod ws;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// The gateway binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
+use launcher::Launcher;
 
-/// A server process, stopped with SIGTERM (a graceful shutdown) when dropped.
-pub struct Process {
-    child: Child,
-}
-
-impl Process {
-    /// Spawns `cmd` and waits for its first line on stdout (the address it listens on);
-    /// returns the process, that line trimmed, and how long it took.
-    pub fn spawn_ready(mut cmd: Command) -> (Process, String, Duration) {
-        let t0 = Instant::now();
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        (Process { child }, line.trim().to_string(), t0.elapsed())
-    }
-
-    /// The process id.
-    #[allow(dead_code)] // not every benchmark reads it
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the gateway on `data_dir` (any free port, no token, room for 30,000 connections)
-/// with extra environment; returns it, its `ws://` URL and its time to ready.
-pub fn start_gateway(data_dir: &Path, env: &[(&str, String)]) -> (Process, String, Duration) {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["--port", "0"])
+/// The gateway on `data_dir` as the benchmarks run it: any free port, no token, errors only in
+/// its log, room for 30,000 connections.
+pub fn gateway(data_dir: &Path) -> Launcher {
+    Launcher::on(data_dir)
         .env("RUST_LOG", "error")
         .env("CLAWGATE_GATEWAY__MAX_CONNECTIONS", "30000")
-        .env_remove("CLAWGATE_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (process, line, ready) = Process::spawn_ready(cmd);
-    let url = line.trim_start_matches("listening on ").to_string();
-    (process, url, ready)
 }
 
 /// The `p` quantile (0..=1) of already sorted values; NaN when there are none.

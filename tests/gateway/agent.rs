@@ -113,22 +113,9 @@ fn deltas(payloads: &[Value], turn: u64) -> String {
         .collect()
 }
 
+/// The message lines of `key`'s transcript; every line of the file must be whole.
 fn transcript(gw: &TestGateway, key: &str) -> Vec<Value> {
-    let sessions = gw.dir.path().join("sessions");
-    let session_id = gw
-        .running
-        .gateway
-        .store()
-        .get(key)
-        .expect("session")
-        .session_id;
-    let text =
-        std::fs::read_to_string(sessions.join(format!("{session_id}.jsonl"))).expect("transcript");
-    text.lines()
-        .skip(1)
-        .map(|l| serde_json::from_str(l).expect("line parses"))
-        .filter(|v: &Value| v["type"] == "message")
-        .collect()
+    gw.transcript(key).whole().messages()
 }
 
 #[tokio::test]

@@ -2,9 +2,8 @@
 //! token auth off; `config.patch` keeps inline tables and checks the file on its own; a plugin's
 //! stderr is read in bounded lines whatever it writes.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,98 +12,12 @@ use clawgate::config::{AuthMode, TokenConfig};
 use clawgate::rpc::Scope;
 use serde_json::{Value, json};
 
-use crate::common::{RawWs, http, start, test_table};
+use crate::common::{Launcher, RawWs, http, start, test_table};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 /// Generous bound on waiting for something the gateway does on its own (a reload, a log line).
 const WAIT: Duration = Duration::from_secs(20);
 
 const TOKEN_AUTH: &str = "[gateway.auth]\nmode = \"token\"\n\n[[gateway.auth.tokens]]\nname = \"admin\"\ntoken = \"admin-secret-1\"\nscopes = [\"admin\"]\n";
-
-/// The real binary on a data directory, its stderr kept in a file.
-struct Bin {
-    child: Child,
-    addr: std::net::SocketAddr,
-    stderr: PathBuf,
-}
-
-impl Bin {
-    fn start(data_dir: &Path) -> Bin {
-        let stderr = data_dir.join("gateway.stderr.log");
-        let log = std::fs::File::create(&stderr).expect("stderr file");
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--port")
-            .arg("0")
-            .env_remove("CLAWGATE_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ws://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim_end_matches('/')
-            .parse()
-            .expect("addr");
-        Bin {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// How many WARN lines of the log contain `needle`.
-    fn warnings(&self, needle: &str) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("WARN") && l.contains(needle))
-            .count()
-    }
-
-    /// Waits (bounded) until `warnings(needle)` reaches `count`; whether it did.
-    async fn wait_warnings(&self, needle: &str, count: usize) -> bool {
-        let t0 = Instant::now();
-        while t0.elapsed() < WAIT {
-            if self.warnings(needle) >= count {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        false
-    }
-
-    /// A field of `/proc/<pid>/status`, in KiB.
-    fn status_kib(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in {status}"))
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn rpc(method: &str, params: Value) -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
@@ -136,10 +49,10 @@ async fn running_config(addr: std::net::SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_survives_an_empty_deleted_half_or_in_place_saved_config_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("clawgate.toml");
-    std::fs::write(&file, format!("[gateway]\nmax_batch = 8\n\n{TOKEN_AUTH}")).expect("write");
-    let bin = Bin::start(dir.path());
+    let bin = Launcher::new()
+        .config(format!("[gateway]\nmax_batch = 8\n\n{TOKEN_AUTH}"))
+        .start();
+    let file = bin.data_dir().join("clawgate.toml");
     let addr = bin.addr;
     assert_eq!(
         running_config(addr).await["gateway"]["auth"]["mode"],
@@ -545,16 +458,13 @@ async fn a_plugin_flooding_stderr_without_newlines_or_utf8_is_served_in_bounded_
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/unruly.py");
     let starts = dir.path().join("unruly.starts");
     let s = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
-    std::fs::write(
-        dir.path().join("clawgate.toml"),
-        format!(
+    let bin = Launcher::on(dir.path())
+        .config(format!(
             "[[plugins]]\nname = \"unruly\"\ncommand = [\"python3\", {}]\ncall_timeout_ms = 120000\nenv = {{ UNRULY_STARTS_FILE = {} }}\n",
             s(&script),
             s(&starts)
-        ),
-    )
-    .expect("write");
-    let bin = Bin::start(dir.path());
+        ))
+        .start();
     let mut ws = RawWs::connect(bin.addr).await;
     let t0 = Instant::now();
     let pid = loop {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{RawWs, TIMEOUT, http, post, start};
+use crate::common::{Launcher, RawFrames, RawWs, close_code, http, post, start};
 
 const ADMIN: &str = "admin-token-0001";
 const READER: &str = "reader-token-0001";
@@ -41,28 +41,6 @@ async fn set_tokens(admin: &mut RawWs, tokens: Value) {
         )
         .await;
     assert!(patched.get("result").is_some(), "{patched}");
-}
-
-/// Reads the socket until the server closes it; returns the texts received and the close code.
-async fn drain_until_close(ws: &mut RawWs) -> (Vec<String>, Option<u16>) {
-    let mut texts = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    let mut data = Vec::new();
-    loop {
-        data.clear();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.receiver.receive(&mut data)).await {
-            Err(_) => panic!("the connection was not closed within {TIMEOUT:?}"),
-            Ok(Ok(soketto::Incoming::Data(_))) => {
-                texts.push(String::from_utf8_lossy(&data).into_owned());
-            }
-            Ok(Ok(soketto::Incoming::Closed(reason))) => {
-                return (texts, Some(reason.code));
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return (texts, None),
-        }
-    }
 }
 
 #[tokio::test]
@@ -99,7 +77,7 @@ async fn a_revoked_token_loses_its_subscriptions_and_its_connection() {
     .await;
     let inject = json!({"sessionKey": "main", "role": "assistant", "content": "after revocation"});
     admin.call("chat.inject", inject).await;
-    let (texts, code) = drain_until_close(&mut reader).await;
+    let (texts, code) = reader.drain_until_close().await;
     assert!(
         texts.iter().all(|t| !t.contains("after revocation")),
         "a revoked token kept receiving events: {texts:?}"
@@ -162,89 +140,16 @@ async fn a_batch_stops_building_answers_at_the_payload_limit() {
     assert_eq!(stored.len(), 8, "the injects after the limit did not run");
 }
 
-/// The gateway binary on its own data directory, for figures that must not include this test
-/// process (its memory) or limits that must not touch it (its descriptors).
-struct Binary {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(config_toml: &str, nofile: Option<u64>) -> Self {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("clawgate.toml"), config_toml).expect("config");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clawgate"));
-        cmd.arg("--data-dir")
-            .arg(dir.path())
-            .arg("--port")
-            .arg("0")
-            .env_remove("CLAWGATE_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        if let Some(n) = nofile {
-            // SAFETY: setrlimit in the child between fork and exec touches only the child.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("line");
-        let addr = line
-            .trim()
-            .trim_start_matches("listening on ")
-            .trim_start_matches("http://")
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap_or_else(|_| panic!("unexpected first line {line:?}"));
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The gateway's resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// The gateway binary (`Launcher`) serves the figures that must not include this test process
+// (its memory) and the limits that must not touch it (its descriptors).
 
 #[tokio::test]
 async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
-    let gw = Binary::start(
-        "[gateway]\nmax_queued_bytes = 1048576\nping_interval_ms = 200\nping_timeout_ms = 1500\n",
-        None,
-    );
+    let gw = Launcher::new()
+        .config(
+            "[gateway]\nmax_queued_bytes = 1048576\nping_interval_ms = 200\nping_timeout_ms = 1500\n",
+        )
+        .start();
     let mut ws = RawWs::connect(gw.addr).await;
     for _ in 0..6 {
         let content = "m".repeat(512 * 1024);
@@ -274,7 +179,7 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
         "a non-reading connection grew the gateway by {} MiB",
         peak / 1024
     );
-    let (answers, _) = drain_until_close(&mut lazy).await;
+    let (answers, _) = lazy.drain_until_close().await;
     assert!(
         answers.len() < 300,
         "the connection that stopped reading was closed ({} answers had left)",
@@ -284,99 +189,6 @@ async fn a_connection_that_stops_reading_holds_bounded_memory_and_is_closed() {
     let mut fresh = RawWs::connect(gw.addr).await;
     let ok = fresh.call("gateway.health", json!({})).await;
     assert_eq!(ok["result"]["ok"], true);
-}
-
-/// A raw WebSocket over TCP: exact frames out, frames in.
-struct RawFrames {
-    stream: TcpStream,
-}
-
-impl RawFrames {
-    async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let req = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.expect("write");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            stream.read_exact(&mut b).await.expect("handshake");
-            head.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(
-            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            "accept key: {head}"
-        );
-        Self { stream }
-    }
-
-    async fn frame(&mut self, fin: bool, opcode: u8, masked: bool, payload: &[u8]) {
-        let mut out = vec![(u8::from(fin) << 7) | opcode];
-        let m = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n @ 0..=125 => out.push(m | n as u8),
-            n @ 126..=0xFFFF => {
-                out.push(m | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(m | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [9u8, 8, 7, 6];
-        if masked {
-            out.extend_from_slice(&mask);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-        // A peer that closed may refuse the rest: that is what some tests wait for.
-        let _ = self.stream.write_all(&out).await;
-    }
-
-    /// The frames the server sends until it closes: (opcode, payload).
-    async fn frames_until_close(&mut self) -> Vec<(u8, Vec<u8>)> {
-        let mut frames = Vec::new();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let read = tokio::time::timeout(left, async {
-                let mut two = [0u8; 2];
-                self.stream.read_exact(&mut two).await?;
-                let len = match two[1] & 0x7F {
-                    126 => u64::from(self.stream.read_u16().await?),
-                    127 => self.stream.read_u64().await?,
-                    n => u64::from(n),
-                };
-                let mut payload = vec![0u8; len as usize];
-                self.stream.read_exact(&mut payload).await?;
-                Ok::<_, std::io::Error>((two[0] & 0x0F, payload))
-            })
-            .await
-            .expect("the server answers or closes within the timeout");
-            match read {
-                Ok((opcode, payload)) => {
-                    let close = opcode == 0x8;
-                    frames.push((opcode, payload));
-                    if close {
-                        return frames;
-                    }
-                }
-                Err(_) => return frames,
-            }
-        }
-    }
-}
-
-fn close_code(frames: &[(u8, Vec<u8>)]) -> Option<u16> {
-    frames
-        .iter()
-        .find(|(op, _)| *op == 0x8)
-        .and_then(|(_, p)| (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]])))
 }
 
 #[tokio::test]
@@ -569,7 +381,7 @@ async fn failed_logins_are_throttled_per_address() {
 
 #[test]
 fn descriptors_are_raised_and_idle_connections_cannot_exhaust_them() {
-    let gw = Binary::start("", Some(420));
+    let gw = Launcher::new().config("").nofile(420).start();
     let addr = gw.addr;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -614,7 +426,9 @@ fn descriptors_are_raised_and_idle_connections_cannot_exhaust_them() {
 
 #[tokio::test]
 async fn slow_subscribers_under_a_flood_of_large_events_hold_bounded_memory() {
-    let gw = Binary::start("[events]\nreplay_max_bytes = 8388608\n", None);
+    let gw = Launcher::new()
+        .config("[events]\nreplay_max_bytes = 8388608\n")
+        .start();
     let mut slow = RawWs::connect_small_buffer(gw.addr).await;
     for _ in 0..4 {
         slow.subscribe(json!({"events": ["chat"]})).await;

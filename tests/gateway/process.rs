@@ -1,93 +1,13 @@
 //! The binary as a user runs it: start, the CLI, signals, startup refusals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::RawWs;
+use crate::common::{Launcher, RawWs, Transcript, transcript_files, transcript_path};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
-
-struct Proc {
-    child: Child,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    stderr: Option<std::path::PathBuf>,
-}
-
-impl Proc {
-    fn stderr(&self) -> String {
-        self.stderr
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut proc = spawn_in(dir.path(), args, env);
-    proc._dir = Some(dir);
-    proc
-}
-
-/// Starts the binary on `data_dir`, its stderr kept in a file beside it.
-fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let log = data_dir.with_extension(format!("stderr-{nanos}.log"));
-    let stderr = std::fs::File::create(&log).expect("stderr file");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .arg("--port")
-        .arg("0")
-        .args(args);
-    cmd.env_remove("CLAWGATE_TOKEN");
-    cmd.env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the first line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Proc {
-        child,
-        url,
-        _dir: None,
-        stderr: Some(log),
-    }
-}
-
-fn addr_of(url: &str) -> std::net::SocketAddr {
-    url.trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("addr")
-}
 
 fn call(url: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
@@ -107,20 +27,20 @@ fn call(url: &str, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn cli_call_prints_results_errors_and_notifications() {
-    let proc = spawn(&[], &[]);
-    let (ok, out, _) = call(&proc.url, &["gateway.health"]);
+    let gw = Launcher::new().start();
+    let (ok, out, _) = call(&gw.url, &["gateway.health"]);
     assert!(ok);
     let v: Value = serde_json::from_str(&out).expect("pretty JSON");
     assert_eq!(v["ok"], true);
     assert!(out.contains("\n  \""), "pretty-printed: {out}");
-    let (ok, _, err) = call(&proc.url, &["no.such"]);
+    let (ok, _, err) = call(&gw.url, &["no.such"]);
     assert!(!ok);
     assert!(err.contains("-32601"), "{err}");
-    let (ok, _, err) = call(&proc.url, &["gateway.hello", "{\"bogus\":1}"]);
+    let (ok, _, err) = call(&gw.url, &["gateway.hello", "{\"bogus\":1}"]);
     assert!(!ok);
     assert!(err.contains("-32602") && err.contains("bogus"), "{err}");
     let (ok, out, _) = call(
-        &proc.url,
+        &gw.url,
         &[
             "--subscribe",
             "events.subscribe",
@@ -138,21 +58,16 @@ async fn cli_call_prints_results_errors_and_notifications() {
 
 #[tokio::test]
 async fn sigterm_delivers_shutdown_and_exits_zero() {
-    let mut proc = spawn(&[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let mut gw = Launcher::new().start();
+    let mut ws = RawWs::connect(gw.addr).await;
     ws.subscribe(json!({"events": ["nothing"]})).await;
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(proc.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    gw.sigterm();
     let e = ws.next_event().await;
     assert_eq!(e["event"], "shutdown");
     assert_eq!(e["payload"]["reason"], "SIGTERM");
     let start = Instant::now();
     loop {
-        if let Some(status) = proc.child.try_wait().expect("wait") {
+        if let Some(status) = gw.try_wait() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -161,21 +76,13 @@ async fn sigterm_delivers_shutdown_and_exits_zero() {
     }
 }
 
+/// Runs the binary on a fresh data directory with exactly `args` until it exits.
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir")
-        .arg(dir.path())
+    Launcher::new()
+        .without_port()
         .args(args)
-        .env_remove("CLAWGATE_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .envs(env)
+        .run_to_exit()
 }
 
 #[test]
@@ -199,8 +106,8 @@ fn startup_refusals_exit_non_zero_with_a_clear_message() {
     assert_ne!(code, 0);
     assert!(err.contains("gateway.port"), "{err}");
     // A port in use is refused too.
-    let proc = spawn(&[], &[]);
-    let port = addr_of(&proc.url).port().to_string();
+    let gw = Launcher::new().start();
+    let port = gw.addr.port().to_string();
     let (code, err) = run_to_exit(&["--port", &port], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot listen"), "{err}");
@@ -208,8 +115,10 @@ fn startup_refusals_exit_non_zero_with_a_clear_message() {
 
 #[test]
 fn token_auth_from_the_environment() {
-    let proc = spawn(&[], &[("CLAWGATE_TOKEN", "env-secret-123")]);
-    let (ok, _, err) = call(&proc.url, &["gateway.health"]);
+    let gw = Launcher::new()
+        .env("CLAWGATE_TOKEN", "env-secret-123")
+        .start();
+    let (ok, _, err) = call(&gw.url, &["gateway.health"]);
     assert!(!ok, "no token must be refused");
     assert!(
         err.contains("401")
@@ -217,22 +126,8 @@ fn token_auth_from_the_environment() {
             || err.contains("rejected"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args([
-            "call",
-            "--url",
-            &proc.url,
-            "--token",
-            "env-secret-123",
-            "gateway.status",
-        ])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, _, err) = call(&gw.url, &["--token", "env-secret-123", "gateway.status"]);
+    assert!(ok, "{err}");
 }
 
 #[test]
@@ -264,31 +159,19 @@ fn committed_schema_is_current() {
     );
 }
 
-fn kill9(proc: &mut Proc) {
-    let _ = proc.child.kill();
-    let _ = proc.child.wait();
-}
-
 #[test]
 fn a_second_gateway_on_the_same_data_dir_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut first = spawn_in(dir.path(), &[], &[]);
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--port", "0"])
-        .env_remove("CLAWGATE_TOKEN")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut first = Launcher::on(dir.path()).start();
+    let (code, err) = Launcher::on(dir.path()).run_to_exit();
+    assert_ne!(code, 0);
     assert!(
-        err.contains("in use by another clawgate") && err.contains(&first.child.id().to_string()),
+        err.contains("in use by another clawgate") && err.contains(&first.pid().to_string()),
         "{err}"
     );
     // The lock dies with its process: after kill -9 a new gateway starts.
-    kill9(&mut first);
-    let again = spawn_in(dir.path(), &[], &[]);
+    first.kill9();
+    let again = Launcher::on(dir.path()).start();
     drop(again);
 }
 
@@ -326,8 +209,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_message() {
         .unwrap_or(7);
     let rounds = 5;
     for round in 0..rounds {
-        let mut proc = spawn_in(dir.path(), &[], &[]);
-        let addr = addr_of(&proc.url);
+        let mut gw = Launcher::on(dir.path()).start();
+        let addr = gw.addr;
         let mut writers = Vec::new();
         for w in 0..4 {
             let acked = acked.clone();
@@ -359,7 +242,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_message() {
                 >> 33)
                 % 350;
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        kill9(&mut proc);
+        gw.kill9();
         for w in writers {
             let _ = w.await;
         }
@@ -370,8 +253,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_message() {
         "the test wrote too little: {}",
         acked.len()
     );
-    let proc = spawn_in(dir.path(), &[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let gw = Launcher::on(dir.path()).start();
+    let mut ws = RawWs::connect(gw.addr).await;
     for key in ["crash-a", "crash-b"] {
         let stored: std::collections::HashSet<String> = all_messages(&mut ws, key)
             .await
@@ -388,30 +271,18 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_message() {
         }
     }
     // Every complete line of every transcript parses; at most one torn line per kill.
-    let mut torn = 0;
-    for entry in std::fs::read_dir(dir.path().join("sessions"))
-        .expect("dir")
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".jsonl") {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("read");
-        for line in text.lines() {
-            if serde_json::from_str::<Value>(line).is_err() {
-                torn += 1;
-            }
-        }
-    }
+    let torn: usize = transcript_files(dir.path())
+        .iter()
+        .map(|path| Transcript::read(path).damaged().count())
+        .sum();
     assert!(torn <= rounds as usize * 2, "{torn} damaged lines");
 }
 
 #[tokio::test]
 async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proc = spawn_in(dir.path(), &[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let mut gw = Launcher::on(dir.path()).start();
+    let mut ws = RawWs::connect(gw.addr).await;
     let s = ws.call("sessions.create", json!({"key": "dmg"})).await;
     let id = s["result"]["sessionId"].as_str().expect("id").to_string();
     for i in 0..3 {
@@ -424,14 +295,8 @@ async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
     // A headerless transcript from elsewhere.
     let orphan = "0123456789abcdef0123456789abcdef";
     drop(ws);
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(proc.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let _ = proc.child.wait();
-    let path = dir.path().join("sessions").join(format!("{id}.jsonl"));
+    gw.terminate();
+    let path = transcript_path(dir.path(), &id);
     let mut text = std::fs::read_to_string(&path).expect("read");
     let garbage = "this is not json\n{\"type\":\"future-thing\",\"x\":1}\n";
     // Insert garbage in the middle and a torn line at the end.
@@ -442,14 +307,14 @@ async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
     text = rebuilt;
     std::fs::write(&path, &text).expect("write");
     std::fs::write(
-        dir.path().join("sessions").join(format!("{orphan}.jsonl")),
+        transcript_path(dir.path(), orphan),
         "{\"type\":\"message\",\"id\":\"o1\",\"parentId\":null,\"ts\":5,\"role\":\"user\",\"content\":\"orphan\"}\n",
     )
     .expect("write orphan");
     // And no index: everything is rebuilt from the transcripts.
     let _ = std::fs::remove_file(dir.path().join("sessions").join("index.json"));
-    let proc = spawn_in(dir.path(), &[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let gw = Launcher::on(dir.path()).start();
+    let mut ws = RawWs::connect(gw.addr).await;
     let msgs = all_messages(&mut ws, "dmg").await;
     let contents: Vec<&str> = msgs.iter().filter_map(|m| m["content"].as_str()).collect();
     assert_eq!(contents, vec!["ok0", "ok1", "ok2"]);
@@ -479,7 +344,7 @@ async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
         "{}",
         &after[text.len()..]
     );
-    let log = proc.stderr();
+    let log = gw.log();
     let file = format!("{id}.jsonl");
     assert!(
         log.contains(&file) && log.contains("unparsable"),
@@ -495,8 +360,8 @@ async fn damaged_lines_are_skipped_with_a_warning_and_never_lost() {
 #[tokio::test]
 async fn sessions_survive_a_restart_with_or_without_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proc = spawn_in(dir.path(), &[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+    let mut gw = Launcher::on(dir.path()).start();
+    let mut ws = RawWs::connect(gw.addr).await;
     for i in 0..20 {
         ws.call(
             "sessions.create",
@@ -507,12 +372,7 @@ async fn sessions_survive_a_restart_with_or_without_the_index() {
     }
     let before = ws.call("sessions.list", json!({"limit": 1000})).await["result"].clone();
     drop(ws);
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(proc.child.id().to_string())
-        .status()
-        .expect("kill");
-    let _ = proc.child.wait();
+    gw.terminate();
     assert!(
         dir.path().join("sessions/index.json").exists(),
         "the index is written at shutdown"
@@ -527,61 +387,38 @@ async fn sessions_survive_a_restart_with_or_without_the_index() {
             .expect("write"),
             _ => {}
         }
-        let mut proc = spawn_in(dir.path(), &[], &[]);
-        let mut ws = RawWs::connect(addr_of(&proc.url)).await;
+        let mut gw = Launcher::on(dir.path()).start();
+        let mut ws = RawWs::connect(gw.addr).await;
         let after = ws.call("sessions.list", json!({"limit": 1000})).await["result"].clone();
         assert_eq!(after, before, "{variant}");
         drop(ws);
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(proc.child.id().to_string())
-            .status()
-            .expect("kill");
-        let _ = proc.child.wait();
+        gw.terminate();
     }
 }
 
 #[tokio::test]
 async fn idempotency_keys_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proc = spawn_in(dir.path(), &[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
-    let first = ws
-        .call(
-            "chat.send",
-            json!({"message": "remember me", "idempotencyKey": "idem-1"}),
-        )
-        .await;
+    let mut gw = Launcher::on(dir.path()).start();
+    let mut ws = RawWs::connect(gw.addr).await;
+    // The same call each time: only the first runs.
+    let remember = json!({"message": "remember me", "idempotencyKey": "idem-1"});
+    let first = ws.call("chat.send", remember.clone()).await;
     let run_id = first["result"]["runId"].clone();
     // Wait for the run to end.
     loop {
-        let r = ws
-            .call(
-                "chat.send",
-                json!({"message": "remember me", "idempotencyKey": "idem-1"}),
-            )
-            .await;
+        let r = ws.call("chat.send", remember.clone()).await;
         if r["result"]["status"] == "done" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(ws);
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(proc.child.id().to_string())
-        .status()
-        .expect("kill");
-    let _ = proc.child.wait();
+    gw.terminate();
     let before = all_transcript_lines(dir.path());
-    let proc = spawn_in(dir.path(), &[], &[]);
-    let mut ws = RawWs::connect(addr_of(&proc.url)).await;
-    let again = ws
-        .call(
-            "chat.send",
-            json!({"message": "remember me", "idempotencyKey": "idem-1"}),
-        )
-        .await;
+    let gw = Launcher::on(dir.path()).start();
+    let mut ws = RawWs::connect(gw.addr).await;
+    let again = ws.call("chat.send", remember.clone()).await;
     assert_eq!(again["result"]["runId"], run_id, "{again}");
     assert_eq!(again["result"]["status"], "done");
     assert_eq!(again["result"]["outcome"], "final");
@@ -589,34 +426,26 @@ async fn idempotency_keys_survive_a_restart() {
     assert_eq!(all_transcript_lines(dir.path()), before, "nothing written");
 }
 
+/// How many lines all transcripts of `data_dir` have.
 fn all_transcript_lines(data_dir: &std::path::Path) -> usize {
-    std::fs::read_dir(data_dir.join("sessions"))
-        .expect("dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .map(|t| t.lines().count())
-                .unwrap_or(0)
-        })
+    transcript_files(data_dir)
+        .iter()
+        .map(|path| Transcript::read(path).len())
         .sum()
 }
 
 #[test]
 fn echo_tool_loop_end_to_end_with_clawgate_call() {
-    let proc = spawn(&[], &[]);
-    let out = Command::new(BIN)
-        .args(["call", "--url", &proc.url, "--subscribe", "chat.stream"])
-        .arg(r#"{"message": "/tool write_file {\"path\": \"hello.txt\", \"content\": \"written by the agent\"}", "sessionKey": "demo"}"#)
-        .env_remove("CLAWGATE_TOKEN")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let gw = Launcher::new().start();
+    let (ok, text, err) = call(
+        &gw.url,
+        &[
+            "--subscribe",
+            "chat.stream",
+            r#"{"message": "/tool write_file {\"path\": \"hello.txt\", \"content\": \"written by the agent\"}", "sessionKey": "demo"}"#,
+        ],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(ok, "{err}");
     let payloads: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("json line")["payload"].clone())
@@ -638,12 +467,12 @@ fn echo_tool_loop_end_to_end_with_clawgate_call() {
             .is_some_and(|c| c.contains("wrote 20 bytes to hello.txt")),
         "{fin}"
     );
-    let dir = proc._dir.as_ref().expect("dir").path();
+    let dir = gw.data_dir();
     assert_eq!(
         std::fs::read_to_string(dir.join("workspace/hello.txt")).expect("file"),
         "written by the agent"
     );
-    let (ok, out, _) = call(&proc.url, &["chat.history", "{\"sessionKey\":\"demo\"}"]);
+    let (ok, out, _) = call(&gw.url, &["chat.history", "{\"sessionKey\":\"demo\"}"]);
     assert!(ok);
     let history: Value = serde_json::from_str(&out).expect("json");
     let roles: Vec<&str> = history["messages"]

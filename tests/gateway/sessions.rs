@@ -2,11 +2,10 @@
 //! concurrency, history paging.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::{RawWs, TestGateway, start};
+use crate::common::{RawWs, TestGateway, Transcript, start, transcript_path};
 
 fn files(gw: &TestGateway) -> BTreeSet<String> {
     std::fs::read_dir(gw.dir.path().join("sessions"))
@@ -14,14 +13,6 @@ fn files(gw: &TestGateway) -> BTreeSet<String> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with("index.json"))
-        .collect()
-}
-
-fn transcript_lines(dir: &Path, session_id: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("sessions").join(format!("{session_id}.jsonl")))
-        .expect("transcript");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line parses"))
         .collect()
 }
 
@@ -100,15 +91,11 @@ async fn create_get_patch_list_and_their_errors() {
 
     // The label and model survive in the transcript as meta lines.
     let id = s["sessionId"].as_str().expect("id");
-    let lines = transcript_lines(gw.dir.path(), id);
-    assert_eq!(lines[0]["type"], "session");
-    assert_eq!(lines[0]["key"], "work");
-    assert_eq!(lines[0]["version"], 1);
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["type"] == "meta" && l["model"].is_null())
-    );
+    let t = Transcript::of(gw.dir.path(), id).whole();
+    assert_eq!(t.header["type"], "session");
+    assert_eq!(t.header["key"], "work");
+    assert_eq!(t.header["version"], 1);
+    assert!(t.metas().iter().any(|l| l["model"].is_null()));
 
     // List: newest first, search on key and label, paging with a cursor.
     for i in 0..5 {
@@ -219,9 +206,9 @@ async fn reset_delete_fork_archive_and_publish() {
     let e = watcher.next_event().await;
     assert_eq!(e["payload"]["reason"], "forked");
     let fork_id = ok(&f)["sessionId"].as_str().expect("id").to_string();
-    let lines = transcript_lines(gw.dir.path(), &fork_id);
+    let t = Transcript::of(gw.dir.path(), &fork_id).whole();
     assert_eq!(
-        lines[0]["forkedFrom"],
+        t.header["forkedFrom"],
         json!({"sessionId": old_id, "messageId": ids[1]})
     );
     let h = ws
@@ -276,10 +263,9 @@ async fn reset_delete_fork_archive_and_publish() {
         .iter()
         .filter(|n| n.starts_with(&format!("{old_id}.jsonl.reset.")))
         .collect();
-    let text =
-        std::fs::read_to_string(gw.dir.path().join("sessions").join(archived[0])).expect("archive");
+    let archive = Transcript::read(gw.dir.path().join("sessions").join(archived[0]));
     assert_eq!(
-        text.lines().count(),
+        archive.len(),
         5,
         "header, meta and 3 messages kept in the archive"
     );
@@ -379,25 +365,24 @@ async fn concurrent_injects_from_many_connections_give_intact_lines() {
     let mut ws = RawWs::connect(gw.addr()).await;
     let s = ws.call("sessions.get", json!({"key": "busy"})).await;
     assert_eq!(ok(&s)["messageCount"], 100);
-    let lines = transcript_lines(gw.dir.path(), ok(&s)["sessionId"].as_str().expect("id"));
-    assert_eq!(lines.len(), 101, "a header and 100 whole lines");
-    let ids: BTreeSet<String> = lines[1..]
+    let t = Transcript::of(gw.dir.path(), ok(&s)["sessionId"].as_str().expect("id")).whole();
+    assert_eq!(t.len(), 101, "a header and 100 whole lines");
+    let lines = t.messages();
+    assert_eq!(lines.len(), 100, "{t:?}");
+    let ids: BTreeSet<String> = lines
         .iter()
         .map(|l| l["id"].as_str().expect("id").to_string())
         .collect();
     assert_eq!(ids, acked);
     // parentId chains every message to the one before it.
-    for pair in lines[1..].windows(2) {
+    for pair in lines.windows(2) {
         assert_eq!(pair[1]["parentId"], pair[0]["id"]);
     }
-    assert!(lines[1]["parentId"].is_null());
+    assert!(lines[0]["parentId"].is_null());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let path = gw.dir.path().join("sessions").join(format!(
-            "{}.jsonl",
-            ok(&s)["sessionId"].as_str().expect("id")
-        ));
+        let path = transcript_path(gw.dir.path(), ok(&s)["sessionId"].as_str().expect("id"));
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "transcripts are owner-only");
         let mode = std::fs::metadata(gw.dir.path().join("sessions"))

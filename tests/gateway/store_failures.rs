@@ -8,17 +8,16 @@
 //! skipped. Lowering the gateway's own soft descriptor limit needs no privilege.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{RawWs, http};
+use crate::common::{Gateway, Launcher, RawWs, http, transcript_files};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 /// A generous bound on what the gateway does by itself; only against hangs, never a speed test.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -89,64 +88,9 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-/// The real binary on a data directory, its stderr in a file outside that directory.
-struct Gw {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Gw {
-    fn start(data_dir: &Path, log_dir: &Path) -> Gw {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let log = log_dir.join(format!("gateway-{nanos}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--port", "0"])
-            .env_remove("CLAWGATE_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn the gateway");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the gateway did not start ({line:?}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let addr = url
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .parse()
-            .expect("addr");
-        Gw { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary on `data_dir`, its log outside it (the data directory may be a full disk).
+fn gateway(data_dir: &Path, log_dir: &Path) -> Gateway {
+    Launcher::on(data_dir).log_dir(log_dir).start()
 }
 
 fn ok(resp: &Value) -> &Value {
@@ -236,11 +180,9 @@ async fn wait_ready(addr: SocketAddr) {
 
 /// The names of the transcripts (`*.jsonl`) in `data/sessions`: what a restart reads.
 fn transcripts(data: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(data.join("sessions"))
-        .expect("sessions dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".jsonl"))
+    transcript_files(data)
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         .collect()
 }
 
@@ -258,7 +200,7 @@ async fn a_full_disk_is_unavailable_storage_logged_and_not_ready_until_space_ret
     let Some(fs) = Tmpfs::mount("4m") else { return };
     let logs = tempfile::tempdir().expect("tempdir");
     let data = fs.path().join("data");
-    let gw = Gw::start(&data, logs.path());
+    let gw = gateway(&data, logs.path());
     let mut ws = RawWs::connect(gw.addr).await;
     let mut acked = Vec::new();
     for i in 0..3 {
@@ -338,7 +280,7 @@ async fn a_reset_create_or_fork_that_fails_on_a_full_disk_leaves_every_session_a
     let Some(fs) = Tmpfs::mount("4m") else { return };
     let logs = tempfile::tempdir().expect("tempdir");
     let data = fs.path().join("data");
-    let gw = Gw::start(&data, logs.path());
+    let gw = gateway(&data, logs.path());
     let mut ws = RawWs::connect(gw.addr).await;
     ok(&ws
         .call("sessions.patch", json!({"key": "main", "label": "L"}))
@@ -380,7 +322,7 @@ async fn a_reset_create_or_fork_that_fails_on_a_full_disk_leaves_every_session_a
     assert_eq!(transcripts(&data), expected);
     drop(ws);
     drop(gw);
-    let gw = Gw::start(&data, logs.path());
+    let gw = gateway(&data, logs.path());
     let mut ws = RawWs::connect(gw.addr).await;
     assert_eq!(keys(&mut ws).await, vec!["main", "src"], "no recovered:*");
     assert_eq!(id_of(&session(&mut ws, "main").await), id_of(&main));
@@ -407,7 +349,7 @@ async fn a_reset_create_or_fork_that_fails_on_a_full_disk_leaves_every_session_a
     );
     drop(ws);
     drop(gw);
-    let gw = Gw::start(&data, logs.path());
+    let gw = gateway(&data, logs.path());
     let mut ws = RawWs::connect(gw.addr).await;
     assert_eq!(keys(&mut ws).await, vec!["main", "src"]);
     assert_eq!(id_of(&session(&mut ws, "main").await), new_id);
@@ -450,7 +392,7 @@ async fn a_reset_or_delete_out_of_descriptors_leaves_the_session_as_it_was() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let logs = tempfile::tempdir().expect("tempdir");
     let data = data_dir.path().to_path_buf();
-    let gw = Gw::start(&data, logs.path());
+    let gw = gateway(&data, logs.path());
     let mut ws = RawWs::connect(gw.addr).await;
     let main_msgs = vec!["m1".to_string(), "m2".into()];
     for m in &main_msgs {
@@ -484,7 +426,7 @@ async fn a_reset_or_delete_out_of_descriptors_leaves_the_session_as_it_was() {
     assert_eq!(transcripts(&data), expected);
     drop(ws);
     drop(gw);
-    let gw = Gw::start(&data, logs.path());
+    let gw = gateway(&data, logs.path());
     let mut ws = RawWs::connect(gw.addr).await;
     assert_eq!(keys(&mut ws).await, vec!["main", "other"], "no recovered:*");
     assert_eq!(id_of(&session(&mut ws, "main").await), id_of(&main));

@@ -12,7 +12,7 @@ use clawgate::agent::tools::{Tool, ToolContext, ToolFuture};
 use clawgate::config::{Config, ExecMode, Loaded, ProviderKind};
 use serde_json::{Value, json};
 
-use crate::common::{RawWs, TIMEOUT, test_table};
+use crate::common::{RawWs, TIMEOUT, test_table, transcript_files};
 use crate::fake_provider::{FakeProvider, Script, anthropic};
 
 /// A gateway whose data directory is `home/.clawgate` (config file inside) and whose
@@ -143,11 +143,10 @@ async fn file_tools_refuse_the_data_dir_and_config_inside_the_workspace() {
         std::fs::read_to_string(gw.home.path().join("notes/a.txt")).expect("read"),
         "hi"
     );
-    let transcript = std::fs::read_dir(gw.data_dir().join("sessions"))
-        .expect("sessions")
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| format!(".clawgate/sessions/{}", e.file_name().to_string_lossy()))
+    let transcript = transcript_files(&gw.data_dir())
+        .first()
+        .and_then(|p| p.file_name())
+        .map(|n| format!(".clawgate/sessions/{}", n.to_string_lossy()))
         .expect("a transcript");
 
     // The break test: turning exec on through the hot-reloaded config file.

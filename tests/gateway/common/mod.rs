@@ -1,25 +1,28 @@
-//! Test harness: a real gateway on an ephemeral port, raw WebSocket and HTTP clients.
+//! Test harness: a real gateway on an ephemeral port (in this process, or the binary through
+//! [`launcher`]), raw WebSocket and HTTP clients, and the transcript reader.
 
 #![allow(dead_code)]
+
+pub mod launcher;
+pub mod transcript;
+pub mod ws;
+
+pub use launcher::{Gateway, Launcher};
+pub use transcript::{Transcript, transcript_files, transcript_path};
+pub use ws::{RawFrames, RawWs, TIMEOUT, WsRefused, close_code};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use clawgate::config::{Config, Loaded};
 use clawgate::gateway::{Ctx as CallContext, Descriptor as MethodDescriptor, Table as MethodTable};
 use clawgate::rpc::{Example, MethodKind, Scope};
 use clawgate::{Error, Running};
-use futures::io::{BufReader, BufWriter};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use soketto::handshake::{Client, ServerResponse};
 use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
-
-pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A gateway for one test, with its data directory.
 pub struct TestGateway {
@@ -38,6 +41,17 @@ impl TestGateway {
     }
     pub fn notified(&self) -> usize {
         self.notified.load(Ordering::SeqCst)
+    }
+    /// The transcript of the session `key` now has.
+    pub fn transcript(&self, key: &str) -> Transcript {
+        let session_id = self
+            .running
+            .gateway
+            .store()
+            .get(key)
+            .expect("session")
+            .session_id;
+        Transcript::of(self.dir.path(), &session_id)
     }
 }
 
@@ -186,228 +200,6 @@ pub fn test_table(notified: Arc<AtomicUsize>) -> MethodTable {
         Ok(json!(last))
     });
     table
-}
-
-pub type WsIo = BufReader<BufWriter<Compat<TcpStream>>>;
-
-/// A raw WebSocket client: exact frames in, JSON out.
-pub struct RawWs {
-    pub sender: soketto::Sender<WsIo>,
-    pub receiver: soketto::Receiver<WsIo>,
-    /// Messages that arrived while `call` waited for its response, oldest first.
-    held: std::collections::VecDeque<String>,
-}
-
-/// Why a WebSocket handshake failed.
-#[derive(Debug)]
-pub enum WsRefused {
-    Status(u16),
-    Io(String),
-}
-
-impl RawWs {
-    pub async fn connect(addr: SocketAddr) -> RawWs {
-        Self::connect_with(addr, "/", &[])
-            .await
-            .expect("websocket connects")
-    }
-
-    pub async fn connect_with(
-        addr: SocketAddr,
-        resource: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<RawWs, WsRefused> {
-        Self::connect_socket(
-            TcpStream::connect(addr)
-                .await
-                .map_err(|e| WsRefused::Io(e.to_string()))?,
-            addr,
-            resource,
-            headers,
-        )
-        .await
-    }
-
-    /// Connects with a small receive buffer, so a client that does not read pushes back fast.
-    pub async fn connect_small_buffer(addr: SocketAddr) -> RawWs {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(4096).expect("rcvbuf");
-        let stream = socket.connect(addr).await.expect("connect");
-        Self::connect_socket(stream, addr, "/", &[])
-            .await
-            .expect("websocket connects")
-    }
-
-    async fn connect_socket(
-        stream: TcpStream,
-        addr: SocketAddr,
-        resource: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<RawWs, WsRefused> {
-        let host = addr.to_string();
-        let io = BufReader::new(BufWriter::new(stream.compat()));
-        let hdrs: Vec<soketto::handshake::client::Header> = headers
-            .iter()
-            .map(|(n, v)| soketto::handshake::client::Header {
-                name: n,
-                value: v.as_bytes(),
-            })
-            .collect();
-        let mut client = Client::new(io, &host, resource);
-        client.set_headers(&hdrs);
-        match client.handshake().await {
-            Ok(ServerResponse::Accepted { .. }) => {}
-            Ok(ServerResponse::Rejected { status_code }) => {
-                return Err(WsRefused::Status(status_code));
-            }
-            Ok(ServerResponse::Redirect { status_code, .. }) => {
-                return Err(WsRefused::Status(status_code));
-            }
-            Err(e) => return Err(WsRefused::Io(e.to_string())),
-        }
-        let mut builder = client.into_builder();
-        builder.set_max_message_size(64 * 1024 * 1024);
-        let (sender, receiver) = builder.finish();
-        Ok(RawWs {
-            sender,
-            receiver,
-            held: Default::default(),
-        })
-    }
-
-    pub async fn send(&mut self, text: &str) {
-        self.sender.send_text(text).await.expect("send");
-        self.sender.flush().await.expect("flush");
-    }
-
-    /// Takes what `call` kept (messages that arrived before a response), oldest first.
-    pub fn take_held(&mut self) -> Vec<Value> {
-        self.held
-            .drain(..)
-            .map(|t| serde_json::from_str(&t).expect("json message"))
-            .collect()
-    }
-
-    /// The next message from the socket, not from what `call` kept.
-    async fn recv_text_fresh(&mut self) -> String {
-        let held = std::mem::take(&mut self.held);
-        let text = self.recv_text().await;
-        self.held = held;
-        text
-    }
-
-    /// The next message as raw text.
-    pub async fn recv_text(&mut self) -> String {
-        if let Some(held) = self.held.pop_front() {
-            return held;
-        }
-        let mut data = Vec::new();
-        loop {
-            data.clear();
-            let got = tokio::time::timeout(TIMEOUT, self.receiver.receive(&mut data))
-                .await
-                .expect("a message within the timeout")
-                .expect("receive");
-            if let soketto::Incoming::Data(_) = got {
-                return String::from_utf8(data).expect("utf-8");
-            }
-        }
-    }
-
-    pub async fn recv(&mut self) -> Value {
-        serde_json::from_str(&self.recv_text().await).expect("json message")
-    }
-
-    /// Waits up to `wait` for a message; `None` if none came.
-    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
-        if let Some(held) = self.held.pop_front() {
-            return serde_json::from_str(&held).ok();
-        }
-        let mut data = Vec::new();
-        loop {
-            data.clear();
-            match tokio::time::timeout(wait, self.receiver.receive(&mut data)).await {
-                Err(_) => return None,
-                Ok(Err(_)) => return None,
-                Ok(Ok(soketto::Incoming::Data(_))) => {
-                    return serde_json::from_slice(&data).ok();
-                }
-                Ok(Ok(soketto::Incoming::Closed(_))) => return None,
-                Ok(Ok(_)) => continue,
-            }
-        }
-    }
-
-    /// Sends a request and returns its response; what arrives before it (notifications,
-    /// other responses) is kept for the next `recv`.
-    pub async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = format!("r{}", rand_id());
-        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send(&req.to_string()).await;
-        let mut early = Vec::new();
-        loop {
-            let text = self.recv_text_fresh().await;
-            let msg: Value = serde_json::from_str(&text).expect("json message");
-            if msg.get("id") == Some(&json!(id)) {
-                self.held.extend(early);
-                return msg;
-            }
-            early.push(text);
-        }
-    }
-
-    /// Calls `method` on a connection whose token was revoked: the call must not succeed (it
-    /// may be answered `-32020`) and the server must close the connection with 1008.
-    pub async fn call_revoked(&mut self, method: &str) {
-        let req = json!({"jsonrpc": "2.0", "id": "revoked", "method": method, "params": {}});
-        // The server may already have closed: the send can fail.
-        let _ = self.sender.send_text(req.to_string()).await;
-        let _ = self.sender.flush().await;
-        let mut data = Vec::new();
-        loop {
-            data.clear();
-            match tokio::time::timeout(TIMEOUT, self.receiver.receive(&mut data)).await {
-                Err(_) => panic!("a revoked connection was not closed"),
-                Ok(Ok(soketto::Incoming::Data(_))) => {
-                    let msg: Value = serde_json::from_slice(&data).expect("json");
-                    if msg["id"] == "revoked" {
-                        assert_eq!(msg["error"]["code"], -32020, "{msg}");
-                    }
-                }
-                Ok(Ok(soketto::Incoming::Closed(reason))) => {
-                    assert_eq!(reason.code, 1008, "closed as a policy violation");
-                    return;
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("closed without a close frame: {e}"),
-            }
-        }
-    }
-
-    /// Subscribes to events; returns the subscription id.
-    pub async fn subscribe(&mut self, params: Value) -> String {
-        let resp = self.call("events.subscribe", params).await;
-        resp["result"]
-            .as_str()
-            .unwrap_or_else(|| panic!("subscribed: {resp}"))
-            .to_string()
-    }
-
-    /// The next `events.event` notification's envelope.
-    pub async fn next_event(&mut self) -> Value {
-        loop {
-            let msg = self.recv().await;
-            if msg["method"] == "events.event" {
-                return msg["params"]["result"].clone();
-            }
-        }
-    }
-}
-
-fn rand_id() -> u64 {
-    use std::sync::atomic::AtomicU64;
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A raw HTTP response.
