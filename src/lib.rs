@@ -15,6 +15,7 @@ pub mod live;
 pub mod logging;
 pub mod plugins;
 pub mod protocol;
+pub mod protocol_doc;
 pub mod rpc;
 pub mod store;
 pub mod util;
