@@ -31,8 +31,11 @@ enum Command {
         after_help = "Examples:\n  clawgate call gateway.health\n  clawgate call gateway.hello '{\"client\":{\"name\":\"me\"}}'\n  clawgate call --subscribe events.subscribe '{\"events\":[\"presence\"]}' --count 2"
     )]
     Call(CallArgs),
-    /// Writes schema/openrpc.json from the code, or checks that it is current.
-    #[command(after_help = "Examples:\n  clawgate schema\n  clawgate schema --check")]
+    /// Writes schema/openrpc.json and the method and event tables of docs/PROTOCOL.md from the
+    /// code, or checks that both are current.
+    #[command(
+        after_help = "The tables of docs/PROTOCOL.md sit between <!-- generated:methods:start --> ... <!-- generated:methods:end -->\n(and the same for `events`); only the text between the markers is rewritten.\n\nExamples:\n  clawgate schema\n  clawgate schema --check\n  clawgate schema --out /tmp/openrpc.json --no-doc"
+    )]
     Schema(SchemaArgs),
 }
 
@@ -77,12 +80,19 @@ struct CallArgs {
 
 #[derive(Debug, Args)]
 struct SchemaArgs {
-    /// Fail (exit 1) if the file differs from what the code emits, instead of writing it.
+    /// Fail (exit 1) if the OpenRPC document or the tables of the protocol document differ from
+    /// what the code emits, instead of writing them.
     #[arg(long)]
     check: bool,
-    /// Where the document lives.
+    /// Where the OpenRPC document lives.
     #[arg(long, default_value = "schema/openrpc.json")]
     out: PathBuf,
+    /// The protocol document whose generated tables are written (or checked) too.
+    #[arg(long, default_value = crate::protocol_doc::DEFAULT_PATH, conflicts_with = "no_doc")]
+    doc: PathBuf,
+    /// Leave the protocol document alone: write or check only the OpenRPC document.
+    #[arg(long)]
+    no_doc: bool,
 }
 
 /// Entry point of the binary.
@@ -260,35 +270,104 @@ fn unsubscribe_for(method: &str) -> String {
         .unwrap_or_else(|| format!("{method}.unsubscribe"))
 }
 
-/// The OpenRPC document of the core table, pretty-printed (what `schema/openrpc.json` holds).
-pub fn emitted_schema() -> Result<String, String> {
+/// The OpenRPC document of the core table, as the value `schema/openrpc.json` holds.
+pub fn emitted_document() -> Result<serde_json::Value, String> {
     let table = crate::api::core_table().map_err(|e| e.to_string())?;
     let doc = crate::rpc::openrpc::document(&table);
     let _ = TableSnapshot::build(&table).map_err(|e| e.to_string())?;
-    serde_json::to_string_pretty(&doc)
+    Ok(doc)
+}
+
+/// The OpenRPC document of the core table, pretty-printed (what `schema/openrpc.json` holds).
+pub fn emitted_schema() -> Result<String, String> {
+    pretty(&emitted_document()?)
+}
+
+fn pretty(doc: &serde_json::Value) -> Result<String, String> {
+    serde_json::to_string_pretty(doc)
         .map(|s| s + "\n")
         .map_err(|e| e.to_string())
 }
 
+/// The protocol document at `path` as it is and with its tables rendered from `openrpc`.
+fn protocol_doc(
+    path: &std::path::Path,
+    openrpc: &serde_json::Value,
+) -> Result<(String, String), String> {
+    let committed = std::fs::read_to_string(path).map_err(|err| {
+        format!(
+            "cannot read {}: {err} (give its place with --doc PATH, or pass --no-doc to leave it out)",
+            path.display()
+        )
+    })?;
+    let rendered = crate::protocol_doc::render(&committed, openrpc)
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    Ok((committed, rendered))
+}
+
 fn schema(args: SchemaArgs) -> ExitCode {
-    let emitted = match emitted_schema() {
+    let doc = match emitted_document() {
+        Ok(doc) => doc,
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let emitted = match pretty(&doc) {
         Ok(s) => s,
         Err(err) => {
             eprintln!("clawgate: {err}");
             return ExitCode::FAILURE;
         }
     };
-    if args.check {
-        let committed = std::fs::read_to_string(&args.out).unwrap_or_default();
-        return match crate::rpc::openrpc::check(&committed, &emitted) {
-            Ok(()) => {
-                println!("{} is current", args.out.display());
-                ExitCode::SUCCESS
-            }
+    let protocol = if args.no_doc {
+        None
+    } else {
+        match protocol_doc(&args.doc, &doc) {
+            Ok(texts) => Some(texts),
             Err(err) => {
                 eprintln!("clawgate: {err}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
+        }
+    };
+    if args.check {
+        let mut current = true;
+        let committed = std::fs::read_to_string(&args.out).unwrap_or_default();
+        match crate::rpc::openrpc::check(&committed, &emitted) {
+            Ok(()) => println!("{} is current", args.out.display()),
+            Err(err) => {
+                eprintln!("clawgate: {err}");
+                current = false;
+            }
+        }
+        if let Some((committed, rendered)) = &protocol {
+            let stale = crate::protocol_doc::stale_regions(committed, rendered);
+            if stale.is_empty() {
+                println!("the tables of {} are current", args.doc.display());
+            } else {
+                let fix = if args.doc.as_os_str() == crate::protocol_doc::DEFAULT_PATH {
+                    "clawgate schema".to_string()
+                } else {
+                    format!("clawgate schema --doc {}", args.doc.display())
+                };
+                let (tables, differ) = if stale.len() == 1 {
+                    ("table", "differs")
+                } else {
+                    ("tables", "differ")
+                };
+                eprintln!(
+                    "clawgate: the {} {tables} of {} {differ} from what the code emits: run `{fix}` and commit the result",
+                    stale.join(" and "),
+                    args.doc.display()
+                );
+                current = false;
+            }
+        }
+        return if current {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         };
     }
     if let Some(parent) = args.out.parent()
@@ -298,14 +377,20 @@ fn schema(args: SchemaArgs) -> ExitCode {
         eprintln!("clawgate: cannot create {}: {err}", parent.display());
         return ExitCode::FAILURE;
     }
-    match std::fs::write(&args.out, emitted) {
-        Ok(()) => {
-            println!("wrote {}", args.out.display());
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("clawgate: cannot write {}: {err}", args.out.display());
-            ExitCode::FAILURE
+    if let Err(err) = std::fs::write(&args.out, emitted) {
+        eprintln!("clawgate: cannot write {}: {err}", args.out.display());
+        return ExitCode::FAILURE;
+    }
+    println!("wrote {}", args.out.display());
+    if let Some((committed, rendered)) = protocol {
+        if committed == rendered {
+            println!("the tables of {} are current", args.doc.display());
+        } else if let Err(err) = std::fs::write(&args.doc, rendered) {
+            eprintln!("clawgate: cannot write {}: {err}", args.doc.display());
+            return ExitCode::FAILURE;
+        } else {
+            println!("wrote the tables of {}", args.doc.display());
         }
     }
+    ExitCode::SUCCESS
 }

@@ -6,7 +6,7 @@
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{Value, json};
 
-/// JSON-RPC error codes used by clawgate (PROTOCOL.md, "Errors").
+/// JSON-RPC error codes used by clawgate (docs/PROTOCOL.md, "Errors").
 pub mod code {
     /// Invalid JSON was received.
     pub const PARSE_ERROR: i32 = -32700;

@@ -1,7 +1,7 @@
 //! clawgate: a JSON-RPC 2.0 control plane for personal AI agents.
 //!
 //! One process, one port (WebSocket and HTTP), one method table, events as subscriptions.
-//! See `PROTOCOL.md` for the contract and `README.md` for a tour.
+//! See `docs/PROTOCOL.md` for the protocol and `README.md` for a tour.
 
 pub mod agent;
 pub mod api;
@@ -16,6 +16,7 @@ pub mod live;
 pub mod logging;
 pub mod plugins;
 pub mod protocol;
+pub mod protocol_doc;
 pub mod rpc;
 pub mod store;
 pub mod util;

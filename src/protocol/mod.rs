@@ -1,6 +1,6 @@
 //! Wire types of the protocol (params, results, event payloads): serde + schemars, no logic.
 //!
-//! These types are the one source of `schema/openrpc.json`. Field names follow PROTOCOL.md
+//! These types are the one source of `schema/openrpc.json`. Field names follow docs/PROTOCOL.md
 //! (camelCase on the wire); params reject unknown fields so a typo never falls back to a default.
 
 mod schema;
@@ -714,7 +714,7 @@ pub const MAX_LABEL_CHARS: usize = 128;
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
 /// A `chat` payload: `{runId, sessionKey, runSeq, state, ...}`; which other fields are present
-/// depends on `state` (PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
+/// depends on `state` (docs/PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(title = "ChatEvent")]

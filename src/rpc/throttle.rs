@@ -1,4 +1,5 @@
-//! Throttling of failed logins per client address (PROTOCOL.md, "Operating").
+//! Throttling of failed logins per client address (docs/PROTOCOL.md, "Authentication, origins,
+//! scopes").
 //!
 //! Past `max_failures` failed authentications within `failure_window_ms`, an address is locked
 //! out for `lockout_ms`: whatever it sends gets HTTP 429 with `Retry-After` (and `-32024`

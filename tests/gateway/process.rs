@@ -157,6 +157,81 @@ fn committed_schema_is_current() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The same check covers the generated tables of the protocol document.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the tables of docs/PROTOCOL.md are current"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn stale_protocol_tables_fail_the_check_and_schema_rewrites_only_them() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let committed = std::fs::read_to_string(repo.join("docs/PROTOCOL.md")).expect("read doc");
+    // A method the code does not declare, and a table row lost: both tables are stale.
+    let stale = committed
+        .replacen(
+            "<!-- generated:methods:start -->",
+            "<!-- generated:methods:start -->\n| `gone.method` | read | call | none | `x` | Gone. |",
+            1,
+        )
+        .replacen("| `tick` |", "| `tock` |", 1);
+    let doc = dir.path().join("PROTOCOL.md");
+    let json = dir.path().join("openrpc.json");
+    std::fs::write(&doc, &stale).expect("write doc");
+    std::fs::copy(repo.join("schema/openrpc.json"), &json).expect("copy schema");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("schema")
+            .args(args)
+            .arg("--out")
+            .arg(&json)
+            .arg("--doc")
+            .arg(&doc)
+            .output()
+            .expect("run")
+    };
+    let out = run(&["--check"]);
+    assert!(!out.status.success(), "a stale table passed the check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("methods and events tables")
+            && err.contains(&doc.display().to_string())
+            && err.contains("run `clawgate schema"),
+        "names the file and the fix: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&doc).expect("read"),
+        stale,
+        "--check writes nothing"
+    );
+
+    // Writing puts the tables back; every byte outside the markers is kept.
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&doc).expect("read"), committed);
+    assert!(run(&["--check"]).status.success());
+
+    // A document without the markers is refused with a message saying where they go.
+    std::fs::write(&doc, "# Protocol\n\nNo tables here.\n").expect("write");
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("<!-- generated:methods:start -->"),
+        "says which marker is missing: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&doc).expect("read"),
+        "# Protocol\n\nNo tables here.\n",
+        "a refused document is left alone"
+    );
 }
 
 #[test]

@@ -105,7 +105,7 @@ export interface ChatAbortResult {
 }
 /**
  * A `chat` payload: `{runId, sessionKey, runSeq, state, ...}`; which other fields are present
- * depends on `state` (PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
+ * depends on `state` (docs/PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "ChatEvent".

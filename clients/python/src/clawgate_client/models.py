@@ -1413,7 +1413,7 @@ class TranscriptMessage(BaseModel):
 class ChatEvent(BaseModel):
     """
     A `chat` payload: `{runId, sessionKey, runSeq, state, ...}`; which other fields are present
-    depends on `state` (PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
+    depends on `state` (docs/PROTOCOL.md, "Chat payloads"). `injected` has no runId and no runSeq.
     """
 
     model_config = ConfigDict(
