@@ -219,7 +219,7 @@ async fn call(args: CallArgs) -> ExitCode {
                         // Nothing follows a run's terminal payload, nor `shutdown`.
                         let state = value["payload"]["state"].as_str();
                         let ended = (args.method == "chat.stream" && matches!(state, Some("final" | "aborted" | "error")))
-                            || value["event"] == "shutdown";
+                            || value["event"] == <crate::protocol::ShutdownEvent as crate::protocol::Event>::NAME;
                         if ended {
                             return ExitCode::SUCCESS;
                         }

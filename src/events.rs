@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use crate::protocol::{GapEvent, GapReason, ShutdownEvent, TickEvent};
+use crate::protocol::{Event, GapEvent, GapReason, ShutdownEvent, TickEvent};
 use crate::util::now_ms;
 
 /// One published event, serialized once.
@@ -319,6 +319,22 @@ impl EventHub {
     }
 
     /// Publishes an event; returns its `seq`.
+    /// Publishes a declared event; its name comes from its declaration.
+    pub fn emit<E: crate::protocol::Event>(&self, session_key: Option<&str>, payload: &E) -> u64 {
+        self.publish(E::NAME, session_key, payload)
+    }
+
+    /// Publishes a declared event of an agent run (see [`Self::publish_tagged`]).
+    pub fn emit_tagged<E: crate::protocol::Event>(
+        &self,
+        session_key: Option<&str>,
+        run: Option<RunTag<'_>>,
+        payload: &E,
+    ) -> Option<Arc<Envelope>> {
+        self.publish_tagged(E::NAME, session_key, run, payload)
+    }
+
+    /// Publishes an event by name: for plugins' events, whose names arrive at run time.
     pub fn publish(&self, event: &str, session_key: Option<&str>, payload: &impl Serialize) -> u64 {
         self.publish_tagged(event, session_key, None, payload)
             .map_or_else(|| self.seq(), |env| env.seq)
@@ -445,7 +461,7 @@ impl EventHub {
             to_seq,
             reason: GapReason::Lagged,
         };
-        self.control("gap", &gap, to_seq)
+        self.control(GapEvent::NAME, &gap, to_seq)
     }
 
     /// Publishes a `tick` to every subscriber.
@@ -455,7 +471,7 @@ impl EventHub {
         if inner.closed {
             return;
         }
-        let env = self.control("tick", &TickEvent { ts: now_ms() }, inner.seq);
+        let env = self.control(TickEvent::NAME, &TickEvent { ts: now_ms() }, inner.seq);
         let mut queued = Vec::new();
         for slot in inner
             .unkeyed
@@ -474,7 +490,7 @@ impl EventHub {
     pub fn shutdown(&self, event: ShutdownEvent) {
         let mut inner = self.lock();
         inner.closed = true;
-        let env = self.control("shutdown", &event, inner.seq);
+        let env = self.control(ShutdownEvent::NAME, &event, inner.seq);
         drop(inner);
         self.shutdown.send_replace(Some(env));
     }
@@ -497,7 +513,7 @@ impl EventHub {
                 to_seq: 0,
                 reason: GapReason::Restart,
             };
-            queue.push_back(self.control("gap", &gap, before));
+            queue.push_back(self.control(GapEvent::NAME, &gap, before));
             queue.extend(inner.events.iter().filter(|e| filter.matches(e)).cloned());
         } else if let Some(after) = after_seq {
             if after > inner.seq {
@@ -513,7 +529,7 @@ impl EventHub {
                     to_seq: oldest - 1,
                     reason: GapReason::Expired,
                 };
-                queue.push_back(self.control("gap", &gap, oldest - 1));
+                queue.push_back(self.control(GapEvent::NAME, &gap, oldest - 1));
             }
             queue.extend(
                 inner
@@ -670,7 +686,7 @@ impl Subscriber {
         let mut state = self.slot.lock();
         state.queue.retain(|env| {
             if env.control {
-                env.event == "gap"
+                env.event == GapEvent::NAME
             } else {
                 env.run_id.as_deref() == Some(run_id)
             }

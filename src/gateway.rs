@@ -373,8 +373,7 @@ impl Gateway {
         if let Ok(mut conns) = self.connections.lock() {
             conns.insert(conn.id.clone(), conn.clone());
         }
-        self.hub.publish(
-            "presence",
+        self.hub.emit(
             None,
             &PresenceEvent {
                 conn_id: conn.id.clone(),
@@ -393,8 +392,7 @@ impl Gateway {
             .map(|mut c| c.remove(&conn.id).is_some())
             .unwrap_or(false);
         if removed {
-            self.hub.publish(
-                "presence",
+            self.hub.emit(
                 None,
                 &PresenceEvent {
                     conn_id: conn.id.clone(),
@@ -414,8 +412,7 @@ impl Gateway {
             .map(|c| c.contains_key(&conn.id))
             .unwrap_or(false);
         if known {
-            self.hub.publish(
-                "presence",
+            self.hub.emit(
                 None,
                 &PresenceEvent {
                     conn_id: conn.id.clone(),
@@ -451,7 +448,7 @@ impl Gateway {
                     != (health.connections, health.sessions, health.active_runs)
             });
             if changed {
-                self.hub.publish("health", None, &health);
+                self.hub.emit(None, &health);
                 last = Some(health);
             }
             tokio::select! {

@@ -169,8 +169,7 @@ pub fn apply<G: LiveHost>(gw: &Arc<G>, loaded: Loaded) -> Change {
     if !changed.is_empty() {
         tracing::info!(paths = ?changed, kind = ?reload_kind, "configuration changed");
     }
-    gw.hub().publish(
-        "config.changed",
+    gw.hub().emit(
         None,
         &ConfigChangedEvent {
             hash: loaded.hash.clone(),

@@ -518,7 +518,7 @@ impl Emitter {
             ends_run: matches!(event.state.as_str(), "final" | "aborted" | "error"),
         };
         self.hub
-            .publish_tagged("chat", Some(&self.session_key), Some(run), &event)
+            .emit_tagged(Some(&self.session_key), Some(run), &event)
     }
 }
 

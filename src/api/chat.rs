@@ -6,6 +6,7 @@ use crate::agent::SendRequest;
 use crate::error::{Error, Result, code};
 use crate::events::Filter;
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
+use crate::protocol::Event;
 use crate::protocol::{
     ChatAbortParams, ChatAbortResult, ChatSendParams, ChatSendResult, EventEnvelope,
 };
@@ -156,8 +157,11 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
         let session_key = p.session_key.clone().unwrap_or_else(|| "main".into());
         validate_session_key(&session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
         // Subscribe before sending, so no payload of the run can be missed.
-        let filter = Filter::new(Some(&["chat".to_string()]), Some(session_key.clone()))
-            .map_err(|_| Error::internal("chat filter"))?;
+        let filter = Filter::new(
+            Some(&[ChatEvent::NAME.to_string()]),
+            Some(session_key.clone()),
+        )
+        .map_err(|_| Error::internal("chat filter"))?;
         let mut sub = ctx
             .gateway
             .hub()
@@ -212,7 +216,7 @@ fn synthesized_terminal(
     serde_json::json!({
         "epoch": gw.hub().epoch(),
         "seq": gw.hub().seq(),
-        "event": "chat",
+        "event": ChatEvent::NAME,
         "ts": crate::util::now_ms(),
         "sessionKey": session_key,
         "payload": payload,
@@ -296,8 +300,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         let Some(message) = written.into_iter().next() else {
             return Err(Error::internal("nothing was written"));
         };
-        ctx.gateway.hub().publish(
-            "chat",
+        ctx.gateway.hub().emit(
             Some(&p.session_key),
             &ChatEvent {
                 session_key: p.session_key.clone(),

@@ -95,7 +95,7 @@ impl<G: super::PluginHost> Plugin<G> for Clock {
                 Ok(ClockNowResult { ts })
             })
             .map_err(|e| Error::Conflict(e.to_string()))?;
-        table.event::<ClockNowResult>("clock.read", "clock.now was called.");
+        table.event_of::<ClockNowResult>("clock.read", "clock.now was called.");
         tools.push(Arc::new(ClockTool));
         Ok(())
     }

@@ -201,10 +201,9 @@ impl<G: PluginHost> Plugins<G> {
         };
         rebuild(gw);
         if changed {
-            gw.hub().publish(
-                "plugins.changed",
+            gw.hub().emit(
                 None,
-                &PluginsChanged {
+                &crate::protocol::PluginsChangedEvent {
                     plugin: name.to_string(),
                     state: state.as_str().into(),
                 },
@@ -217,12 +216,6 @@ impl<G: PluginHost> Plugins<G> {
             e.remove(name);
         }
     }
-}
-
-#[derive(Serialize)]
-struct PluginsChanged {
-    plugin: String,
-    state: String,
 }
 
 /// Rebuilds the method table and the tool list from the core and every running plugin.

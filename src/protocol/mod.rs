@@ -3,9 +3,11 @@
 //! These types are the one source of `schema/openrpc.json`. Field names follow docs/PROTOCOL.md
 //! (camelCase on the wire); params reject unknown fields so a typo never falls back to a default.
 
+mod events;
 mod schema;
 mod scope;
 
+pub use events::{Event, EventVisitor, core_events};
 pub use schema::schema_settings;
 pub use scope::Scope;
 
@@ -325,19 +327,6 @@ pub struct PresenceEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientInfo>,
 }
-
-/// The names of the events the core publishes, with their payload types (for the schema).
-pub const CORE_EVENTS: &[&str] = &[
-    "tick",
-    "gap",
-    "shutdown",
-    "presence",
-    "health",
-    "sessions.changed",
-    "chat",
-    "config.changed",
-    "plugins.changed",
-];
 
 /// Checks a session key: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
 pub fn validate_session_key(key: &str) -> Result<(), String> {

@@ -251,8 +251,8 @@ impl<S: Send + Sync + 'static> MethodTable<S> {
         Ok(())
     }
 
-    /// Declares an event and its payload type.
-    pub fn event<T: JsonSchema>(&mut self, name: &str, summary: &str) {
+    /// Declares an event of a payload type without a declaration of its own (plugins).
+    pub fn event_of<T: JsonSchema>(&mut self, name: &str, summary: &str) {
         let payload_schema = self.schema_for::<T>();
         self.events.insert(
             name.to_string(),
@@ -362,6 +362,12 @@ impl<S: Send + Sync + 'static> MethodTable<S> {
     /// The declared events, by name.
     pub fn events(&self) -> &BTreeMap<String, EventDecl> {
         &self.events
+    }
+}
+
+impl<S: Send + Sync + 'static> crate::protocol::EventVisitor for MethodTable<S> {
+    fn event<E: crate::protocol::Event>(&mut self) {
+        self.event_of::<E>(E::NAME, E::SUMMARY);
     }
 }
 

@@ -398,8 +398,7 @@ impl Store {
     }
 
     fn publish(&self, key: &str, reason: SessionChangeReason, session: Option<Session>) {
-        self.hub.publish(
-            "sessions.changed",
+        self.hub.emit(
             Some(key),
             &SessionsChangedEvent {
                 session_key: key.to_string(),
