@@ -1,4 +1,7 @@
-//! The gateway's shared state and its lifecycle: start, serve, shut down.
+//! The gateway's shared state and its lifecycle: start, serve, shut down. Presence, health
+//! and ticks are in `presence.rs`.
+
+mod presence;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Loaded};
 use crate::events::{EventHub, HubLimits};
-use crate::protocol::{Health, PresenceEntry, PresenceEvent, PresenceState, ShutdownEvent};
+use crate::protocol::ShutdownEvent;
 use crate::rpc::{Connection, DuplicateMethod, TableSnapshot};
 use crate::store::Store;
 
@@ -302,18 +305,6 @@ impl Gateway {
         ])
     }
 
-    /// The gateway's health now.
-    pub fn health(&self) -> Health {
-        Health {
-            ok: true,
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_ms: self.uptime_ms(),
-            connections: self.connections.lock().map(|c| c.len() as u64).unwrap_or(0),
-            sessions: self.store.len() as u64,
-            active_runs: self.active_runs.load(Ordering::Relaxed),
-        }
-    }
-
     /// The session store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -347,115 +338,6 @@ impl Gateway {
     /// The agent (provider, tools, runs).
     pub fn agent(&self) -> &crate::agent::Agent {
         &self.agent
-    }
-
-    /// Sets the active run count and schedules a `health` event.
-    pub fn set_active_runs(&self, n: u64) {
-        self.active_runs.store(n, Ordering::Relaxed);
-        self.health_changed();
-    }
-
-    /// Something `Health` counts changed; a `health` event follows within a second.
-    pub fn health_changed(&self) {
-        self.health_dirty.notify_one();
-    }
-
-    /// Connected WebSocket clients.
-    pub fn presence(&self) -> Vec<PresenceEntry> {
-        self.connections
-            .lock()
-            .map(|c| c.values().map(|conn| conn.presence()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Adds a WebSocket connection to presence.
-    pub fn join(&self, conn: &Arc<Connection>) {
-        if let Ok(mut conns) = self.connections.lock() {
-            conns.insert(conn.id.clone(), conn.clone());
-        }
-        self.hub.emit(
-            None,
-            &PresenceEvent {
-                conn_id: conn.id.clone(),
-                state: PresenceState::Joined,
-                client: None,
-            },
-        );
-        self.health_changed();
-    }
-
-    /// Removes a WebSocket connection from presence.
-    pub fn leave(&self, conn: &Connection) {
-        let removed = self
-            .connections
-            .lock()
-            .map(|mut c| c.remove(&conn.id).is_some())
-            .unwrap_or(false);
-        if removed {
-            self.hub.emit(
-                None,
-                &PresenceEvent {
-                    conn_id: conn.id.clone(),
-                    state: PresenceState::Left,
-                    client: conn.client(),
-                },
-            );
-            self.health_changed();
-        }
-    }
-
-    /// A client named itself in `gateway.hello`.
-    pub fn client_named(&self, conn: &Connection) {
-        let known = self
-            .connections
-            .lock()
-            .map(|c| c.contains_key(&conn.id))
-            .unwrap_or(false);
-        if known {
-            self.hub.emit(
-                None,
-                &PresenceEvent {
-                    conn_id: conn.id.clone(),
-                    state: PresenceState::Joined,
-                    client: conn.client(),
-                },
-            );
-        }
-    }
-
-    /// Publishes `tick` every `gateway.tick_interval_ms` (read anew each time, so it is hot).
-    async fn tick_loop(self: Arc<Self>) {
-        loop {
-            let interval = Duration::from_millis(self.config().gateway.tick_interval_ms);
-            tokio::select! {
-                _ = self.shutting_down.cancelled() => return,
-                _ = tokio::time::sleep(interval) => self.hub.tick(),
-            }
-        }
-    }
-
-    /// Publishes `health` when it changed, at most once a second.
-    async fn health_loop(self: Arc<Self>) {
-        let mut last: Option<Health> = None;
-        loop {
-            tokio::select! {
-                _ = self.shutting_down.cancelled() => return,
-                _ = self.health_dirty.notified() => {}
-            }
-            let health = self.health();
-            let changed = last.as_ref().is_none_or(|l| {
-                (l.connections, l.sessions, l.active_runs)
-                    != (health.connections, health.sessions, health.active_runs)
-            });
-            if changed {
-                self.hub.emit(None, &health);
-                last = Some(health);
-            }
-            tokio::select! {
-                _ = self.shutting_down.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
     }
 
     /// Graceful shutdown: refuse new calls, abort runs (their partial text is kept, each gets
