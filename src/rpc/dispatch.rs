@@ -425,7 +425,7 @@ async fn handle_request<S: Host>(
         ));
     };
     let table = gateway.table();
-    let Some(desc) = table.get(&method) else {
+    let Some((desc, callback)) = table.entry(&method) else {
         return fail(Error::MethodNotFound(format!(
             "no method named `{method}`; rpc.discover lists them"
         )));
@@ -443,9 +443,7 @@ async fn handle_request<S: Host>(
     let params = req.params.map(RawValue::get);
     match &desc.kind {
         MethodKind::Call(_) => {
-            let Some((_, MethodCallback::Async(callback))) =
-                table.jsonrpsee().method_with_name(&method)
-            else {
+            let Some(MethodCallback::Async(callback)) = callback else {
                 return fail(Error::internal(format!(
                     "`{method}` is missing from the jsonrpsee table"
                 )));

@@ -9,11 +9,11 @@ pub mod table;
 pub mod throttle;
 pub mod ws;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonrpsee::RpcModule;
-use jsonrpsee::core::server::Methods;
+use jsonrpsee::core::server::MethodCallback;
 use jsonrpsee::types::ErrorObjectOwned;
 
 pub use context::{CallContext, Connection, Outbox, SinkClosed, SubscriptionSink, Transport};
@@ -61,60 +61,48 @@ pub trait Host: Send + Sync + Sized + 'static {
 
 /// An immutable view of the method table, swapped atomically when plugins come and go.
 pub struct TableSnapshot<S> {
-    descriptors: HashMap<String, Arc<MethodDescriptor<S>>>,
+    /// Each method's descriptor and, for a call, the jsonrpsee callback that runs it: one lookup
+    /// per call finds both.
+    entries: HashMap<String, (Arc<MethodDescriptor<S>>, Option<MethodCallback>)>,
     names: Vec<String>,
     events: Vec<String>,
-    methods: Methods,
     openrpc: Arc<str>,
 }
 
 impl<S: Send + Sync + 'static> TableSnapshot<S> {
     /// Freezes a table: registers every call with jsonrpsee and renders the OpenRPC document once.
     pub fn build(table: &MethodTable<S>) -> Result<Self, DuplicateMethod> {
-        let mut module = RpcModule::new(());
-        for desc in table.methods().values() {
-            if let MethodKind::Call(handler) = &desc.kind {
-                let handler = handler.clone();
-                let name = intern(&desc.name);
-                module
-                    .register_async_method(name, move |params, _, extensions| {
-                        let handler = handler.clone();
-                        async move {
-                            let Some(ctx) = extensions.get::<CallContext<S>>().cloned() else {
-                                return Err(ErrorObjectOwned::from(Error::internal(
-                                    "call without a context",
-                                )));
-                            };
-                            handler(ctx, params).await.map_err(ErrorObjectOwned::from)
-                        }
-                    })
-                    .map_err(|_| DuplicateMethod {
-                        name: desc.name.clone(),
-                        first: "jsonrpsee".into(),
-                        second: desc.owner.clone(),
-                    })?;
-            }
+        let mut entries = HashMap::with_capacity(table.methods().len());
+        for (name, desc) in table.methods() {
+            let callback = match &desc.kind {
+                MethodKind::Call(handler) => Some(jsonrpsee_callback(handler.clone(), desc)?),
+                _ => None,
+            };
+            entries.insert(name.clone(), (Arc::new(desc.clone()), callback));
         }
         let openrpc = openrpc::document(table);
         let openrpc: Arc<str> = serde_json::to_string(&openrpc)
             .unwrap_or_else(|_| "{}".into())
             .into();
         Ok(Self {
-            descriptors: table
-                .methods()
-                .iter()
-                .map(|(name, desc)| (name.clone(), Arc::new(desc.clone())))
-                .collect(),
+            entries,
             names: table.methods().keys().cloned().collect(),
             events: table.events().keys().cloned().collect(),
-            methods: module.into(),
             openrpc,
         })
     }
 
+    /// The descriptor of `name` and, for a call, its jsonrpsee callback.
+    pub fn entry(
+        &self,
+        name: &str,
+    ) -> Option<(&Arc<MethodDescriptor<S>>, Option<&MethodCallback>)> {
+        self.entries.get(name).map(|(d, c)| (d, c.as_ref()))
+    }
+
     /// The descriptor of `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<MethodDescriptor<S>>> {
-        self.descriptors.get(name)
+        self.entries.get(name).map(|(d, _)| d)
     }
 
     /// Every callable method name, sorted.
@@ -127,27 +115,38 @@ impl<S: Send + Sync + 'static> TableSnapshot<S> {
         &self.events
     }
 
-    /// The jsonrpsee form of the calls.
-    pub fn jsonrpsee(&self) -> &Methods {
-        &self.methods
-    }
-
     /// The OpenRPC document, serialized once.
     pub fn openrpc(&self) -> Arc<str> {
         self.openrpc.clone()
     }
 }
 
-/// jsonrpsee wants `&'static str` names; plugin names arrive at run time. Each distinct name is
-/// leaked once, so memory is bounded by the number of distinct names ever registered.
-fn intern(name: &str) -> &'static str {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| Mutex::new(HashSet::new()));
-    let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(existing) = names.get(name) {
-        return existing;
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    names.insert(leaked);
-    leaked
+/// jsonrpsee's callback for one call: its own module builds it (the response framing and the
+/// response size limit are jsonrpsee's), registered under a fixed name, so run-time plugin
+/// names never have to become `&'static str`.
+fn jsonrpsee_callback<S: Send + Sync + 'static>(
+    handler: table::CallHandler<S>,
+    desc: &MethodDescriptor<S>,
+) -> Result<MethodCallback, DuplicateMethod> {
+    const NAME: &str = "call";
+    let mut module = RpcModule::new(());
+    let refused = || DuplicateMethod {
+        name: desc.name.clone(),
+        first: "jsonrpsee".into(),
+        second: desc.owner.clone(),
+    };
+    module
+        .register_async_method(NAME, move |params, _, extensions| {
+            let handler = handler.clone();
+            async move {
+                let Some(ctx) = extensions.get::<CallContext<S>>().cloned() else {
+                    return Err(ErrorObjectOwned::from(Error::internal(
+                        "call without a context",
+                    )));
+                };
+                handler(ctx, params).await.map_err(ErrorObjectOwned::from)
+            }
+        })
+        .map_err(|_| refused())?;
+    module.method(NAME).cloned().ok_or_else(refused)
 }
