@@ -108,7 +108,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => {
             let merged = ServeArgs {
@@ -120,7 +120,11 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Call(args)) => runtime.block_on(call(args)),
         Some(Command::Schema(args)) => schema(args),
-    }
+    };
+    // A blocking task that never returns (a tool stuck in the kernel) must not keep the
+    // process from exiting once the gateway has shut down.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
