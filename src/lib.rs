@@ -12,7 +12,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gateway;
-pub mod live;
+
 pub mod logging;
 pub mod plugins;
 pub mod protocol;

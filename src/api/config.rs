@@ -94,7 +94,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         })
     })?;
     table.method::<Patch, _, _>(|ctx: CallContext, p: ConfigPatchParams| async move {
-        let change = crate::live::patch(&ctx.gateway, &p.patch, &p.base_hash).await?;
+        let change = crate::config::live::patch(&ctx.gateway, &p.patch, &p.base_hash).await?;
         Ok(ConfigPatchResult {
             hash: change.hash,
             changed_paths: change.changed_paths,

@@ -81,7 +81,7 @@ pub struct Gateway {
     health_dirty: Arc<Notify>,
     store: Arc<Store>,
     agent: crate::agent::Agent,
-    live: crate::live::Live,
+    live: crate::config::live::Live,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     plugins_notify: Notify,
     plugins: crate::plugins::Plugins<Gateway>,
@@ -107,7 +107,7 @@ impl Gateway {
         health_dirty: Arc<Notify>,
     ) -> Arc<Self> {
         let agent = crate::agent::Agent::new(crate::agent::providers::build(&loaded.config.agent));
-        let live = crate::live::Live::new(&loaded);
+        let live = crate::config::live::Live::new(&loaded);
         Arc::new(Self {
             agent,
             live,
@@ -311,7 +311,7 @@ impl Gateway {
     }
 
     /// The live configuration state.
-    pub fn live(&self) -> &crate::live::Live {
+    pub fn live(&self) -> &crate::config::live::Live {
         &self.live
     }
 
@@ -407,8 +407,8 @@ impl crate::agent::AgentHost for Gateway {
     }
 }
 
-impl crate::live::LiveHost for Gateway {
-    fn live(&self) -> &crate::live::Live {
+impl crate::config::live::LiveHost for Gateway {
+    fn live(&self) -> &crate::config::live::Live {
         Gateway::live(self)
     }
     fn config(&self) -> Arc<Config> {
@@ -610,7 +610,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
         .store(writable.is_ok(), Ordering::Release);
     tokio::spawn(gateway.clone().tick_loop());
     tokio::spawn(gateway.clone().health_loop());
-    let watcher = crate::live::watch(&gateway);
+    let watcher = crate::config::live::watch(&gateway);
     if let Ok(mut slot) = gateway.watcher.lock() {
         *slot = watcher;
     }

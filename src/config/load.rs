@@ -1,0 +1,434 @@
+//! The layered loader (defaults < TOML file < environment < flags) and validation.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::protocol::Scope;
+
+use super::types::*;
+
+/// A configuration that could not be loaded: where, what was found, what was expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration{}: {message}", if path.is_empty() { String::new() } else { format!(" at `{path}`") })]
+pub struct ConfigError {
+    /// Dotted path of the key, empty when the whole file is at fault.
+    pub path: String,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the command line contributes (the top layer).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `CLAWGATE_CONFIG`.
+    pub config_path: Option<PathBuf>,
+    /// `--data-dir` / `CLAWGATE_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--bind` / `CLAWGATE_BIND`.
+    pub bind: Option<String>,
+    /// `--port` / `CLAWGATE_PORT`.
+    pub port: Option<u16>,
+    /// `CLAWGATE_TOKEN`: token auth with one admin token.
+    pub token: Option<String>,
+}
+
+/// A loaded, validated configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The config file's path (it may not exist).
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file's bytes (of the empty string when there is none).
+    pub hash: String,
+    /// Keys set by the environment or flags.
+    pub overridden_paths: Vec<String>,
+    /// The top layers, kept to load the file again on a change.
+    pub overrides: Overrides,
+    /// The `CLAWGATE_*` environment as it was at start.
+    pub env: Vec<(String, String)>,
+}
+
+/// Environment variables with a meaning of their own, not config paths.
+const SPECIAL_ENV: &[&str] = &[
+    "CONFIG",
+    "DATA_DIR",
+    "BIND",
+    "PORT",
+    "TOKEN",
+    "LOG",
+    "LOG_FORMAT",
+    "URL",
+];
+
+/// Loads the configuration from the file, `env` (pairs of name and value) and `overrides`.
+pub fn load(
+    overrides: &Overrides,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let data_dir = data_dir_of(overrides)?;
+    let path = config_path_of(overrides, &data_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => {
+            return Err(ConfigError::new(
+                "",
+                format!("cannot read {}: {err}", path.display()),
+            ));
+        }
+    };
+    load_bytes(overrides, env, &bytes)
+}
+
+/// The data directory the overrides name (or the default).
+pub fn data_dir_of(overrides: &Overrides) -> Result<PathBuf, ConfigError> {
+    match &overrides.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => default_data_dir(),
+    }
+}
+
+/// The config file the overrides name (or `<dataDir>/clawgate.toml`).
+pub fn config_path_of(overrides: &Overrides, data_dir: &Path) -> PathBuf {
+    overrides
+        .config_path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("clawgate.toml"))
+}
+
+/// Hex SHA-256 of a config file's bytes.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Loads the configuration from the file's `bytes` (which may be empty) and the upper layers.
+pub fn load_bytes(
+    overrides: &Overrides,
+    env: impl IntoIterator<Item = (String, String)>,
+    bytes: &[u8],
+) -> Result<Loaded, ConfigError> {
+    let data_dir = data_dir_of(overrides)?;
+    let path = config_path_of(overrides, &data_dir);
+    let hash = hash_bytes(bytes);
+    let mut root = parse_toml(&path, bytes)?;
+
+    let mut overridden = Vec::new();
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("CLAWGATE_"))
+        .collect();
+    env.sort();
+    for (name, value) in env.clone() {
+        let Some(rest) = name.strip_prefix("CLAWGATE_") else {
+            continue;
+        };
+        if SPECIAL_ENV.contains(&rest) {
+            continue;
+        }
+        // Config paths have a section and a key (`CLAWGATE_AGENT__MODEL`); a single word is some
+        // other tool's variable (`CLAWGATE_BIN` in our test scripts), not a config key.
+        if !rest.contains("__") {
+            continue;
+        }
+        let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(ConfigError::new(
+                "",
+                format!("environment variable {name}: empty key (use `__` between levels)"),
+            ));
+        }
+        set_path(&mut root, &keys, parse_env_value(&value))?;
+        overridden.push(keys.join("."));
+    }
+    if let Some(bind) = &overrides.bind {
+        set_path(
+            &mut root,
+            &["gateway".into(), "bind".into()],
+            toml::Value::String(bind.clone()),
+        )?;
+        overridden.push("gateway.bind".into());
+    }
+    if let Some(port) = overrides.port {
+        set_path(
+            &mut root,
+            &["gateway".into(), "port".into()],
+            toml::Value::Integer(i64::from(port)),
+        )?;
+        overridden.push("gateway.port".into());
+    }
+
+    let mut config = from_table(root)?;
+    if let Some(token) = &overrides.token {
+        config.gateway.auth.mode = AuthMode::Token;
+        config.gateway.auth.tokens.push(TokenConfig {
+            name: "CLAWGATE_TOKEN".into(),
+            token: token.clone(),
+            scopes: vec![Scope::Admin],
+        });
+        overridden.push("gateway.auth".into());
+    }
+    validate(&config)?;
+    overridden.sort();
+    overridden.dedup();
+    Ok(Loaded {
+        config,
+        data_dir,
+        path,
+        hash,
+        overridden_paths: overridden,
+        overrides: overrides.clone(),
+        env,
+    })
+}
+
+fn parse_toml(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ConfigError::new("", format!("{} is not UTF-8", path.display())))?;
+    toml::from_str(text).map_err(|err| {
+        ConfigError::new(
+            "",
+            format!("{} is not valid TOML: {}", path.display(), err.message()),
+        )
+    })
+}
+
+/// Parses the config file's `bytes` on their own, before the environment and flags are layered
+/// on: they must be UTF-8 TOML that deserializes into a [`Config`] by itself (types, ranges,
+/// unknown keys), so a flag such as `--port` cannot hide a bad value that the next start,
+/// without that flag, would refuse. [`validate`] is not applied: the upper layers may complete
+/// the file (a token from `CLAWGATE_TOKEN`). Returns the file's table.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
+    let root = parse_toml(path, bytes)?;
+    from_table(root.clone()).map_err(|err| ConfigError {
+        message: format!(
+            "{} (in the file itself: a flag or the environment may set this key now, but a start without them would refuse the file)",
+            err.message
+        ),
+        ..err
+    })?;
+    Ok(root)
+}
+
+/// Whether a config file's table says `[gateway.auth] mode = "none"` in so many words.
+pub fn says_auth_none(file: &toml::Table) -> bool {
+    file.get("gateway")
+        .and_then(toml::Value::as_table)
+        .and_then(|g| g.get("auth"))
+        .and_then(toml::Value::as_table)
+        .and_then(|a| a.get("mode"))
+        .and_then(toml::Value::as_str)
+        == Some("none")
+}
+
+/// Deserializes a TOML table into a [`Config`], naming the full path of any bad key.
+pub fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
+    let value = toml::Value::Table(root);
+    serde_path_to_error::deserialize::<_, Config>(value).map_err(|err| {
+        let mut path = err.path().to_string();
+        let message = err.inner().message().to_string();
+        // For an unknown key the path names its parent; name the key itself.
+        if let Some(key) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            && path.rsplit('.').next() != Some(key)
+        {
+            path = if path == "." || path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
+        }
+        if path == "." {
+            path.clear();
+        }
+        ConfigError::new(path, message)
+    })
+}
+
+/// Checks what types alone cannot.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let gw = &config.gateway;
+    let ip = parse_bind(&gw.bind)?;
+    if gw.auth.mode == AuthMode::None && !ip.is_loopback() {
+        return Err(ConfigError::new(
+            "gateway.auth.mode",
+            format!(
+                "refusing to listen on {} without authentication: anyone who can reach it could drive \
+                 your agent. Set a token (CLAWGATE_TOKEN=<a long random secret>, or \
+                 gateway.auth.mode = \"token\" with [[gateway.auth.tokens]] in the config file), or bind \
+                 127.0.0.1",
+                gw.bind
+            ),
+        ));
+    }
+    if gw.auth.mode == AuthMode::Token && gw.auth.tokens.is_empty() {
+        return Err(ConfigError::new(
+            "gateway.auth.tokens",
+            "mode is \"token\" but no token is configured: add [[gateway.auth.tokens]] name, token, scopes, or set CLAWGATE_TOKEN",
+        ));
+    }
+    for (i, token) in gw.auth.tokens.iter().enumerate() {
+        if token.token.len() < 8 {
+            return Err(ConfigError::new(
+                format!("gateway.auth.tokens[{i}].token"),
+                "expected a secret of at least 8 characters",
+            ));
+        }
+        if token.scopes.is_empty() {
+            return Err(ConfigError::new(
+                format!("gateway.auth.tokens[{i}].scopes"),
+                "expected at least one of \"read\", \"write\", \"admin\"",
+            ));
+        }
+    }
+    for (i, origin) in gw.allowed_origins.iter().enumerate() {
+        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.ends_with('/');
+        if !ok {
+            return Err(ConfigError::new(
+                format!("gateway.allowed_origins[{i}]"),
+                format!(
+                    "found {origin:?}, expected an origin like \"https://app.example.com\" (scheme, host, optional port, no path)"
+                ),
+            ));
+        }
+    }
+    let positive = [
+        ("gateway.max_connections", gw.max_connections as u64),
+        ("gateway.max_batch", gw.max_batch as u64),
+        (
+            "gateway.max_subscriptions_per_connection",
+            gw.max_subscriptions_per_connection as u64,
+        ),
+        (
+            "gateway.max_in_flight_per_connection",
+            gw.max_in_flight_per_connection as u64,
+        ),
+        ("gateway.ping_interval_ms", gw.ping_interval_ms),
+        ("gateway.ping_timeout_ms", gw.ping_timeout_ms),
+        ("gateway.max_queued_bytes", gw.max_queued_bytes as u64),
+        ("gateway.body_timeout_ms", gw.body_timeout_ms),
+        ("gateway.auth.failure_window_ms", gw.auth.failure_window_ms),
+        (
+            "events.subscriber_queue_bytes",
+            config.events.subscriber_queue_bytes as u64,
+        ),
+        (
+            "events.subscriber_queue",
+            config.events.subscriber_queue as u64,
+        ),
+    ];
+    for (path, value) in positive {
+        if value == 0 {
+            return Err(ConfigError::new(
+                path,
+                "found 0, expected a number greater than 0",
+            ));
+        }
+    }
+    if u32::try_from(gw.max_queued_bytes).is_err() {
+        return Err(ConfigError::new(
+            "gateway.max_queued_bytes",
+            format!("found {}, expected at most 4294967295", gw.max_queued_bytes),
+        ));
+    }
+    if gw.tick_interval_ms < 100 {
+        return Err(ConfigError::new(
+            "gateway.tick_interval_ms",
+            format!("found {}, expected at least 100", gw.tick_interval_ms),
+        ));
+    }
+    if gw.max_payload_bytes < 1024 {
+        return Err(ConfigError::new(
+            "gateway.max_payload_bytes",
+            format!("found {}, expected at least 1024", gw.max_payload_bytes),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, plugin) in config.plugins.iter().enumerate() {
+        if !names.insert(plugin.name.as_str()) {
+            return Err(ConfigError::new(
+                format!("plugins[{i}].name"),
+                format!("plugin {:?} is declared twice", plugin.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `gateway.bind`: an IP address, or `localhost`.
+pub fn parse_bind(bind: &str) -> Result<IpAddr, ConfigError> {
+    if bind.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    bind.trim_matches(|c| c == '[' || c == ']')
+        .parse()
+        .map_err(|_| {
+            ConfigError::new(
+                "gateway.bind",
+                format!("found {bind:?}, expected an IP address such as \"127.0.0.1\", \"::1\" or \"0.0.0.0\""),
+            )
+        })
+}
+
+fn default_data_dir() -> Result<PathBuf, ConfigError> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(Path::new(&home).join(".clawgate")),
+        _ => Err(ConfigError::new(
+            "",
+            "HOME is not set: pass --data-dir or set CLAWGATE_DATA_DIR",
+        )),
+    }
+}
+
+/// An environment value is TOML when it parses as one (`18789`, `true`, `["a"]`), else a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(
+    root: &mut toml::Table,
+    keys: &[String],
+    value: toml::Value,
+) -> Result<(), ConfigError> {
+    let Some((last, parents)) = keys.split_last() else {
+        return Ok(());
+    };
+    let mut table = root;
+    for (depth, key) in parents.iter().enumerate() {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(ConfigError::new(
+                    keys[..=depth].join("."),
+                    "is not a table, so it cannot have sub-keys",
+                ));
+            }
+        };
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}

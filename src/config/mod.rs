@@ -1,0 +1,120 @@
+//! The typed configuration and its layered loader: defaults < TOML file < environment < flags.
+
+pub mod live;
+mod load;
+mod reload;
+mod types;
+
+pub use load::*;
+pub use reload::*;
+pub use types::*;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    fn load_with(toml_text: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::new("", e.to_string()))?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml_text).map_err(|e| ConfigError::new("", e.to_string()))?;
+        let overrides = Overrides {
+            config_path: Some(path),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        load(
+            &overrides,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let loaded = load_with("", &[]).expect("defaults load");
+        assert_eq!(loaded.config.gateway.port, 18789);
+        assert_eq!(loaded.config.gateway.bind, "127.0.0.1");
+        assert_eq!(loaded.hash, hex::encode(Sha256::digest(b"")));
+    }
+
+    #[test]
+    fn layers_env_over_file() {
+        let loaded = load_with(
+            "[gateway]\nport = 1000\n[agent]\nmodel = \"a\"\n",
+            &[
+                ("CLAWGATE_AGENT__MODEL", "b"),
+                ("CLAWGATE_GATEWAY__MAX_BATCH", "7"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(loaded.config.gateway.port, 1000);
+        assert_eq!(loaded.config.agent.model, "b");
+        assert_eq!(loaded.config.gateway.max_batch, 7);
+        assert_eq!(
+            loaded.overridden_paths,
+            vec!["agent.model", "gateway.max_batch"]
+        );
+    }
+
+    #[test]
+    fn single_word_variables_are_not_config() {
+        let loaded =
+            load_with("", &[("CLAWGATE_BIN", "/x"), ("CLAWGATE_SOMETHING", "1")]).expect("ignored");
+        assert!(loaded.overridden_paths.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_its_full_path() {
+        let err = load_with("[gateway]\nprot = 1\n", &[]).expect_err("refused");
+        assert_eq!(err.path, "gateway.prot");
+        let err = load_with("", &[("CLAWGATE_AGENT__MODLE", "x")]).expect_err("refused");
+        assert_eq!(err.path, "agent.modle");
+    }
+
+    #[test]
+    fn bad_value_says_found_and_expected() {
+        let err = load_with("[gateway]\nport = \"abc\"\n", &[]).expect_err("refused");
+        assert_eq!(err.path, "gateway.port");
+        assert!(
+            err.message.contains("abc") || err.message.contains("string"),
+            "{err}"
+        );
+        let err = load_with("[gateway]\nport = 70000\n", &[]).expect_err("refused");
+        assert_eq!(err.path, "gateway.port");
+    }
+
+    #[test]
+    fn the_file_alone_must_be_valid_and_an_explicit_none_is_seen() {
+        let path = Path::new("c.toml");
+        let err = parse_file(path, b"[gateway]\nport = 70000\n").expect_err("refused");
+        assert_eq!(err.path, "gateway.port");
+        let err = parse_file(path, b"gateway = { prot = 1 }\n").expect_err("refused");
+        assert_eq!(err.path, "gateway.prot");
+        // Not validated: an upper layer may add the token.
+        let ok = parse_file(path, b"[gateway]\nbind = \"0.0.0.0\"\n").expect("parses");
+        assert!(!says_auth_none(&ok));
+        let none = parse_file(path, b"gateway = { auth = { mode = \"none\" } }\n").expect("parses");
+        assert!(says_auth_none(&none));
+        let none = parse_file(path, b"[gateway.auth]\nmode = \"none\"\n").expect("parses");
+        assert!(says_auth_none(&none));
+        assert!(
+            parse_file(path, b"# only a comment\n\n")
+                .expect("parses")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn non_loopback_without_token_is_refused() {
+        let err = load_with("[gateway]\nbind = \"0.0.0.0\"\n", &[]).expect_err("refused");
+        assert!(err.message.contains("CLAWGATE_TOKEN"), "{err}");
+        let ok = load_with(
+            "[gateway]\nbind = \"0.0.0.0\"\n[gateway.auth]\nmode = \"token\"\n[[gateway.auth.tokens]]\nname = \"a\"\ntoken = \"0123456789\"\nscopes = [\"read\"]\n",
+            &[],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+}

@@ -1,0 +1,153 @@
+//! How each key reloads (one table), redaction of secrets, the diff of two configurations and
+//! the annotated JSON Schema.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::*;
+
+/// Whether a key takes effect at once or at the next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reload {
+    /// Applied while the gateway runs.
+    Hot,
+    /// Applied at the next start; reported as pending until then.
+    Restart,
+}
+
+/// Every configuration key, classified. The longest matching prefix wins; this one table feeds
+/// the reloader, `config.schema` (`x-reload`) and the docs.
+pub const RELOAD: &[(&str, Reload)] = &[
+    ("gateway", Reload::Hot),
+    ("gateway.bind", Reload::Restart),
+    ("gateway.port", Reload::Restart),
+    // Read when a WebSocket connection opens: new connections get the new value.
+    ("gateway.ping_interval_ms", Reload::Hot),
+    ("gateway.ping_timeout_ms", Reload::Hot),
+    ("gateway.send_buffer_bytes", Reload::Hot),
+    // The hub is sized once.
+    ("events", Reload::Restart),
+    ("agent", Reload::Hot),
+    ("plugins", Reload::Hot),
+];
+
+/// How `path` (dotted) reloads.
+pub fn reload_kind(path: &str) -> Reload {
+    RELOAD
+        .iter()
+        .filter(|(prefix, _)| {
+            path == *prefix
+                || path.starts_with(&format!("{prefix}."))
+                || path.starts_with(&format!("{prefix}["))
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map_or(Reload::Restart, |(_, kind)| *kind)
+}
+
+/// The placeholder that stands for a secret in `config.get`.
+pub const REDACTED: &str = "<redacted>";
+
+/// The configuration as JSON with secrets (token values, plugin environment) replaced.
+pub fn redacted(config: &Config) -> serde_json::Value {
+    let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+    if let Some(tokens) = value
+        .pointer_mut("/gateway/auth/tokens")
+        .and_then(|t| t.as_array_mut())
+    {
+        for token in tokens {
+            token["token"] = serde_json::Value::from(REDACTED);
+        }
+    }
+    if let Some(plugins) = value.pointer_mut("/plugins").and_then(|p| p.as_array_mut()) {
+        for plugin in plugins {
+            if let Some(env) = plugin.get_mut("env").and_then(|e| e.as_object_mut()) {
+                for v in env.values_mut() {
+                    *v = serde_json::Value::from(REDACTED);
+                }
+            }
+        }
+    }
+    value
+}
+
+/// Dotted paths of the leaves that differ between two configurations (arrays compare whole).
+pub fn changed_paths(old: &Config, new: &Config) -> Vec<String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        &p,
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let a = serde_json::to_value(old).unwrap_or_default();
+    let b = serde_json::to_value(new).unwrap_or_default();
+    let mut out = Vec::new();
+    walk(&a, &b, "", &mut out);
+    out
+}
+
+/// The JSON Schema of the configuration, each property annotated with `x-reload`.
+pub fn schema() -> serde_json::Value {
+    let generator = crate::protocol::schema_settings()
+        .with(|s| s.definitions_path = "/definitions".into())
+        .into_generator();
+    let mut root = generator.into_root_schema_for::<Config>().to_value();
+    let defs = root.get("definitions").cloned().unwrap_or_default();
+    fn annotate(
+        schema: &mut serde_json::Value,
+        path: &str,
+        defs: &serde_json::Value,
+        depth: usize,
+    ) -> Option<serde_json::Value> {
+        if depth > 8 {
+            return None;
+        }
+        let props = schema.get_mut("properties")?.as_object_mut()?;
+        for (name, prop) in props.iter_mut() {
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            prop["x-reload"] = serde_json::to_value(reload_kind(&p)).unwrap_or_default();
+            // Nested objects are references to definitions: annotate a copy inline.
+            // A reference, alone or wrapped in `allOf` (with a default beside it).
+            let target = prop
+                .get("$ref")
+                .or_else(|| prop.pointer("/allOf/0/$ref"))
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix("#/definitions/"))
+                .and_then(|n| defs.get(n))
+                .cloned();
+            if let Some(mut inner) = target
+                && inner.get("properties").is_some()
+            {
+                annotate(&mut inner, &p, defs, depth + 1);
+                inner["x-reload"] = prop["x-reload"].clone();
+                if let Some(d) = prop.get("description") {
+                    inner["description"] = d.clone();
+                }
+                *prop = inner;
+            }
+        }
+        None
+    }
+    annotate(&mut root, "", &defs, 0);
+    root
+}

@@ -1,0 +1,295 @@
+//! The typed configuration: every key, its type, its default.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Scope;
+
+/// The whole configuration. Keys are snake_case; unknown keys are refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The server: address, limits, authentication.
+    pub gateway: GatewayConfig,
+    /// The event hub.
+    pub events: EventsConfig,
+    /// The agent and its model provider.
+    pub agent: AgentConfig,
+    /// Out-of-process plugins.
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to bind; a non-loopback address needs token auth.
+    pub bind: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Most simultaneous connections; past it a new connection gets HTTP 429.
+    pub max_connections: usize,
+    /// Browser origins allowed besides the gateway's own (`http://host:port`).
+    pub allowed_origins: Vec<String>,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Interval of `tick` events, in ms.
+    pub tick_interval_ms: u64,
+    /// Most entries in one batch.
+    pub max_batch: usize,
+    /// Largest request or response, in bytes.
+    pub max_payload_bytes: usize,
+    /// Interval of WebSocket pings, in ms.
+    pub ping_interval_ms: u64,
+    /// A WebSocket peer silent (no pong, no message) for this long is dropped, in ms.
+    pub ping_timeout_ms: u64,
+    /// Most subscriptions on one connection.
+    pub max_subscriptions_per_connection: usize,
+    /// Most calls of one connection running at once; more wait (the socket is not read meanwhile).
+    pub max_in_flight_per_connection: usize,
+    /// Kernel send buffer per connection, in bytes (0: the OS default, which may grow to MiBs).
+    pub send_buffer_bytes: usize,
+    /// Bytes of answers and notifications that may wait for one WebSocket connection's writer;
+    /// past it events are dropped for it (announced by `gap`) and answers wait, and a peer that
+    /// stops reading is dropped after `ping_timeout_ms`. One message larger than this is queued
+    /// alone.
+    pub max_queued_bytes: usize,
+    /// A request body must arrive within this many ms of its headers (a trickled body would
+    /// otherwise hold its connection forever).
+    pub body_timeout_ms: u64,
+    /// Proxies whose `X-Forwarded-For` names the client (for the failed-login throttle).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 18789,
+            max_connections: 1024,
+            allowed_origins: Vec::new(),
+            auth: AuthConfig::default(),
+            tick_interval_ms: 30_000,
+            max_batch: 64,
+            max_payload_bytes: 4 * 1024 * 1024,
+            ping_interval_ms: 30_000,
+            ping_timeout_ms: 90_000,
+            max_subscriptions_per_connection: 64,
+            max_in_flight_per_connection: 16,
+            send_buffer_bytes: 128 * 1024,
+            max_queued_bytes: 4 * 1024 * 1024,
+            body_timeout_ms: 30_000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `gateway.auth.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No credentials; only on a loopback address; every caller is `admin`.
+    #[default]
+    None,
+    /// A bearer token is required.
+    Token,
+}
+
+impl AuthMode {
+    /// The mode's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Token => "token",
+        }
+    }
+}
+
+/// `[gateway.auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none` or `token`.
+    pub mode: AuthMode,
+    /// Accepted tokens.
+    pub tokens: Vec<TokenConfig>,
+    /// Failed logins an address may make within `failure_window_ms` before it is locked out.
+    pub max_failures: u32,
+    /// The window failed logins are counted in, in ms.
+    pub failure_window_ms: u64,
+    /// How long a locked-out address gets HTTP 429, in ms.
+    pub lockout_ms: u64,
+    /// Whether loopback addresses are throttled too (they are exempt by default).
+    pub throttle_loopback: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            tokens: Vec::new(),
+            max_failures: 10,
+            failure_window_ms: 60_000,
+            lockout_ms: 300_000,
+            throttle_loopback: false,
+        }
+    }
+}
+
+/// `[[gateway.auth.tokens]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and presence.
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    /// Scopes granted: `read`, `write`, `admin` (each includes the ones before it).
+    pub scopes: Vec<Scope>,
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept for replay.
+    pub replay_capacity: usize,
+    /// Bytes the replay buffer may hold at most (older events are evicted first).
+    pub replay_max_bytes: usize,
+    /// Notifications that may wait for one connection before events are dropped for it.
+    pub subscriber_queue: usize,
+    /// Bytes of events that may wait for one subscriber before events are dropped for it
+    /// (at least one event always fits).
+    pub subscriber_queue_bytes: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            replay_capacity: 4096,
+            replay_max_bytes: 64 * 1024 * 1024,
+            subscriber_queue: 256,
+            subscriber_queue_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `agent.provider`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// The offline, deterministic stand-in.
+    #[default]
+    Echo,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Any OpenAI-compatible Chat Completions server.
+    Openai,
+}
+
+impl ProviderKind {
+    /// The provider's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Anthropic => "anthropic",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+/// `agent.tools.exec`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// The `exec` tool is refused.
+    #[default]
+    Off,
+    /// The `exec` tool runs commands in the workspace.
+    On,
+}
+
+/// `[agent.tools]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Whether the `exec` tool may run.
+    pub exec: ExecMode,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// `echo` (offline), `anthropic` or `openai`.
+    pub provider: ProviderKind,
+    /// The default model.
+    pub model: String,
+    /// The provider's base URL (defaults to the official one).
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Deltas are coalesced over this interval, in ms.
+    pub delta_interval_ms: u64,
+    /// Messages of context sent to the model.
+    pub max_context_messages: usize,
+    /// Model calls per run at most.
+    pub max_turns: u32,
+    /// Output tokens per model call at most.
+    pub max_output_tokens: u32,
+    /// A provider stream silent this long fails, in ms.
+    pub idle_timeout_ms: u64,
+    /// A run longer than this fails, in ms.
+    pub run_timeout_ms: u64,
+    /// The directory the file tools are confined to (default `<dataDir>/workspace`).
+    pub workspace: Option<PathBuf>,
+    /// Tool settings.
+    pub tools: ToolsConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Echo,
+            model: "echo".into(),
+            base_url: None,
+            api_key_env: None,
+            delta_interval_ms: 50,
+            max_context_messages: 50,
+            max_turns: 20,
+            max_output_tokens: 4096,
+            idle_timeout_ms: 60_000,
+            run_timeout_ms: 600_000,
+            workspace: None,
+            tools: ToolsConfig::default(),
+        }
+    }
+}
+
+/// `[[plugins]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The plugin's name, also its method namespace.
+    pub name: String,
+    /// The executable and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Extra environment for the process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Whether the plugin runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long a forwarded call may take before the plugin counts as hung and is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
