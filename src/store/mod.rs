@@ -686,21 +686,15 @@ impl Store {
                 written.push(m);
             }
             let count = written.len() as u64;
-            let appended = w.append(buf, count).await;
-            let len = match appended {
-                Ok(len) => len,
-                Err(e) => {
-                    let (len, lines) = (w.len(), w.lines());
-                    t.update(|entry| {
-                        entry.len = len;
-                        entry.lines = lines;
-                    });
-                    return Err(self
-                        .health
-                        .error(&format!("cannot append to session `{key}`"), &e));
-                }
-            };
-            self.health.succeeded();
+            let len = self
+                .append_lines(
+                    &t,
+                    w,
+                    buf,
+                    count,
+                    &format!("cannot append to session `{key}`"),
+                )
+                .await?;
             let lines = w.lines();
             t.update(|e| {
                 for m in &written {
@@ -716,6 +710,33 @@ impl Store {
             message: format!("session `{key}` keeps changing under this write; try again"),
             retryable: true,
         })
+    }
+
+    /// Appends whole lines through `w`; on failure the index takes the file's real length (a
+    /// failed write may have left part of a line) and a storage failure is recorded as such
+    /// (`what` names the operation); on success the store is writable again.
+    async fn append_lines(
+        &self,
+        t: &Transcript,
+        w: &mut Writer,
+        lines: Vec<u8>,
+        count: u64,
+        what: &str,
+    ) -> Result<u64, Error> {
+        match w.append(lines, count).await {
+            Ok(len) => {
+                self.health.succeeded();
+                Ok(len)
+            }
+            Err(e) => {
+                let (len, lines) = (w.len(), w.lines());
+                t.update(|entry| {
+                    entry.len = len;
+                    entry.lines = lines;
+                });
+                Err(self.health.error(what, &e))
+            }
+        }
     }
 
     /// Changes label and/or model (a `meta` line); publishes `updated`.
@@ -752,21 +773,9 @@ impl Store {
         let Some(w) = writer.as_mut() else {
             return Err(Error::internal("transcript writer missing"));
         };
-        let appended = w.append(line, 1).await;
-        let len = match appended {
-            Ok(len) => len,
-            Err(e) => {
-                let (len, lines) = (w.len(), w.lines());
-                t.update(|entry| {
-                    entry.len = len;
-                    entry.lines = lines;
-                });
-                return Err(self
-                    .health
-                    .error(&format!("cannot update session `{key}`"), &e));
-            }
-        };
-        self.health.succeeded();
+        let len = self
+            .append_lines(&t, w, line, 1, &format!("cannot update session `{key}`"))
+            .await?;
         let lines = w.lines();
         t.update(|e| {
             e.apply(&Line::Meta(meta));
