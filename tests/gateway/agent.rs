@@ -65,28 +65,6 @@ fn tool_calls(wire: Wire, calls: &[(&str, &str, &[&str])]) -> Script {
     }
 }
 
-/// Sends over `chat.stream` and collects the run's payloads up to the terminal one.
-async fn stream_run(ws: &mut RawWs, params: Value) -> Vec<Value> {
-    let resp = ws.call("chat.stream", params).await;
-    let sub = resp["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("stream started: {resp}"))
-        .to_string();
-    let mut out = Vec::new();
-    loop {
-        let msg = ws.recv().await;
-        if msg["method"] != "chat.event" || msg["params"]["subscription"] != sub.as_str() {
-            continue;
-        }
-        let payload = msg["params"]["result"]["payload"].clone();
-        let state = payload["state"].as_str().unwrap_or("").to_string();
-        out.push(payload);
-        if matches!(state.as_str(), "final" | "aborted" | "error") {
-            return out;
-        }
-    }
-}
-
 /// Reads `ws` until a chat payload in `state` arrives; returns it.
 async fn wait_payload(ws: &mut RawWs, state: &str) -> Value {
     loop {
@@ -125,8 +103,9 @@ async fn plain_reply_in_both_formats() {
             FakeProvider::start(vec![reply(wire, &["Hel", "lo, ", "world", "!"]).paced(30)]).await;
         let gw = start(|c| use_fake(c, wire, &fake)).await;
         let mut ws = RawWs::connect(gw.addr()).await;
-        let payloads =
-            stream_run(&mut ws, json!({"message": "Say hello", "sessionKey": "p"})).await;
+        let payloads = ws
+            .stream_run(json!({"message": "Say hello", "sessionKey": "p"}))
+            .await;
         let st = states(&payloads);
         assert_eq!(
             st.first().map(String::as_str),
@@ -212,11 +191,9 @@ async fn multi_turn_tool_loop_with_several_calls_in_one_turn() {
         std::fs::create_dir_all(&ws_dir).expect("mkdir");
         std::fs::write(ws_dir.join("notes.txt"), "hi from notes").expect("write");
         let mut ws = RawWs::connect(gw.addr()).await;
-        let payloads = stream_run(
-            &mut ws,
-            json!({"message": "Read my notes", "sessionKey": "t"}),
-        )
-        .await;
+        let payloads = ws
+            .stream_run(json!({"message": "Read my notes", "sessionKey": "t"}))
+            .await;
         assert_eq!(
             states(&payloads)
                 .into_iter()
@@ -294,7 +271,9 @@ async fn in_stream_error_keeps_partial_text() {
     .await;
     let gw = start(|c| use_fake(c, Wire::Anthropic, &fake)).await;
     let mut ws = RawWs::connect(gw.addr()).await;
-    let payloads = stream_run(&mut ws, json!({"message": "go", "sessionKey": "e"})).await;
+    let payloads = ws
+        .stream_run(json!({"message": "go", "sessionKey": "e"}))
+        .await;
     let last = payloads.last().expect("terminal");
     assert_eq!(last["state"], "error");
     assert_eq!(last["error"]["kind"], "upstream");
@@ -328,7 +307,7 @@ async fn rate_limited_then_success_is_retried() {
         .await;
         let gw = start(|c| use_fake(c, wire, &fake)).await;
         let mut ws = RawWs::connect(gw.addr()).await;
-        let payloads = stream_run(&mut ws, json!({"message": "go"})).await;
+        let payloads = ws.stream_run(json!({"message": "go"})).await;
         assert_eq!(
             payloads.last().expect("terminal")["state"],
             "final",
@@ -376,15 +355,18 @@ async fn stream_cut_midway_and_stall_past_idle_timeout() {
         })
         .await;
         let mut ws = RawWs::connect(gw.addr()).await;
-        let payloads = stream_run(&mut ws, json!({"message": "go", "sessionKey": "cut"})).await;
+        let payloads = ws
+            .stream_run(json!({"message": "go", "sessionKey": "cut"}))
+            .await;
         let last = payloads.last().expect("terminal");
         assert_eq!(last["state"], "error", "{wire:?}: {last}");
         assert_eq!(last["error"]["kind"], "stream_cut");
         assert_eq!(deltas(&payloads, 0), "half a sentence");
         assert_eq!(transcript(&gw, "cut")[1]["content"], "half a sentence");
         let t0 = Instant::now();
-        let payloads =
-            stream_run(&mut ws, json!({"message": "again", "sessionKey": "stall"})).await;
+        let payloads = ws
+            .stream_run(json!({"message": "again", "sessionKey": "stall"}))
+            .await;
         let last = payloads.last().expect("terminal");
         assert_eq!(last["state"], "error", "{wire:?}: {last}");
         assert_eq!(last["error"]["kind"], "timeout");
@@ -410,7 +392,9 @@ async fn truncated_tool_calls_never_run() {
     .await;
     let gw = start(|c| use_fake(c, Wire::OpenAi, &fake)).await;
     let mut ws = RawWs::connect(gw.addr()).await;
-    let payloads = stream_run(&mut ws, json!({"message": "write", "sessionKey": "tr"})).await;
+    let payloads = ws
+        .stream_run(json!({"message": "write", "sessionKey": "tr"}))
+        .await;
     let end = payloads
         .iter()
         .find(|p| p["state"] == "tool_end")
@@ -676,7 +660,7 @@ async fn send_validation_missing_key_max_turns_and_run_timeout() {
 
     let gw = start(|c| c.agent.max_turns = 1).await;
     let mut ws = RawWs::connect(gw.addr()).await;
-    let payloads = stream_run(&mut ws, json!({"message": "/tool list_dir {}"})).await;
+    let payloads = ws.stream_run(json!({"message": "/tool list_dir {}"})).await;
     let fin = payloads.last().expect("terminal");
     assert_eq!(fin["state"], "final");
     assert_eq!(fin["stopReason"], "max_turns");
@@ -690,7 +674,7 @@ async fn send_validation_missing_key_max_turns_and_run_timeout() {
     })
     .await;
     let mut ws = RawWs::connect(gw.addr()).await;
-    let payloads = stream_run(&mut ws, json!({"message": "slow"})).await;
+    let payloads = ws.stream_run(json!({"message": "slow"})).await;
     let last = payloads.last().expect("terminal");
     assert_eq!(last["state"], "error");
     assert_eq!(last["error"]["kind"], "timeout");

@@ -4,22 +4,12 @@ use std::time::Duration;
 
 use clawgate::config::{AuthMode, TokenConfig};
 use clawgate::rpc::Scope;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::{RawWs, TestGateway, start};
 
 fn config_file(gw: &TestGateway) -> std::path::PathBuf {
     gw.dir.path().join("clawgate.toml")
-}
-
-/// Waits for the next `config.changed` on `ws` (subscribed to it).
-async fn next_change(ws: &mut RawWs) -> Value {
-    loop {
-        let e = ws.next_event().await;
-        if e["event"] == "config.changed" {
-            return e["payload"].clone();
-        }
-    }
 }
 
 #[tokio::test]
@@ -44,7 +34,7 @@ async fn get_patch_keeps_comments_and_refuses_stale_or_invalid_patches() {
     // A hand-written file with comments.
     let text = "# my gateway\n[gateway]\nport = 0\n# how often to tick\ntick_interval_ms = 30000 # default\n\n[gateway.auth]\nmode = \"token\"\n\n[[gateway.auth.tokens]]\nname = \"admin\"\ntoken = \"admin-secret-1\"\nscopes = [\"admin\"]\n";
     std::fs::write(config_file(&gw), text).expect("write");
-    next_change(&mut ws).await;
+    ws.next_payload_of("config.changed").await;
     let got = ws.call("config.get", json!({})).await;
     let got = &got["result"];
     assert_eq!(
@@ -117,7 +107,7 @@ async fn get_patch_keeps_comments_and_refuses_stale_or_invalid_patches() {
     );
     assert!(after.contains("tick_interval_ms = 5000"), "{after}");
     assert_eq!(ok["hash"], clawgate::config::hash_bytes(after.as_bytes()));
-    let change = next_change(&mut ws).await;
+    let change = ws.next_payload_of("config.changed").await;
     assert_eq!(change["changedPaths"], json!(["gateway.tick_interval_ms"]));
     assert_eq!(
         gw.running.gateway.config().gateway.tick_interval_ms,
@@ -178,7 +168,7 @@ async fn an_invalid_edit_on_disk_keeps_the_last_good_config() {
         "still serving"
     );
     std::fs::write(config_file(&gw), "[gateway]\nmax_batch = 7\n").expect("write");
-    let change = next_change(&mut ws).await;
+    let change = ws.next_payload_of("config.changed").await;
     assert!(
         change["changedPaths"]
             .as_array()
@@ -228,7 +218,7 @@ async fn a_token_removed_by_a_config_edit_stops_working_on_open_connections() {
         "[gateway.auth]\nmode = \"token\"\n[[gateway.auth.tokens]]\nname = \"keep\"\ntoken = \"keep-secret-1\"\nscopes = [\"admin\"]\n",
     )
     .expect("write");
-    next_change(&mut keep).await;
+    keep.next_payload_of("config.changed").await;
     doomed.call_revoked("gateway.health").await;
     assert!(
         keep.call("gateway.health", json!({}))

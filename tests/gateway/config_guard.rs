@@ -210,17 +210,7 @@ fn at<'a>(doc: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
 async fn write_and_wait(ws: &mut RawWs, file: &Path, text: &str) {
     std::fs::write(file, text).expect("write");
     let hash = clawgate::config::hash_bytes(text.as_bytes());
-    while next_change(ws).await["hash"] != hash.as_str() {}
-}
-
-/// Waits for the next `config.changed` on `ws` (subscribed to it).
-async fn next_change(ws: &mut RawWs) -> Value {
-    loop {
-        let e = ws.next_event().await;
-        if e["event"] == "config.changed" {
-            return e["payload"].clone();
-        }
-    }
+    while ws.next_payload_of("config.changed").await["hash"] != hash.as_str() {}
 }
 
 #[tokio::test]
@@ -442,7 +432,7 @@ async fn a_file_invalid_on_its_own_is_refused_even_when_a_flag_covers_it() {
         "the file with a bad port was not applied"
     );
     std::fs::write(&file, "[gateway]\nmax_batch = 7\n").expect("write");
-    let change = next_change(&mut ws).await;
+    let change = ws.next_payload_of("config.changed").await;
     assert!(
         change["changedPaths"]
             .as_array()

@@ -470,3 +470,59 @@ async fn slow_subscribers_under_a_flood_of_large_events_hold_bounded_memory() {
     }
     assert!(saw_gap, "the loss was announced");
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_throttled() {
+    // The peer is loopback (exempt), but it is a trusted proxy: the failures count against the
+    // address it forwards, and only that address is locked out.
+    let gw = start(|c| {
+        c.gateway.auth.mode = AuthMode::Token;
+        c.gateway.auth.tokens = vec![token("admin", ADMIN, Scope::Admin)];
+        c.gateway.auth.max_failures = 2;
+        c.gateway.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"gateway.health"}"#;
+    let bearer = format!("Bearer {ADMIN}");
+    for _ in 0..3 {
+        let r = http(
+            gw.addr(),
+            "POST",
+            "/",
+            &[
+                ("authorization", "Bearer wrong-wrong-wrong"),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    let locked = http(
+        gw.addr(),
+        "POST",
+        "/",
+        &[
+            ("authorization", &bearer),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(locked.status, 429, "{locked:?}");
+    // Another client behind the same proxy, and the proxy itself, are served.
+    let other = http(
+        gw.addr(),
+        "POST",
+        "/",
+        &[
+            ("authorization", &bearer),
+            ("x-forwarded-for", "203.0.113.8"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(other.status, 200, "{other:?}");
+    let direct = http(gw.addr(), "POST", "/", &[("authorization", &bearer)], body).await;
+    assert_eq!(direct.status, 200);
+}

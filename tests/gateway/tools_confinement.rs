@@ -64,39 +64,11 @@ async fn start_in_home(edit: impl FnOnce(&mut Config)) -> HomeGateway {
     HomeGateway { running, home }
 }
 
-/// Streams one message and returns its payloads up to the terminal one.
-async fn stream_run(ws: &mut RawWs, key: &str, message: &str) -> Vec<Value> {
-    let resp = ws
-        .call(
-            "chat.stream",
-            json!({"message": message, "sessionKey": key}),
-        )
-        .await;
-    let sub = resp["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("stream started: {resp}"))
-        .to_string();
-    let mut out = Vec::new();
-    loop {
-        let msg = ws.recv().await;
-        if msg["method"] != "chat.event" || msg["params"]["subscription"] != sub.as_str() {
-            continue;
-        }
-        let payload = msg["params"]["result"]["payload"].clone();
-        let terminal = matches!(
-            payload["state"].as_str(),
-            Some("final" | "aborted" | "error")
-        );
-        out.push(payload);
-        if terminal {
-            return out;
-        }
-    }
-}
-
 /// Has the offline echo provider call `tool` with `input`; returns its `tool_end` payload.
 async fn echo_tool(ws: &mut RawWs, key: &str, tool: &str, input: Value) -> Value {
-    let payloads = stream_run(ws, key, &format!("/tool {tool} {input}")).await;
+    let payloads = ws
+        .stream_run(json!({"message": &format!("/tool {tool} {input}"), "sessionKey": key}))
+        .await;
     assert_eq!(
         payloads.last().map(|p| p["state"].clone()),
         Some(json!("final")),
@@ -392,7 +364,9 @@ async fn write_file_to_a_fifo_fails_promptly_and_abort_ends_a_stuck_tool() {
     );
     // Within the 10 s receive bound.
     wait_payload(&mut ws, "aborted").await;
-    let payloads = stream_run(&mut ws, "f", "still there?").await;
+    let payloads = ws
+        .stream_run(json!({"message": "still there?", "sessionKey": "f"}))
+        .await;
     assert_eq!(
         payloads.last().map(|p| p["state"].clone()),
         Some(json!("final")),

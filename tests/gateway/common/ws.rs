@@ -271,6 +271,42 @@ impl RawWs {
         }
     }
 
+    /// Sends over `chat.stream` with `params` and collects the run's payloads up to the
+    /// terminal one.
+    pub async fn stream_run(&mut self, params: Value) -> Vec<Value> {
+        let resp = self.call("chat.stream", params).await;
+        let sub = resp["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("stream started: {resp}"))
+            .to_string();
+        let mut out = Vec::new();
+        loop {
+            let msg = self.recv().await;
+            if msg["method"] != "chat.event" || msg["params"]["subscription"] != sub.as_str() {
+                continue;
+            }
+            let payload = msg["params"]["result"]["payload"].clone();
+            let terminal = matches!(
+                payload["state"].as_str(),
+                Some("final" | "aborted" | "error")
+            );
+            out.push(payload);
+            if terminal {
+                return out;
+            }
+        }
+    }
+
+    /// The payload of the next `events.event` envelope named `event` (others are skipped).
+    pub async fn next_payload_of(&mut self, event: &str) -> Value {
+        loop {
+            let e = self.next_event().await;
+            if e["event"] == event {
+                return e["payload"].clone();
+            }
+        }
+    }
+
     /// Subscribes to events; returns the subscription id.
     pub async fn subscribe(&mut self, params: Value) -> String {
         let resp = self.call("events.subscribe", params).await;
