@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod chat;
 pub mod config;
+pub mod errors;
 pub mod events;
 pub mod gateway;
 pub mod plugins;
