@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::config::{self, AuthMode, Config, ConfigError, Loaded, REDACTED, Reload};
-use crate::error::Error;
 use crate::protocol::ConfigChangedEvent;
 
 /// What the live configuration needs from the application that hosts it.
@@ -249,25 +248,56 @@ fn is_blank(bytes: &[u8]) -> bool {
         .is_some_and(|table| table.is_empty())
 }
 
+/// Why `config.patch` changed nothing; the file is untouched in every case.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PatchError {
+    /// The patch is not a JSON object.
+    #[error("expected a JSON object (an RFC 7396 merge patch)")]
+    NotAnObject,
+    /// The patch sends back the redaction placeholder of `config.get` at `key` (dotted).
+    #[error(
+        "this is the {REDACTED} placeholder of config.get, not a value: send the real secret or leave the key out"
+    )]
+    Placeholder {
+        /// Dotted key inside the patch.
+        key: String,
+    },
+    /// The file changed since the caller read it.
+    #[error(
+        "stale baseHash: the config file changed (its hash is now {current}); call config.get and patch again"
+    )]
+    Stale {
+        /// The file's hash now.
+        current: String,
+    },
+    /// The file on disk cannot be edited by a patch.
+    #[error("the config file is not UTF-8; fix it by hand")]
+    NotUtf8,
+    /// The file on disk is not TOML.
+    #[error("the config file is not valid TOML ({0}); fix it by hand")]
+    NotToml(String),
+    /// The file would be invalid once patched.
+    #[error("the patched config would be invalid: {}", .0.message)]
+    Invalid(ConfigError),
+    /// The patch would weaken authentication in a way only the file itself may.
+    #[error("patch refused: {}", .0.message)]
+    Refused(ConfigError),
+    /// The file cannot be read or written.
+    #[error("{0}")]
+    Io(String),
+}
+
 /// Applies an RFC 7396 merge patch to the config file, if its hash is still `base_hash`.
 pub async fn patch<G: LiveHost>(
     gw: &Arc<G>,
     patch: &Value,
     base_hash: &str,
-) -> Result<Change, Error> {
+) -> Result<Change, PatchError> {
     let Value::Object(patch) = patch else {
-        return Err(Error::invalid_params(
-            "patch",
-            "expected a JSON object (an RFC 7396 merge patch)",
-        ));
+        return Err(PatchError::NotAnObject);
     };
-    if let Some(path) = find_placeholder(&Value::Object(patch.clone()), "patch") {
-        return Err(Error::invalid_params(
-            path,
-            format!(
-                "this is the {REDACTED} placeholder of config.get, not a value: send the real secret or leave the key out"
-            ),
-        ));
+    if let Some(key) = find_placeholder(&Value::Object(patch.clone()), "") {
+        return Err(PatchError::Placeholder { key });
     }
     let live = gw.live();
     let _guard = live.write.lock().await;
@@ -276,7 +306,7 @@ pub async fn patch<G: LiveHost>(
         Ok(b) => b,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(err) => {
-            return Err(Error::internal(format!(
+            return Err(PatchError::Io(format!(
                 "cannot read {}: {err}",
                 path.display()
             )));
@@ -284,40 +314,32 @@ pub async fn patch<G: LiveHost>(
     };
     let current = config::hash_bytes(&bytes);
     if current != base_hash {
-        return Err(Error::Conflict(format!(
-            "stale baseHash: the config file changed (its hash is now {current}); call config.get and patch again"
-        )));
+        return Err(PatchError::Stale { current });
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Conflict("the config file is not UTF-8; fix it by hand".into()))?;
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
-        Error::Conflict(format!(
-            "the config file is not valid TOML ({e}); fix it by hand"
-        ))
-    })?;
+    let text = String::from_utf8(bytes).map_err(|_| PatchError::NotUtf8)?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| PatchError::NotToml(e.to_string()))?;
     merge(doc.as_table_mut(), patch, false);
     let new_text = doc.to_string();
-    let (loaded, file) = live.load(&path, new_text.as_bytes()).map_err(|e| {
-        Error::invalid_params(
-            e.path.clone(),
-            format!("the patched config would be invalid: {}", e.message),
-        )
-    })?;
-    guard_auth(&gw.config(), &loaded.config, &file)
-        .map_err(|e| Error::invalid_params(e.path, format!("patch refused: {}", e.message)))?;
+    let (loaded, file) = live
+        .load(&path, new_text.as_bytes())
+        .map_err(PatchError::Invalid)?;
+    guard_auth(&gw.config(), &loaded.config, &file).map_err(PatchError::Refused)?;
     write_atomically(&path, new_text.as_bytes())
         .await
-        .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| PatchError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(apply(gw, loaded))
 }
 
-/// The dotted path of the first redaction placeholder in `value`.
+/// The dotted path (below `path`, "" for the top) of the first redaction placeholder in `value`.
 fn find_placeholder(value: &Value, path: &str) -> Option<String> {
     match value {
         Value::String(s) if s == REDACTED => Some(path.to_string()),
-        Value::Object(map) => map
-            .iter()
-            .find_map(|(k, v)| find_placeholder(v, &format!("{path}.{k}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| match path {
+            "" => find_placeholder(v, k),
+            _ => find_placeholder(v, &format!("{path}.{k}")),
+        }),
         Value::Array(items) => items
             .iter()
             .enumerate()

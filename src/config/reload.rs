@@ -151,3 +151,64 @@ pub fn schema() -> serde_json::Value {
     annotate(&mut root, "", &defs, 0);
     root
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml_text: &str) -> Config {
+        match toml::from_str(toml_text) {
+            Ok(c) => c,
+            Err(e) => panic!("test config does not parse: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_decides_and_unknown_keys_need_a_restart() {
+        assert_eq!(reload_kind("gateway.max_batch"), Reload::Hot);
+        assert_eq!(reload_kind("gateway.port"), Reload::Restart);
+        assert_eq!(reload_kind("gateway.ping_interval_ms"), Reload::Hot);
+        assert_eq!(reload_kind("events.buffer_size"), Reload::Restart);
+        assert_eq!(reload_kind("plugins[2].env.X"), Reload::Hot);
+        assert_eq!(reload_kind("agent"), Reload::Hot);
+        // A prefix counts only at a dot or a bracket: `gatewayx` is not under `gateway`.
+        assert_eq!(reload_kind("gatewayx.port"), Reload::Restart);
+        assert_eq!(reload_kind("unknown"), Reload::Restart);
+    }
+
+    #[test]
+    fn the_diff_names_each_changed_leaf_and_arrays_whole() {
+        let old = config("[gateway]\nport = 1\n[agent]\nmodel = \"a\"\n");
+        assert!(changed_paths(&old, &old).is_empty());
+        let new = config("[gateway]\nport = 2\n[agent]\nmodel = \"b\"\n");
+        assert_eq!(
+            changed_paths(&old, &new),
+            vec!["agent.model", "gateway.port"]
+        );
+        let with_plugin = config(
+            "[gateway]\nport = 1\n[agent]\nmodel = \"a\"\n[[plugins]]\nname = \"p\"\ncommand = [\"x\"]\n",
+        );
+        assert_eq!(changed_paths(&old, &with_plugin), vec!["plugins"]);
+        let mut renamed = with_plugin.clone();
+        renamed.plugins[0].command.push("y".into());
+        assert_eq!(changed_paths(&with_plugin, &renamed), vec!["plugins"]);
+        // An optional key appearing is a change of that key alone.
+        let mut timed = with_plugin.clone();
+        timed.plugins[0].call_timeout_ms = Some(5);
+        assert_eq!(changed_paths(&with_plugin, &timed), vec!["plugins"]);
+    }
+
+    #[test]
+    fn redaction_hides_every_secret_and_nothing_else() {
+        let c = config(
+            "[gateway.auth]\nmode = \"token\"\n[[gateway.auth.tokens]]\nname = \"ci\"\ntoken = \"s3cret\"\nscopes = [\"read\"]\n[[plugins]]\nname = \"p\"\ncommand = [\"x\"]\nenv = { KEY = \"k3y\" }\n",
+        );
+        let value = redacted(&c);
+        let text = value.to_string();
+        assert!(!text.contains("s3cret") && !text.contains("k3y"), "{text}");
+        assert_eq!(value["gateway"]["auth"]["tokens"][0]["token"], REDACTED);
+        assert_eq!(value["gateway"]["auth"]["tokens"][0]["name"], "ci");
+        assert_eq!(value["plugins"][0]["env"]["KEY"], REDACTED);
+        assert_eq!(value["plugins"][0]["command"][0], "x");
+    }
+}

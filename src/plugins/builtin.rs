@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Plugin;
+use super::error::PluginError;
 use crate::agent::providers::ToolSpec;
 use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
-use crate::error::Error;
 use crate::protocol::NoParams;
 use crate::rpc::{CallContext, MethodTable};
 use crate::rpc::{Example, Method, Scope};
@@ -85,16 +85,14 @@ impl<G: super::PluginHost> Plugin<G> for Clock {
         _gw: &Arc<G>,
         table: &mut MethodTable<G>,
         tools: &mut Vec<Arc<dyn Tool>>,
-    ) -> Result<(), Error> {
-        table
-            .method::<ClockNow, _, _>(|ctx: CallContext<G>, _: NoParams| async move {
-                let ts = crate::util::now_ms();
-                ctx.gateway
-                    .hub()
-                    .publish("clock.read", None, &json!({"ts": ts}));
-                Ok(ClockNowResult { ts })
-            })
-            .map_err(|e| Error::Conflict(e.to_string()))?;
+    ) -> Result<(), PluginError> {
+        table.method::<ClockNow, _, _>(|ctx: CallContext<G>, _: NoParams| async move {
+            let ts = crate::util::now_ms();
+            ctx.gateway
+                .hub()
+                .publish("clock.read", None, &json!({"ts": ts}));
+            Ok(ClockNowResult { ts })
+        })?;
         table.event_of::<ClockNowResult>("clock.read", "clock.now was called.");
         tools.push(Arc::new(ClockTool));
         Ok(())

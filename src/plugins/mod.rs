@@ -6,6 +6,7 @@
 //! backoff when it crashes, hangs or writes garbage. A plugin never takes the gateway down.
 
 pub mod builtin;
+pub mod error;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -14,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::agent::tools::Tool;
-use crate::error::Error;
 use crate::rpc::{DuplicateMethod, EventDecl, MethodDescriptor, MethodTable, TableSnapshot};
+use error::PluginError;
 
 /// Namespaces a plugin may not take.
 pub const RESERVED: &[&str] = &[
@@ -114,7 +115,7 @@ pub trait Plugin<G>: Send + Sync {
         gw: &Arc<G>,
         table: &mut MethodTable<G>,
         tools: &mut Vec<Arc<dyn Tool>>,
-    ) -> Result<(), Error>;
+    ) -> Result<(), PluginError>;
 }
 
 /// One plugin as `plugins.list` shows it.

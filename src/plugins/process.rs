@@ -17,6 +17,8 @@ use crate::agent::providers::ToolSpec;
 use crate::agent::tools::{Tool, ToolContext, ToolFuture, ToolOutput};
 use crate::config::PluginConfig;
 use crate::error::Error;
+
+use super::error::{PluginError, Refusal};
 use crate::rpc::MethodDescriptor;
 use crate::rpc::{EventDecl, Example, MethodKind, Scope};
 
@@ -43,10 +45,10 @@ impl Handle {
     }
 }
 
-fn unavailable(plugin: &str, why: &str) -> Error {
-    Error::Unavailable {
-        message: format!("plugin `{plugin}` is unavailable: {why}"),
-        retryable: true,
+fn unavailable(plugin: &str, why: &str) -> PluginError {
+    PluginError::Unavailable {
+        plugin: plugin.to_string(),
+        why: why.to_string(),
     }
 }
 
@@ -54,7 +56,7 @@ fn unavailable(plugin: &str, why: &str) -> Error {
 pub struct Conn {
     name: String,
     stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, Error>>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, PluginError>>>>,
     next_id: AtomicU64,
     /// Cancelled when the process is gone or must go (crash, garbage, hang).
     dead: CancellationToken,
@@ -67,7 +69,7 @@ impl Conn {
         method: &str,
         params: Value,
         timeout: Duration,
-    ) -> Result<Value, Error> {
+    ) -> Result<Value, PluginError> {
         if self.dead.is_cancelled() {
             return Err(unavailable(&self.name, "it is restarting"));
         }
@@ -118,7 +120,7 @@ impl Conn {
         }
     }
 
-    fn answer(&self, id: u64, result: Result<Value, Error>) {
+    fn answer(&self, id: u64, result: Result<Value, PluginError>) {
         let tx = self.pending.lock().ok().and_then(|mut p| p.remove(&id));
         if let Some(tx) = tx {
             let _ = tx.send(result);
@@ -285,7 +287,7 @@ async fn run_once<G: PluginHost>(
         Ok(d) => d,
         Err(e) => {
             let _ = child.start_kill();
-            return Outcome::Died(format!("plugin.describe failed: {}", e.message()));
+            return Outcome::Died(format!("plugin.describe failed: {e}"));
         }
     };
     let timeout = config
@@ -397,18 +399,11 @@ fn handle_line<G: PluginHost>(gw: &Arc<G>, conn: &Arc<Conn>, line: &[u8]) -> Res
                 .as_str()
                 .unwrap_or("plugin error")
                 .to_string();
-            let result = match code {
-                -32602 => Err(Error::invalid_params(
-                    err["data"]["path"].as_str().unwrap_or(""),
-                    message,
-                )),
-                -32022 => Err(Error::NotFound(message)),
-                -32023 => Err(Error::Conflict(message)),
-                _ => Err(Error::Internal(format!(
-                    "plugin `{}`: {message}",
-                    conn.name
-                ))),
-            };
+            let refusal = Refusal::from_answer(code, message, err["data"]["path"].as_str());
+            let result = Err(PluginError::Refused {
+                plugin: conn.name.clone(),
+                refusal,
+            });
             conn.answer(id, result);
         } else {
             conn.answer(id, Ok(msg.get("result").cloned().unwrap_or(Value::Null)));
@@ -585,7 +580,7 @@ impl Tool for PluginTool {
                     is_error: v["isError"].as_bool().unwrap_or(false),
                 },
                 Err(e) => ToolOutput {
-                    content: e.message(),
+                    content: e.to_string(),
                     is_error: true,
                 },
             }
