@@ -2,6 +2,7 @@
 
 pub mod live;
 mod load;
+pub mod migrate;
 mod reload;
 mod types;
 
