@@ -1,4 +1,4 @@
-//! Command-line interface: `serve` (the default), `call`, `schema`.
+//! Command-line interface: `serve` (the default), `call`, `schema`, `config migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,25 @@ enum Command {
         after_help = "The tables of docs/PROTOCOL.md sit between <!-- generated:methods:start --> ... <!-- generated:methods:end -->\n(and the same for `events`); only the text between the markers is rewritten.\n\nExamples:\n  clawgate schema\n  clawgate schema --check\n  clawgate schema --out /tmp/openrpc.json --no-doc"
     )]
     Schema(SchemaArgs),
+    /// Works on the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Moves version 1's `[agent]` table to `[agents.<default>]` (a backup first, comments kept).
+    #[command(
+        after_help = "With --check nothing is changed: it prints the pending changes and exits 0 (nothing pending),\n1 (pending) or 2 (error).\n\nExamples:\n  clawgate config migrate --check --config ~/.clawgate/clawgate.toml\n  clawgate config migrate"
+    )]
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// Print what would change and exit 0 (nothing), 1 (pending) or 2 (error); change nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -120,6 +139,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Call(args)) => runtime.block_on(call(args)),
         Some(Command::Schema(args)) => schema(args),
+        Some(Command::Config(ConfigCommand::Migrate(args))) => migrate(&cli.serve, &args),
     };
     // A blocking task that never returns (a tool stuck in the kernel) must not keep the
     // process from exiting once the gateway has shut down.
@@ -138,6 +158,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
             .ok()
             .filter(|t| !t.is_empty()),
     };
+    let migrated = match migrate_at_start(&overrides) {
+        Ok(migrated) => migrated,
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let loaded = match config::load(&overrides, std::env::vars()) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -145,6 +172,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !migrated {
+        for change in &loaded.migrations {
+            tracing::warn!(change = %change, "version-1 configuration key read in memory");
+        }
+    }
     let running = match crate::app::start(loaded).await {
         Ok(running) => running,
         Err(err) => {
@@ -157,6 +189,90 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let reason = wait_for_signal().await;
     running.shutdown(reason).await;
     ExitCode::SUCCESS
+}
+
+fn migrate(serve: &ServeArgs, args: &MigrateArgs) -> ExitCode {
+    use config::migrate::{FileMigration, migrate_file, pending};
+    let overrides = Overrides {
+        config_path: serve.config.clone(),
+        data_dir: serve.data_dir.clone(),
+        ..Default::default()
+    };
+    let path = match config::data_dir_of(&overrides) {
+        Ok(dir) => config::config_path_of(&overrides, &dir),
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        return match pending(&path) {
+            Ok(None) => {
+                println!("{}: nothing to migrate", path.display());
+                ExitCode::SUCCESS
+            }
+            Ok(Some(migration)) => {
+                println!("{}: pending changes:", path.display());
+                for change in migration.changes {
+                    println!("  {change}");
+                }
+                ExitCode::from(1)
+            }
+            Err(err) => {
+                eprintln!("clawgate: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match migrate_file(&path) {
+        Ok(FileMigration::Nothing) => {
+            println!("{}: nothing to migrate", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(FileMigration::Written { backup, changes }) => {
+            println!(
+                "{}: migrated (backup: {})",
+                path.display(),
+                backup.display()
+            );
+            for change in changes {
+                println!("  {change}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(FileMigration::ReadOnly { why, .. }) => {
+            eprintln!("clawgate: {} cannot be rewritten: {why}", path.display());
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("clawgate: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Rewrites a version-1 config file before it is loaded (a backup first), logging each change;
+/// `Ok(false)` when the file was not rewritten.
+fn migrate_at_start(overrides: &Overrides) -> Result<bool, config::ConfigError> {
+    use config::migrate::{FileMigration, migrate_file};
+    let path = config::config_path_of(overrides, &config::data_dir_of(overrides)?);
+    match migrate_file(&path)? {
+        FileMigration::Nothing => Ok(false),
+        FileMigration::Written { backup, changes } => {
+            tracing::info!(file = %path.display(), backup = %backup.display(), "configuration migrated to version 2");
+            for change in changes {
+                tracing::info!(change = %change, "configuration migrated");
+            }
+            Ok(true)
+        }
+        FileMigration::ReadOnly { why, changes } => {
+            tracing::warn!(file = %path.display(), %why, "the configuration uses version 1's [agent] and cannot be rewritten: migrated in memory only");
+            for change in changes {
+                tracing::warn!(change = %change, "configuration migrated in memory");
+            }
+            Ok(true)
+        }
+    }
 }
 
 async fn wait_for_signal() -> &'static str {

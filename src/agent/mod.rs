@@ -774,7 +774,7 @@ async fn run<G: AgentHost>(
     aborted: Arc<AtomicBool>,
 ) -> (RunOutcome, Option<Arc<Envelope>>) {
     let config = gw.config();
-    let agent_cfg = &config.agent;
+    let agent_cfg = config.default_agent();
     let store = gw.store();
     let key = request.session_key.clone();
     let provider = gw.agent().provider();
@@ -825,7 +825,7 @@ async fn run_loop<G: AgentHost>(
     timed_out: &AtomicBool,
 ) -> (RunOutcome, Option<Arc<Envelope>>) {
     let config = gw.config();
-    let agent_cfg = &config.agent;
+    let agent_cfg = config.default_agent();
     let store = gw.store();
     let key = &request.session_key;
     let run_id = emitter.run_id.clone();
@@ -907,10 +907,7 @@ async fn run_loop<G: AgentHost>(
     let mut any_usage = false;
     let mut last_assistant: Option<TranscriptMessage> = None;
     for turn in 0..agent_cfg.max_turns {
-        let context = match store
-            .recent(key, agent_cfg.max_context_messages.max(1))
-            .await
-        {
+        let context = match store.recent(key, usize::MAX).await {
             Ok(c) => prepare_context(c),
             Err(e) => {
                 let error = ProviderError::new(

@@ -207,7 +207,7 @@ pub fn workspace_warning(workspace: &Path, data_dir: &Path, config_file: &Path) 
 pub fn warn_about_workspace(gw: &impl super::AgentHost) {
     let config = gw.config();
     let workspace = config
-        .agent
+        .default_agent()
         .workspace
         .clone()
         .unwrap_or_else(|| gw.data_dir().join("workspace"));

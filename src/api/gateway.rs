@@ -215,8 +215,8 @@ fn status(ctx: &CallContext) -> StatusResult {
         data_dir: gw.data_dir().display().to_string(),
         config_path: gw.config_path().display().to_string(),
         provider: ProviderInfo {
-            name: config.agent.provider.as_str().into(),
-            model: config.agent.model.clone(),
+            name: config.default_agent().provider.as_str().into(),
+            model: config.default_agent().model.clone(),
         },
         plugins: crate::api::plugins::infos(gw)
             .into_iter()

@@ -145,7 +145,7 @@ pub fn apply<G: LiveHost>(gw: &Arc<G>, loaded: Loaded) -> Change {
     } else {
         Reload::Restart
     };
-    let agent_changed = changed.iter().any(|p| p.starts_with("agent"));
+    let agent_changed = changed.iter().any(|p| p.starts_with("agents"));
     let plugins_changed = changed
         .iter()
         .any(|p| p == "plugins" || p.starts_with("plugins"));
@@ -296,6 +296,7 @@ pub async fn patch<G: LiveHost>(
     let Value::Object(patch) = patch else {
         return Err(PatchError::NotAnObject);
     };
+    let patch = &alias_agent(patch.clone(), gw.config().default_agent_id())?;
     if let Some(key) = find_placeholder(&Value::Object(patch.clone()), "") {
         return Err(PatchError::Placeholder { key });
     }
@@ -330,6 +331,31 @@ pub async fn patch<G: LiveHost>(
         .await
         .map_err(|e| PatchError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(apply(gw, loaded))
+}
+
+/// Version 1's `agent.*` in a patch is `agents.<default>.*`.
+fn alias_agent(
+    mut patch: Map<String, Value>,
+    default: &str,
+) -> Result<Map<String, Value>, PatchError> {
+    let Some(old) = patch.remove("agent") else {
+        return Ok(patch);
+    };
+    let agents = patch
+        .entry("agents")
+        .or_insert_with(|| Value::Object(Map::new()));
+    match agents {
+        Value::Object(agents) if !agents.contains_key(default) => {
+            agents.insert(default.to_string(), old);
+            Ok(patch)
+        }
+        _ => Err(PatchError::Invalid(ConfigError::new(
+            "agent",
+            format!(
+                "the patch holds both `agent` (version 1) and `agents` for the default agent `{default}`: send only `agents.{default}`"
+            ),
+        ))),
+    }
 }
 
 /// The dotted path (below `path`, "" for the top) of the first redaction placeholder in `value`.
@@ -459,34 +485,9 @@ fn to_item(value: &Value) -> Option<toml_edit::Item> {
 async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let path = path.to_path_buf();
     let bytes = bytes.to_vec();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| ".".into());
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("config"),
-            std::process::id()
-        ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        crate::store::transcript::sync_dir(&dir)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || crate::util::write_atomically(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Watches the config file (its directory, so a file created or replaced later is seen) and

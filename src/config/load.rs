@@ -60,6 +60,8 @@ pub struct Loaded {
     pub overrides: Overrides,
     /// The `CLAWGATE_*` environment as it was at start.
     pub env: Vec<(String, String)>,
+    /// What the version-1 alias moved in memory (`agent.model -> agents.main.model`), to log.
+    pub migrations: Vec<String>,
 }
 
 /// Environment variables with a meaning of their own, not config paths.
@@ -132,6 +134,12 @@ pub fn load_bytes(
         .filter(|(name, _)| name.starts_with("CLAWGATE_"))
         .collect();
     env.sort();
+    // Version 1's `[agent]` names the default agent: the default as the environment or the
+    // file sets it (the environment's own `agent.*` keys are moved below).
+    let default_agent = env_default_agent(&env)
+        .or_else(|| file_default_agent(&root))
+        .unwrap_or_else(|| DEFAULT_AGENT.to_string());
+    let migrations = super::migrate::alias_table(&mut root, &default_agent)?;
     for (name, value) in env.clone() {
         let Some(rest) = name.strip_prefix("CLAWGATE_") else {
             continue;
@@ -144,7 +152,11 @@ pub fn load_bytes(
         if !rest.contains("__") {
             continue;
         }
-        let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        let mut keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        if keys[0] == "agent" {
+            // `CLAWGATE_AGENT__MODEL` is `agents.<default>.model`.
+            keys.splice(0..1, ["agents".to_string(), default_agent.clone()]);
+        }
         if keys.iter().any(|k| k.is_empty()) {
             return Err(ConfigError::new(
                 "",
@@ -172,6 +184,7 @@ pub fn load_bytes(
     }
 
     let mut config = from_table(root)?;
+    config.agents.entry(DEFAULT_AGENT.to_string()).or_default();
     if let Some(token) = &overrides.token {
         config.gateway.auth.mode = AuthMode::Token;
         config.gateway.auth.tokens.push(TokenConfig {
@@ -192,7 +205,24 @@ pub fn load_bytes(
         overridden_paths: overridden,
         overrides: overrides.clone(),
         env,
+        migrations,
     })
+}
+
+/// `gateway.default_agent` as the environment sets it.
+fn env_default_agent(env: &[(String, String)]) -> Option<String> {
+    env.iter()
+        .find(|(name, _)| name == "CLAWGATE_GATEWAY__DEFAULT_AGENT")
+        .map(|(_, value)| value.clone())
+}
+
+/// `gateway.default_agent` as the file sets it.
+fn file_default_agent(root: &toml::Table) -> Option<String> {
+    root.get("gateway")
+        .and_then(toml::Value::as_table)
+        .and_then(|g| g.get("default_agent"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string)
 }
 
 fn parse_toml(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
@@ -358,6 +388,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("found {}, expected at least 1024", gw.max_payload_bytes),
         ));
     }
+    validate_agents(config)?;
     let mut names = std::collections::BTreeSet::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
         if !names.insert(plugin.name.as_str()) {
@@ -366,6 +397,77 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("plugin {:?} is declared twice", plugin.name),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Whether `id` is an agent id: 1 to 32 characters of `a-z 0-9 -` (no `_`: `__` separates the
+/// levels of an environment variable's name).
+pub fn is_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn validate_agents(config: &Config) -> Result<(), ConfigError> {
+    for (id, agent) in &config.agents {
+        if !is_agent_id(id) {
+            return Err(ConfigError::new(
+                format!("agents.{id}"),
+                format!("found the agent id {id:?}, expected 1 to 32 characters of a-z 0-9 -"),
+            ));
+        }
+        let context = &agent.context;
+        if context.max_tokens == 0 {
+            return Err(ConfigError::new(
+                format!("agents.{id}.context.max_tokens"),
+                "found 0, expected a number greater than 0",
+            ));
+        }
+        if !(context.compact_threshold > 0.0 && context.compact_threshold <= 1.0) {
+            return Err(ConfigError::new(
+                format!("agents.{id}.context.compact_threshold"),
+                format!(
+                    "found {}, expected a share above 0 and at most 1",
+                    context.compact_threshold
+                ),
+            ));
+        }
+        if agent.max_turns == 0 {
+            return Err(ConfigError::new(
+                format!("agents.{id}.max_turns"),
+                "found 0, expected a number greater than 0",
+            ));
+        }
+        for (i, file) in agent.instructions_files.iter().enumerate() {
+            let path = Path::new(file);
+            if file.is_empty()
+                || path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(ConfigError::new(
+                    format!("agents.{id}.instructions_files[{i}]"),
+                    format!(
+                        "found {file:?}, expected a path inside the workspace (relative, without ..)"
+                    ),
+                ));
+            }
+        }
+    }
+    let default = &config.gateway.default_agent;
+    if !config.agents.contains_key(default) {
+        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
+        return Err(ConfigError::new(
+            "gateway.default_agent",
+            format!(
+                "names the agent {default:?}, which is not configured (agents: {}); add [agents.{default}] or name one of them",
+                known.join(", ")
+            ),
+        ));
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! `agents.<gateway.default_agent>.*`; a file holding both is invalid; `agent.max_context_messages`
 //! is dropped (compaction replaces it).
 
+use std::path::{Path, PathBuf};
+
 use toml_edit::{DocumentMut, Item, Table};
 
 use super::load::ConfigError;
@@ -151,6 +153,125 @@ pub fn alias_table(root: &mut toml::Table, default: &str) -> Result<Vec<String>,
     Ok(changes)
 }
 
+/// What [`migrate_file`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileMigration {
+    /// No file, or a file without `[agent]`.
+    Nothing,
+    /// The file was rewritten after a backup of it was written.
+    Written {
+        /// The backup, `<file>.bak.<ms>` (owner-only).
+        backup: PathBuf,
+        /// One line per change.
+        changes: Vec<String>,
+    },
+    /// The file cannot be written: the loader applies the same move in memory at every start.
+    ReadOnly {
+        /// Why the file cannot be written.
+        why: String,
+        /// One line per change.
+        changes: Vec<String>,
+    },
+}
+
+/// What [`migrate_file`] would change in `path`, without changing anything: `Ok(None)` when
+/// nothing is pending. A file that is not UTF-8 or not TOML is left to the loader's error.
+pub fn pending(path: &Path) -> Result<Option<Migration>, ConfigError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(ConfigError::new(
+                "",
+                format!("cannot read {}: {err}", path.display()),
+            ));
+        }
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Ok(None);
+    };
+    if toml::from_str::<toml::Table>(&text).is_err() {
+        return Ok(None);
+    }
+    migrate_text(&text)
+}
+
+/// Rewrites a version-1 file at `path` in place: a backup first (if it cannot be written,
+/// nothing is changed and the error says what to do), then the new text, atomically. The
+/// original bytes are never lost: they are in the backup before the file changes.
+pub fn migrate_file(path: &Path) -> Result<FileMigration, ConfigError> {
+    let Some(migration) = pending(path)? else {
+        return Ok(FileMigration::Nothing);
+    };
+    // Root may open a file without write bits: those bits still say "leave it alone".
+    let read_only = match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().readonly() => Some("it has no write permission".into()),
+        _ => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .err()
+            .map(|e| e.to_string()),
+    };
+    if let Some(why) = read_only {
+        return Ok(FileMigration::ReadOnly {
+            why,
+            changes: migration.changes,
+        });
+    }
+    let original = std::fs::read(path)
+        .map_err(|err| ConfigError::new("", format!("cannot read {}: {err}", path.display())))?;
+    let backup = backup_path(path, crate::util::now_ms());
+    write_backup(&backup, &original).map_err(|err| {
+        ConfigError::new(
+            "",
+            format!(
+                "{} uses version 1's [agent] table and must be migrated, but its backup {} cannot be written ({err}); nothing was changed. Make its directory writable, or move the keys of [agent] into [agents.main] by hand (`clawgate config migrate --check` lists them)",
+                path.display(),
+                backup.display()
+            ),
+        )
+    })?;
+    crate::util::write_atomically(path, migration.text.as_bytes()).map_err(|err| {
+        ConfigError::new(
+            "",
+            format!(
+                "cannot write the migrated {} ({err}); the file is unchanged and its backup is {}",
+                path.display(),
+                backup.display()
+            ),
+        )
+    })?;
+    Ok(FileMigration::Written {
+        backup,
+        changes: migration.changes,
+    })
+}
+
+fn backup_path(path: &Path, ts: u64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".bak.{ts}"));
+    path.with_file_name(name)
+}
+
+/// Writes a new owner-only file with `bytes`, synced; an existing file is never overwritten.
+fn write_backup(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::util::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
@@ -242,6 +363,31 @@ mod tests {
         let mut root: toml::Table =
             toml::from_str("[agent]\nmodel = \"x\"\n[agents.main]\nmodel = \"y\"\n").expect("toml");
         assert!(alias_table(&mut root, "main").is_err());
+    }
+
+    #[test]
+    fn a_file_is_backed_up_before_it_is_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let original = "# mine\n[agent]\nmodel = \"x\" # keep\n";
+        std::fs::write(&path, original).expect("write");
+        let FileMigration::Written { backup, changes } = migrate_file(&path).expect("migrates")
+        else {
+            panic!("expected a rewrite");
+        };
+        assert_eq!(changes, vec!["agent.model -> agents.main.model"]);
+        assert_eq!(std::fs::read_to_string(&backup).expect("backup"), original);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("new"),
+            "# mine\n[agents.main]\nmodel = \"x\" # keep\n"
+        );
+        assert_eq!(migrate_file(&path).expect("again"), FileMigration::Nothing);
     }
 
     #[test]

@@ -52,7 +52,7 @@ mod tests {
         )
         .expect("loads");
         assert_eq!(loaded.config.gateway.port, 1000);
-        assert_eq!(loaded.config.agent.model, "b");
+        assert_eq!(loaded.config.default_agent().model, "b");
         assert_eq!(loaded.config.gateway.max_batch, 7);
         assert_eq!(
             loaded.overridden_paths,

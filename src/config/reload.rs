@@ -27,7 +27,7 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("gateway.send_buffer_bytes", Reload::Hot),
     // The hub is sized once.
     ("events", Reload::Restart),
-    ("agent", Reload::Hot),
+    ("agents", Reload::Hot),
     ("plugins", Reload::Hot),
 ];
 

@@ -10,17 +10,64 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::Scope;
 
 /// The whole configuration. Keys are snake_case; unknown keys are refused.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The server: address, limits, authentication.
     pub gateway: GatewayConfig,
     /// The event hub.
     pub events: EventsConfig,
-    /// The agent and its model provider.
-    pub agent: AgentConfig,
+    /// The agents by id (`a-z 0-9 -`, 1 to 32 characters), each with its own provider, model,
+    /// workspace, limits and tools; `main` always exists. Version 1's `[agent]` is an alias of
+    /// `[agents.<gateway.default_agent>]`.
+    pub agents: BTreeMap<String, AgentConfig>,
     /// Out-of-process plugins.
     pub plugins: Vec<PluginConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            gateway: GatewayConfig::default(),
+            events: EventsConfig::default(),
+            agents: BTreeMap::from([(DEFAULT_AGENT.to_string(), AgentConfig::default())]),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+/// The id of the agent that always exists.
+pub const DEFAULT_AGENT: &str = super::migrate::DEFAULT_AGENT;
+
+/// Stands in for a missing default agent (a validated configuration always has it).
+static BUILT_IN_AGENT: std::sync::LazyLock<AgentConfig> =
+    std::sync::LazyLock::new(AgentConfig::default);
+
+impl Config {
+    /// The agent `id`, if configured.
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agents.get(id)
+    }
+
+    /// The id of the default agent (`gateway.default_agent`).
+    pub fn default_agent_id(&self) -> &str {
+        &self.gateway.default_agent
+    }
+
+    /// The default agent's configuration, to change (added with the built-in defaults if missing).
+    pub fn default_agent_mut(&mut self) -> &mut AgentConfig {
+        self.agents
+            .entry(self.gateway.default_agent.clone())
+            .or_default()
+    }
+
+    /// The default agent's configuration.
+    pub fn default_agent(&self) -> &AgentConfig {
+        self.agents
+            .get(&self.gateway.default_agent)
+            .or_else(|| self.agents.get(DEFAULT_AGENT))
+            .unwrap_or(&BUILT_IN_AGENT)
+    }
 }
 
 /// `[gateway]`.
@@ -63,6 +110,8 @@ pub struct GatewayConfig {
     pub body_timeout_ms: u64,
     /// Proxies whose `X-Forwarded-For` names the client (for the failed-login throttle).
     pub trusted_proxies: Vec<IpAddr>,
+    /// The agent of sessions created without naming one (it must be configured).
+    pub default_agent: String,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +133,7 @@ impl Default for GatewayConfig {
             max_queued_bytes: 4 * 1024 * 1024,
             body_timeout_ms: 30_000,
             trusted_proxies: Vec::new(),
+            default_agent: DEFAULT_AGENT.into(),
         }
     }
 }
@@ -221,7 +271,7 @@ pub struct ToolsConfig {
     pub exec: ExecMode,
 }
 
-/// `[agent]`.
+/// `[agents.<id>]` (version 1: `[agent]`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
@@ -235,8 +285,17 @@ pub struct AgentConfig {
     pub api_key_env: Option<String>,
     /// Deltas are coalesced over this interval, in ms.
     pub delta_interval_ms: u64,
-    /// Messages of context sent to the model.
-    pub max_context_messages: usize,
+    /// The agent's instructions: the start of every model call's system prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// Workspace-relative files appended to the system prompt when they exist, each under a
+    /// `# <path>` heading, read at the start of every run.
+    pub instructions_files: Vec<String>,
+    /// The MCP servers whose tools this agent is offered (default: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<String>>,
+    /// The context window and its compaction.
+    pub context: ContextConfig,
     /// Model calls per run at most.
     pub max_turns: u32,
     /// Output tokens per model call at most.
@@ -259,13 +318,38 @@ impl Default for AgentConfig {
             base_url: None,
             api_key_env: None,
             delta_interval_ms: 50,
-            max_context_messages: 50,
+            instructions: None,
+            instructions_files: vec!["AGENTS.md".into()],
+            mcp_servers: None,
+            context: ContextConfig::default(),
             max_turns: 20,
             max_output_tokens: 4096,
             idle_timeout_ms: 60_000,
             run_timeout_ms: 600_000,
             workspace: None,
             tools: ToolsConfig::default(),
+        }
+    }
+}
+
+/// `[agents.<id>.context]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// The model's context window, in tokens.
+    pub max_tokens: u64,
+    /// The share of `max_tokens` past which the context is compacted before a model call.
+    pub compact_threshold: f64,
+    /// Messages always kept verbatim by a compaction (the newest).
+    pub keep_messages: usize,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 100_000,
+            compact_threshold: 0.8,
+            keep_messages: 10,
         }
     }
 }

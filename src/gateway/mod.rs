@@ -106,7 +106,9 @@ impl Gateway {
         store: Arc<Store>,
         health_dirty: Arc<Notify>,
     ) -> Arc<Self> {
-        let agent = crate::agent::Agent::new(crate::agent::providers::build(&loaded.config.agent));
+        let agent = crate::agent::Agent::new(crate::agent::providers::build(
+            loaded.config.default_agent(),
+        ));
         let live = crate::config::live::Live::new(&loaded);
         Arc::new(Self {
             agent,
@@ -432,7 +434,7 @@ impl crate::config::live::LiveHost for Gateway {
     fn agent_changed(&self, config: &Config) {
         // Runs in progress keep the provider they started with.
         self.agent
-            .set_provider(crate::agent::providers::build(&config.agent));
+            .set_provider(crate::agent::providers::build(config.default_agent()));
     }
     fn plugins_changed(&self) {
         Gateway::plugins_changed(self)

@@ -18,20 +18,20 @@ enum Wire {
 fn use_fake(c: &mut Config, wire: Wire, fake: &FakeProvider) {
     match wire {
         Wire::Anthropic => {
-            c.agent.provider = ProviderKind::Anthropic;
-            c.agent.base_url = Some(format!("http://{}", fake.addr));
-            c.agent.model = "claude-test".into();
+            c.default_agent_mut().provider = ProviderKind::Anthropic;
+            c.default_agent_mut().base_url = Some(format!("http://{}", fake.addr));
+            c.default_agent_mut().model = "claude-test".into();
         }
         Wire::OpenAi => {
-            c.agent.provider = ProviderKind::Openai;
-            c.agent.base_url = Some(format!("http://{}/v1", fake.addr));
-            c.agent.model = "gpt-test".into();
+            c.default_agent_mut().provider = ProviderKind::Openai;
+            c.default_agent_mut().base_url = Some(format!("http://{}/v1", fake.addr));
+            c.default_agent_mut().model = "gpt-test".into();
         }
     }
     // Any variable cargo always sets will do as the key.
-    c.agent.api_key_env = Some("CARGO_MANIFEST_DIR".into());
-    c.agent.delta_interval_ms = 20;
-    c.agent.idle_timeout_ms = 2000;
+    c.default_agent_mut().api_key_env = Some("CARGO_MANIFEST_DIR".into());
+    c.default_agent_mut().delta_interval_ms = 20;
+    c.default_agent_mut().idle_timeout_ms = 2000;
 }
 
 /// A text reply in `wire`'s format.
@@ -351,7 +351,7 @@ async fn stream_cut_midway_and_stall_past_idle_timeout() {
         let fake = FakeProvider::start(vec![cut, stall]).await;
         let gw = start(|c| {
             use_fake(c, wire, &fake);
-            c.agent.idle_timeout_ms = 400;
+            c.default_agent_mut().idle_timeout_ms = 400;
         })
         .await;
         let mut ws = RawWs::connect(gw.addr()).await;
@@ -481,7 +481,7 @@ async fn abort_mid_stream_and_mid_tool() {
     );
 
     // Mid-tool: echo calls exec, which sleeps; abort kills it.
-    let gw = start(|c| c.agent.tools.exec = ExecMode::On).await;
+    let gw = start(|c| c.default_agent_mut().tools.exec = ExecMode::On).await;
     let mut ws = RawWs::connect(gw.addr()).await;
     let mut ctl = RawWs::connect(gw.addr()).await;
     ws.call(
@@ -626,8 +626,8 @@ async fn idempotent_resend_queueing_and_two_sessions() {
 #[tokio::test]
 async fn send_validation_missing_key_max_turns_and_run_timeout() {
     let gw = start(|c| {
-        c.agent.provider = ProviderKind::Anthropic;
-        c.agent.api_key_env = Some("CLAWGATE_TEST_SURELY_UNSET_KEY".into());
+        c.default_agent_mut().provider = ProviderKind::Anthropic;
+        c.default_agent_mut().api_key_env = Some("CLAWGATE_TEST_SURELY_UNSET_KEY".into());
     })
     .await;
     let mut ws = RawWs::connect(gw.addr()).await;
@@ -658,7 +658,7 @@ async fn send_validation_missing_key_max_turns_and_run_timeout() {
         assert_eq!(resp["error"]["data"]["path"], path);
     }
 
-    let gw = start(|c| c.agent.max_turns = 1).await;
+    let gw = start(|c| c.default_agent_mut().max_turns = 1).await;
     let mut ws = RawWs::connect(gw.addr()).await;
     let payloads = ws.stream_run(json!({"message": "/tool list_dir {}"})).await;
     let fin = payloads.last().expect("terminal");
@@ -670,7 +670,7 @@ async fn send_validation_missing_key_max_turns_and_run_timeout() {
     let fake = FakeProvider::start(vec![Script::sse(openai::reply(&slow_refs)).paced(40)]).await;
     let gw = start(|c| {
         use_fake(c, Wire::OpenAi, &fake);
-        c.agent.run_timeout_ms = 300;
+        c.default_agent_mut().run_timeout_ms = 300;
     })
     .await;
     let mut ws = RawWs::connect(gw.addr()).await;
@@ -709,7 +709,7 @@ async fn catalogue_methods() {
 
 #[tokio::test]
 async fn inject_waits_for_the_message_boundary_and_reset_aborts_the_run() {
-    let gw = start(|c| c.agent.tools.exec = ExecMode::On).await;
+    let gw = start(|c| c.default_agent_mut().tools.exec = ExecMode::On).await;
     let mut ws = RawWs::connect(gw.addr()).await;
     let mut ctl = RawWs::connect(gw.addr()).await;
     ws.call(

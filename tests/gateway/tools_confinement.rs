@@ -37,7 +37,7 @@ async fn start_in_home(edit: impl FnOnce(&mut Config)) -> HomeGateway {
     std::fs::create_dir_all(&data_dir).expect("mkdir");
     let mut config = Config::default();
     config.gateway.port = 0;
-    config.agent.workspace = Some(home.path().to_path_buf());
+    config.default_agent_mut().workspace = Some(home.path().to_path_buf());
     edit(&mut config);
     clawgate::config::validate(&config).expect("valid test config");
     let path = data_dir.join("clawgate.toml");
@@ -55,6 +55,7 @@ async fn start_in_home(edit: impl FnOnce(&mut Config)) -> HomeGateway {
             ..Default::default()
         },
         env: Vec::new(),
+        migrations: Vec::new(),
     };
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let table: clawgate::gateway::BaseTable = Arc::new(move || Ok(test_table(n.clone())));
@@ -175,7 +176,10 @@ async fn file_tools_refuse_the_data_dir_and_config_inside_the_workspace() {
     assert!(!gw.data_dir().join("plugins").exists());
     // Whatever a reload would do, exec stays off.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(gw.running.gateway.config().agent.tools.exec, ExecMode::Off);
+    assert_eq!(
+        gw.running.gateway.config().default_agent().tools.exec,
+        ExecMode::Off
+    );
     let end = echo_tool(&mut ws, "t", "exec", json!({"command": "echo pwned"})).await;
     assert!(
         end["output"]
@@ -207,14 +211,13 @@ async fn a_symlink_swap_race_lands_no_write_outside_the_workspace() {
     scripts.push(Script::sse(anthropic::reply(&["done"])));
     let fake = FakeProvider::start(scripts).await;
     let gw = crate::common::start(|c| {
-        c.agent.provider = ProviderKind::Anthropic;
-        c.agent.base_url = Some(format!("http://{}", fake.addr));
-        c.agent.model = "claude-test".into();
-        c.agent.api_key_env = Some("CARGO_MANIFEST_DIR".into());
-        c.agent.max_turns = TURNS as u32 + 2;
-        c.agent.max_context_messages = 10;
-        c.agent.idle_timeout_ms = 30_000;
-        c.agent.run_timeout_ms = 600_000;
+        c.default_agent_mut().provider = ProviderKind::Anthropic;
+        c.default_agent_mut().base_url = Some(format!("http://{}", fake.addr));
+        c.default_agent_mut().model = "claude-test".into();
+        c.default_agent_mut().api_key_env = Some("CARGO_MANIFEST_DIR".into());
+        c.default_agent_mut().max_turns = TURNS as u32 + 2;
+        c.default_agent_mut().idle_timeout_ms = 30_000;
+        c.default_agent_mut().run_timeout_ms = 600_000;
     })
     .await;
     let workspace = gw.dir.path().join("workspace");
@@ -376,7 +379,7 @@ async fn write_file_to_a_fifo_fails_promptly_and_abort_ends_a_stuck_tool() {
 
 #[tokio::test]
 async fn abort_kills_exec_children_that_called_setsid() {
-    let gw = crate::common::start(|c| c.agent.tools.exec = ExecMode::On).await;
+    let gw = crate::common::start(|c| c.default_agent_mut().tools.exec = ExecMode::On).await;
     let marker = gw.dir.path().join("marker");
     let started = gw.dir.path().join("started");
     let mut ws = RawWs::connect(gw.addr()).await;

@@ -78,6 +78,7 @@ pub async fn start(edit: impl FnOnce(&mut Config)) -> TestGateway {
             ..Default::default()
         },
         env: Vec::new(),
+        migrations: Vec::new(),
     };
     let notified = Arc::new(AtomicUsize::new(0));
     let n = notified.clone();
