@@ -4,6 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::values::{IdempotencyKey, MessageText, ModelName, SessionKey};
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +112,7 @@ pub struct TranscriptMessage {
 #[schemars(title = "ChatHistoryParams")]
 pub struct ChatHistoryParams {
     /// The session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// How many messages, 1..1000 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
@@ -152,11 +154,11 @@ pub enum InjectRole {
 #[schemars(title = "ChatInjectParams")]
 pub struct ChatInjectParams {
     /// The session key (created if missing).
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// `assistant` or `system`.
     pub role: InjectRole,
     /// The text, at most 1 MiB.
-    pub content: String,
+    pub content: MessageText,
     /// A label, at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -255,15 +257,15 @@ pub struct RunError {
 pub struct ChatSendParams {
     /// The session (default `main`; created if missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_key: Option<String>,
+    pub session_key: Option<SessionKey>,
     /// The user's message, at most 1 MiB.
-    pub message: String,
+    pub message: MessageText,
     /// A repeated key within the session starts no second run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// A model for this run only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<ModelName>,
 }
 
 /// Where a run is.
@@ -331,7 +333,7 @@ pub struct ChatAbortParams {
     pub run_id: Option<String>,
     /// Abort this session's active run and drop its queued runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_key: Option<String>,
+    pub session_key: Option<SessionKey>,
 }
 
 /// Result of `chat.abort`.

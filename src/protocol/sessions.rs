@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Patch;
+use super::values::{Label, ModelName, SessionKey};
 
 /// A session as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -68,7 +69,7 @@ pub struct SessionsListResult {
 #[schemars(title = "SessionKeyParams")]
 pub struct SessionKeyParams {
     /// The session key.
-    pub key: String,
+    pub key: SessionKey,
 }
 
 /// Params of `sessions.create`.
@@ -78,13 +79,13 @@ pub struct SessionKeyParams {
 pub struct SessionsCreateParams {
     /// The key; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<SessionKey>,
     /// A label (at most 128 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
+    pub label: Option<Label>,
     /// A model for this session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<ModelName>,
 }
 
 /// Params of `sessions.patch`.
@@ -93,13 +94,13 @@ pub struct SessionsCreateParams {
 #[schemars(title = "SessionsPatchParams")]
 pub struct SessionsPatchParams {
     /// The session key.
-    pub key: String,
+    pub key: SessionKey,
     /// A new label, or `null` to clear it.
     #[serde(default)]
-    pub label: Patch<String>,
+    pub label: Patch<Label>,
     /// A new model, or `null` to clear it.
     #[serde(default)]
-    pub model: Patch<String>,
+    pub model: Patch<ModelName>,
 }
 
 /// Result of `sessions.delete`.
@@ -116,10 +117,10 @@ pub struct DeletedResult {
 #[schemars(title = "SessionsForkParams")]
 pub struct SessionsForkParams {
     /// The session to fork.
-    pub key: String,
+    pub key: SessionKey,
     /// The new session's key; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_key: Option<String>,
+    pub new_key: Option<SessionKey>,
     /// The last message to copy (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_message_id: Option<String>,

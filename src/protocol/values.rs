@@ -391,6 +391,77 @@ mod tests {
         same_schema_as_string::<ModelName>();
     }
 
+    /// Every checked params field, refused by the method table's parser with the path and the
+    /// message the handlers used to give.
+    #[test]
+    fn params_refusals_name_the_field_with_the_old_message() {
+        use crate::error::Error;
+        use crate::protocol::{
+            ChatAbortParams, ChatHistoryParams, ChatInjectParams, ChatSendParams, SessionKeyParams,
+            SessionsCreateParams, SessionsForkParams, SessionsPatchParams, SubscribeParams,
+        };
+        use crate::rpc::table::parse_params;
+
+        fn check<T: serde::de::DeserializeOwned + fmt::Debug>(params: Value, want: (&str, &str)) {
+            match parse_params::<T>(Some(&params.to_string())) {
+                Err(Error::InvalidParams { path, message }) => {
+                    assert_eq!((path.as_str(), message.as_str()), want, "{params}");
+                }
+                other => panic!("{params}: {other:?}"),
+            }
+        }
+        const KEY: &str = "expected 1 to 128 characters of A-Z a-z 0-9 . _ : -";
+        const BLANK: &str = "expected non-empty text, found only whitespace";
+        const MODEL: &str = "expected a model name of 1 to 256 characters";
+        let label = "l".repeat(129);
+        let big = "x".repeat(MAX_CONTENT_BYTES + 1);
+        let too_big = format!("expected at most 1048576 bytes, found {}", big.len());
+        let too_long = "expected at most 128 characters, found 129";
+
+        check::<SessionKeyParams>(json!({"key": "a/b"}), ("key", KEY));
+        check::<SessionsCreateParams>(json!({"key": "a b"}), ("key", KEY));
+        check::<SessionsCreateParams>(json!({"label": label}), ("label", too_long));
+        check::<SessionsCreateParams>(json!({"model": " "}), ("model", MODEL));
+        check::<SessionsPatchParams>(json!({"key": "é"}), ("key", KEY));
+        check::<SessionsPatchParams>(json!({"key": "w", "label": label}), ("label", too_long));
+        check::<SessionsPatchParams>(json!({"key": "w", "model": ""}), ("model", MODEL));
+        check::<SessionsForkParams>(json!({"key": ""}), ("key", KEY));
+        check::<SessionsForkParams>(json!({"key": "m", "newKey": "../x"}), ("newKey", KEY));
+        check::<ChatHistoryParams>(json!({"sessionKey": ""}), ("sessionKey", KEY));
+        let inject = |key: &str, content: &str| json!({"sessionKey": key, "role": "system", "content": content});
+        check::<ChatInjectParams>(inject("a b", "x"), ("sessionKey", KEY));
+        check::<ChatInjectParams>(inject("a", " \n\t"), ("content", BLANK));
+        check::<ChatInjectParams>(inject("a", ""), ("content", BLANK));
+        check::<ChatInjectParams>(inject("a", &big), ("content", &too_big));
+        check::<ChatSendParams>(json!({"message": "   "}), ("message", BLANK));
+        check::<ChatSendParams>(json!({"message": big}), ("message", &too_big));
+        check::<ChatSendParams>(
+            json!({"message": "x", "sessionKey": "a/b"}),
+            ("sessionKey", KEY),
+        );
+        for key in [String::new(), "k".repeat(129)] {
+            check::<ChatSendParams>(
+                json!({"message": "x", "idempotencyKey": key}),
+                ("idempotencyKey", KEY),
+            );
+        }
+        let long_model = "m".repeat(257);
+        for model in ["", "  ", long_model.as_str()] {
+            check::<ChatSendParams>(json!({"message": "x", "model": model}), ("model", MODEL));
+        }
+        check::<ChatAbortParams>(json!({"sessionKey": "a/b"}), ("sessionKey", KEY));
+        check::<SubscribeParams>(json!({"sessionKey": "a/b"}), ("sessionKey", KEY));
+
+        // What passes is what passed before.
+        let sent = parse_params::<ChatSendParams>(Some(
+            r#"{"message":" hi ","sessionKey":"main","idempotencyKey":"k:1","model":"echo"}"#,
+        ));
+        let sent = sent.expect("valid send");
+        assert_eq!(sent.message, " hi ");
+        let patch = parse_params::<SessionsPatchParams>(Some(r#"{"key":"w","label":null}"#));
+        assert_eq!(patch.expect("valid patch").label, Patch::Clear);
+    }
+
     #[test]
     fn patches_and_options_carry_the_check() {
         assert_eq!(
