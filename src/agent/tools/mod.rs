@@ -128,7 +128,7 @@ use confined::{list_dir as fs_list, read_file as fs_read, write_file as fs_write
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported {
-    use super::Protected;
+    use crate::agent::tools::Protected;
     use std::path::Path;
     const WHY: &str = "the file tools need Linux (openat2) to stay inside the workspace";
     pub(super) struct Entry {
@@ -203,8 +203,19 @@ pub fn workspace_warning(workspace: &Path, data_dir: &Path, config_file: &Path) 
     None
 }
 
+/// What [`warn_about_workspace`] reads from the application; every
+/// [`AgentHost`](crate::agent::AgentHost) is one.
+pub trait WorkspaceHost {
+    /// The configuration in force.
+    fn config(&self) -> Arc<crate::config::Config>;
+    /// The data directory.
+    fn data_dir(&self) -> &PathBuf;
+    /// The config file.
+    fn config_path(&self) -> &PathBuf;
+}
+
 /// Logs [`workspace_warning`] for the gateway's configured workspace (called at start).
-pub fn warn_about_workspace(gw: &impl super::AgentHost) {
+pub fn warn_about_workspace(gw: &impl WorkspaceHost) {
     let config = gw.config();
     let workspace = config
         .agent
