@@ -17,6 +17,7 @@ pub mod tools;
 
 mod context;
 mod emit;
+mod error;
 mod output;
 mod run_loop;
 mod runs;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use context::prepare_context;
+pub use error::AgentError;
 pub use output::{MAX_TOOL_OUTPUT, cut_output};
 pub use runs::Agent;
 pub use state::{SendOutcome, SendRequest};

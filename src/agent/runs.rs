@@ -10,12 +10,12 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
 use crate::events::Envelope;
 use crate::protocol::{ChatEvent, RunOutcome, RunStatus};
 
 use super::AgentHost;
 use super::emit::{Emitter, error_event};
+use super::error::AgentError;
 use super::providers::{ErrorKind, Provider, ProviderError};
 use super::run_loop::run;
 use super::state::{
@@ -80,7 +80,7 @@ impl Agent {
         &self,
         gw: &Arc<G>,
         request: SendRequest,
-    ) -> Result<SendOutcome, Error> {
+    ) -> Result<SendOutcome, AgentError> {
         let store = gw.store();
         let session = store.ensure(&request.session_key).await?;
         if let Some(key) = &request.idempotency_key {
@@ -102,10 +102,7 @@ impl Agent {
             let mut state = self.state();
             // Checked under the lock `abort_all` takes, so no run starts after shutdown began.
             if gw.is_shutting_down() {
-                return Err(Error::Unavailable {
-                    message: "the gateway is shutting down".into(),
-                    retryable: true,
-                });
+                return Err(AgentError::ShuttingDown);
             }
             if let Some(key) = &request.idempotency_key {
                 // Checked and inserted under one lock: two sends of one key cannot both start.
@@ -178,7 +175,7 @@ impl Agent {
         gw: &Arc<G>,
         key: &str,
         session_id: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), AgentError> {
         if self
             .state()
             .idempotency
@@ -215,13 +212,13 @@ impl Agent {
         gw: &Arc<G>,
         run_id: Option<&str>,
         session_key: Option<&str>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, AgentError> {
         let mut targets: Vec<String> = Vec::new();
         {
             let state = self.state();
             if let Some(id) = run_id {
                 let Some(record) = state.runs.get(id) else {
-                    return Err(Error::NotFound(format!("no run `{id}`")));
+                    return Err(AgentError::NoSuchRun(id.to_string()));
                 };
                 if !matches!(record.state, RunState::Done(_)) {
                     targets.push(id.to_string());
