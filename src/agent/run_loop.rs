@@ -311,16 +311,22 @@ async fn run_loop<G: LoopHost>(
                 input: Some(call.input.clone()),
                 ..emitter.base("tool_start")
             });
-            let output = match broken.iter().find(|(b, _)| b.id == call.id) {
-                Some((_, reason)) => ToolOutput {
-                    content: format!("not run: {reason}"),
-                    is_error: true,
-                },
-                None => match tool_list.iter().find(|t| t.spec().name == call.name) {
-                    None => ToolOutput {
-                        content: format!("unknown tool `{}`", call.name),
+            let (output, stopped_meanwhile) = match broken.iter().find(|(b, _)| b.id == call.id) {
+                Some((_, reason)) => (
+                    ToolOutput {
+                        content: format!("not run: {reason}"),
                         is_error: true,
                     },
+                    false,
+                ),
+                None => match tool_list.iter().find(|t| t.spec().name == call.name) {
+                    None => (
+                        ToolOutput {
+                            content: format!("unknown tool `{}`", call.name),
+                            is_error: true,
+                        },
+                        false,
+                    ),
                     Some(tool) => call_tool(tool.as_ref(), &call.input, &ctx, cancel).await,
                 },
             };
@@ -329,6 +335,10 @@ async fn run_loop<G: LoopHost>(
             result.message.tool_call_id = Some(call.id.clone());
             result.message.is_error = Some(output.is_error);
             result.message.run_id = Some(run_id.clone());
+            if stopped_meanwhile {
+                // Typed, so readers need not parse the text.
+                result.message.aborted = Some(true);
+            }
             if store.append_to(key, sid, vec![result]).await.is_err() {
                 let error =
                     ProviderError::new(ErrorKind::Internal, "cannot write a tool result", false);

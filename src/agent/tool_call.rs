@@ -16,14 +16,17 @@ const TOOL_STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs one tool call, which cannot outlive the run's cancellation: a tool (built-in, plugin)
 /// that ignores its token gets [`TOOL_STOP_GRACE`], then its future is dropped.
+///
+/// Returns the output and whether the run was already stopped when it came back (the tool
+/// killed what it ran, or it was dropped): such a result is stored as `aborted`.
 pub(super) async fn call_tool(
     tool: &dyn Tool,
     input: &serde_json::Value,
     ctx: &ToolContext,
     cancel: &CancellationToken,
-) -> ToolOutput {
+) -> (ToolOutput, bool) {
     let mut call = tool.call(input.clone(), ctx.clone());
-    tokio::select! {
+    let output = tokio::select! {
         biased;
         output = &mut call => output,
         _ = cancel.cancelled() => match tokio::time::timeout(TOOL_STOP_GRACE, &mut call).await {
@@ -36,10 +39,12 @@ pub(super) async fn call_tool(
                 is_error: true,
             },
         },
-    }
+    };
+    (output, cancel.is_cancelled())
 }
 
-/// Writes an error result for each of `calls`, which the run stopped before running.
+/// Writes an error result, marked `aborted`, for each of `calls`, which the run stopped before
+/// running.
 pub(super) async fn write_aborted_results(
     store: &Store,
     key: &str,
@@ -56,6 +61,7 @@ pub(super) async fn write_aborted_results(
             );
             m.message.tool_call_id = Some(call.id.clone());
             m.message.is_error = Some(true);
+            m.message.aborted = Some(true);
             m.message.run_id = Some(run_id.to_string());
             m
         })
