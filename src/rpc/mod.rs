@@ -4,9 +4,11 @@ pub mod auth;
 pub mod context;
 pub mod dispatch;
 pub mod openrpc;
+pub mod order;
 pub mod server;
 pub mod table;
 pub mod throttle;
+pub mod wire;
 pub mod ws;
 
 use std::collections::HashMap;
