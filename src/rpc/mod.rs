@@ -3,11 +3,13 @@
 pub mod auth;
 pub mod context;
 pub mod dispatch;
+pub mod http;
 pub mod openrpc;
 pub mod order;
 pub mod server;
 pub mod table;
 pub mod throttle;
+pub mod websocket;
 pub mod wire;
 pub mod ws;
 
