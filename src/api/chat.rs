@@ -12,9 +12,9 @@ use crate::protocol::{
 };
 use crate::protocol::{
     ChatEvent, ChatHistoryParams, ChatHistoryResult, ChatInjectParams, ChatInjectResult,
-    InjectRole, MAX_LABEL_CHARS, Role, validate_session_key,
+    InjectRole, Label, MAX_LABEL_CHARS, Role,
 };
-use crate::protocol::{RunOutcome, RunStatus};
+use crate::protocol::{RunOutcome, RunStatus, SessionKey};
 use crate::rpc::table::BoxFuture;
 use crate::rpc::{
     DuplicateMethod, Example, Method, Scope, Subscription, SubscriptionSink, SubscriptionTask,
@@ -120,11 +120,9 @@ impl Method for Abort {
     }
 }
 
-/// Checks and starts a send; shared by `chat.send` and `chat.stream`.
+/// Starts a send (its params are checked types); shared by `chat.send` and `chat.stream`.
 async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
-    let session_key = p.session_key.unwrap_or_else(|| "main".into());
-    validate_session_key(&session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
-    crate::agent::validate_send(&p.message, p.idempotency_key.as_deref(), p.model.as_deref())?;
+    let session_key = String::from(p.session_key.unwrap_or_else(SessionKey::main));
     let agent = ctx.gateway.agent();
     if let Err(err) = agent.provider().ready() {
         return Err(Error::Upstream {
@@ -138,9 +136,9 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
             &ctx.gateway,
             SendRequest {
                 session_key: session_key.clone(),
-                message: p.message,
-                idempotency_key: p.idempotency_key,
-                model: p.model,
+                message: p.message.into(),
+                idempotency_key: p.idempotency_key.map(String::from),
+                model: p.model.map(String::from),
             },
         )
         .await?;
@@ -154,8 +152,7 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
 
 fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionTask>> {
     Box::pin(async move {
-        let session_key = p.session_key.clone().unwrap_or_else(|| "main".into());
-        validate_session_key(&session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
+        let session_key = String::from(p.session_key.clone().unwrap_or_else(SessionKey::main));
         // Subscribe before sending, so no payload of the run can be missed.
         let filter = Filter::new(
             Some(&[ChatEvent::NAME.to_string()]),
@@ -237,9 +234,6 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
                 "expected runId, sessionKey, or both",
             ));
         }
-        if let Some(key) = &p.session_key {
-            validate_session_key(key).map_err(|m| Error::invalid_params("sessionKey", m))?;
-        }
         let aborted = ctx
             .gateway
             .agent()
@@ -248,7 +242,6 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         Ok(ChatAbortResult { aborted })
     })?;
     table.method::<HistoryMethod, _, _>(|ctx: CallContext, p: ChatHistoryParams| async move {
-        validate_session_key(&p.session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
         let limit = p.limit.unwrap_or(50);
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid_params(
@@ -269,23 +262,20 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             .history(&p.session_key, limit as usize, p.before_id, max)
             .await?;
         Ok(ChatHistoryResult {
-            session_key: p.session_key,
+            session_key: p.session_key.into(),
             session_id: history.session_id,
             messages: history.messages,
             has_more: history.has_more,
         })
     })?;
     table.method::<Inject, _, _>(|ctx: CallContext, p: ChatInjectParams| async move {
-        validate_session_key(&p.session_key).map_err(|m| Error::invalid_params("sessionKey", m))?;
-        crate::agent::validate_content("content", &p.content)?;
-        if let Some(label) = &p.label
-            && label.chars().count() > MAX_LABEL_CHARS
-        {
-            return Err(Error::invalid_params(
+        // The label's rule is `Label`'s; this method's message has always lacked the count.
+        let label = p.label.map(Label::new).transpose().map_err(|_| {
+            Error::invalid_params(
                 "label",
                 format!("expected at most {MAX_LABEL_CHARS} characters"),
-            ));
-        }
+            )
+        })?;
         let store = ctx.gateway.store();
         store.ensure(&p.session_key).await?;
         // Never between a tool call and its result.
@@ -295,7 +285,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             InjectRole::System => Role::System,
         };
         let mut new = NewMessage::new(role, p.content);
-        new.message.label = p.label;
+        new.message.label = label.map(String::from);
         let written = store.append(&p.session_key, vec![new]).await?;
         let Some(message) = written.into_iter().next() else {
             return Err(Error::internal("nothing was written"));
@@ -303,7 +293,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         ctx.gateway.hub().emit(
             Some(&p.session_key),
             &ChatEvent {
-                session_key: p.session_key.clone(),
+                session_key: p.session_key.to_string(),
                 state: "injected".into(),
                 message: Some(message.clone()),
                 ..Default::default()

@@ -6,6 +6,7 @@
 //! domain module never imports [`crate::error`]'s codes. docs/PROTOCOL.md, "Errors", lists the
 //! codes a client sees.
 
+use crate::agent::AgentError;
 use crate::config::live::PatchError;
 use crate::error::Error;
 use crate::plugins::error::{PluginError, Refusal};
@@ -46,11 +47,28 @@ impl From<PatchError> for Error {
     }
 }
 
+/// The agent's refusals: shutdown is `-32025` (retryable), an unknown run `-32022`; a store
+/// failure keeps the store's own mapping.
+impl From<AgentError> for Error {
+    fn from(err: AgentError) -> Self {
+        let message = err.to_string();
+        match err {
+            AgentError::ShuttingDown => Error::Unavailable {
+                message,
+                retryable: true,
+            },
+            AgentError::NoSuchRun(_) => Error::NotFound(message),
+            AgentError::Store(err) => err,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ConfigError;
     use crate::error::code;
+    use serde_json::json;
 
     #[test]
     fn patch_errors_name_the_patch_field_and_keep_their_words() {
@@ -106,5 +124,32 @@ mod tests {
         assert_eq!(err.code(), code::UNAVAILABLE);
         assert_eq!(err.data()["retryable"], true);
         assert_eq!(err.message(), "plugin `p` is unavailable: it stopped");
+    }
+
+    #[test]
+    fn agent_errors_keep_their_codes_messages_and_data() {
+        let shutting = Error::from(AgentError::ShuttingDown);
+        assert_eq!(shutting.code(), code::UNAVAILABLE);
+        assert_eq!(shutting.message(), "the gateway is shutting down");
+        assert_eq!(
+            shutting.data(),
+            json!({"kind": "unavailable", "retryable": true})
+        );
+        let unknown = Error::from(AgentError::NoSuchRun("nope".into()));
+        assert_eq!(unknown.code(), code::NOT_FOUND);
+        assert_eq!(unknown.message(), "no run `nope`");
+        assert_eq!(unknown.data(), json!({"kind": "not_found"}));
+        let storage = Error::from(AgentError::Store(Error::Storage(
+            "cannot append to session `main`: disk full".into(),
+        )));
+        assert_eq!(storage.code(), code::UNAVAILABLE);
+        assert_eq!(
+            storage.message(),
+            "storage unavailable: cannot append to session `main`: disk full"
+        );
+        assert_eq!(
+            storage.data(),
+            json!({"kind": "unavailable", "retryable": true, "reason": "storage"})
+        );
     }
 }

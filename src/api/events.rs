@@ -40,23 +40,22 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
 }
 
 fn subscribe(ctx: CallContext, params: SubscribeParams) -> Result<SubscriptionTask> {
-    if let Some(key) = &params.session_key {
-        crate::protocol::validate_session_key(key)
-            .map_err(|m| Error::invalid_params("sessionKey", m))?;
-    }
     if params.after_seq.is_some_and(|s| s > 0) && params.epoch.is_none() {
         return Err(Error::invalid_params(
             "epoch",
             "afterSeq needs the epoch it belongs to (from gateway.hello or any envelope): without it a restart would go unnoticed",
         ));
     }
-    let filter =
-        Filter::new(params.events.as_deref(), params.session_key.clone()).map_err(|path| {
-            Error::invalid_params(
-                path,
-                "expected an event name or a prefix ending in `.*` (\"sessions.*\")",
-            )
-        })?;
+    let filter = Filter::new(
+        params.events.as_deref(),
+        params.session_key.map(String::from),
+    )
+    .map_err(|path| {
+        Error::invalid_params(
+            path,
+            "expected an event name or a prefix ending in `.*` (\"sessions.*\")",
+        )
+    })?;
     let sub = ctx
         .gateway
         .hub()

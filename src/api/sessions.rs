@@ -5,9 +5,8 @@ use serde_json::json;
 use crate::error::{Error, Result, code};
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{
-    DeletedResult, MAX_LABEL_CHARS, Patch, Session, SessionKeyParams, SessionsCreateParams,
-    SessionsForkParams, SessionsListParams, SessionsListResult, SessionsPatchParams,
-    validate_session_key,
+    DeletedResult, Session, SessionKeyParams, SessionsCreateParams, SessionsForkParams,
+    SessionsListParams, SessionsListResult, SessionsPatchParams,
 };
 use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
@@ -144,40 +143,6 @@ impl Method for Fork {
     }
 }
 
-fn check_key(path: &str, key: &str) -> Result<()> {
-    validate_session_key(key).map_err(|m| Error::invalid_params(path, m))
-}
-
-fn check_label(label: Option<&String>) -> Result<()> {
-    match label {
-        Some(l) if l.chars().count() > MAX_LABEL_CHARS => Err(Error::invalid_params(
-            "label",
-            format!(
-                "expected at most {MAX_LABEL_CHARS} characters, found {}",
-                l.chars().count()
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn check_model(model: Option<&String>) -> Result<()> {
-    match model {
-        Some(m) if m.trim().is_empty() || m.len() > 256 => Err(Error::invalid_params(
-            "model",
-            "expected a model name of 1 to 256 characters",
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn patch_value<T>(p: &Patch<T>) -> Option<&T> {
-    match p {
-        Patch::Set(v) => Some(v),
-        _ => None,
-    }
-}
-
 /// Registers the `sessions.*` methods.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     table.method::<List, _, _>(|ctx: CallContext, p: SessionsListParams| async move {
@@ -198,23 +163,27 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             total: page.total,
         })
     })?;
+    // Keys, labels and models are checked types: a bad one never reaches a handler.
     table.method::<Get, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
-        check_key("key", &p.key)?;
         ctx.gateway.store().get(&p.key)
     })?;
     table.method::<Create, _, _>(|ctx: CallContext, p: SessionsCreateParams| async move {
-        check_label(p.label.as_ref())?;
-        check_model(p.model.as_ref())?;
-        ctx.gateway.store().create(p.key, p.label, p.model).await
+        ctx.gateway
+            .store()
+            .create(
+                p.key.map(String::from),
+                p.label.map(String::from),
+                p.model.map(String::from),
+            )
+            .await
     })?;
     table.method::<PatchMethod, _, _>(|ctx: CallContext, p: SessionsPatchParams| async move {
-        check_key("key", &p.key)?;
-        check_label(patch_value(&p.label))?;
-        check_model(patch_value(&p.model))?;
-        ctx.gateway.store().patch(&p.key, p.label, p.model).await
+        ctx.gateway
+            .store()
+            .patch(&p.key, p.label.map(String::from), p.model.map(String::from))
+            .await
     })?;
     table.method::<Reset, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
-        check_key("key", &p.key)?;
         // An active run is aborted first (its partial text lands in the old transcript).
         ctx.gateway
             .agent()
@@ -223,7 +192,6 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         ctx.gateway.store().reset(&p.key).await
     })?;
     table.method::<Delete, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
-        check_key("key", &p.key)?;
         if p.key == "main" {
             return Err(Error::Conflict(
                 "the session `main` cannot be deleted; reset it instead".into(),
@@ -237,10 +205,9 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         Ok(DeletedResult { deleted: true })
     })?;
     table.method::<Fork, _, _>(|ctx: CallContext, p: SessionsForkParams| async move {
-        check_key("key", &p.key)?;
         ctx.gateway
             .store()
-            .fork(&p.key, p.new_key, p.at_message_id)
+            .fork(&p.key, p.new_key.map(String::from), p.at_message_id)
             .await
     })?;
     Ok(())

@@ -1,5 +1,9 @@
 //! Out-of-process plugins: a supervisor per plugin, JSON-RPC over stdin/stdout (one message per
 //! line), calls forwarded with a timeout, restarts with backoff.
+//!
+//! Over 600 lines because it is one plugin process's whole protocol, read top to bottom: the
+//! supervisor, the connection its calls and answers share, the line reader, and the
+//! `plugin.describe` answer turned into methods, tools and events over that same connection.
 
 use std::collections::HashMap;
 use std::process::Stdio;

@@ -7,10 +7,12 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::{
-    ChatEvent, ConfigChangedEvent, GapEvent, Health, PluginsChangedEvent, PresenceEvent,
-    SessionsChangedEvent, ShutdownEvent, TickEvent,
-};
+use super::chat::ChatEvent;
+use super::config::ConfigChangedEvent;
+use super::gateway::{Health, PresenceEvent};
+use super::plugins::PluginsChangedEvent;
+use super::sessions::SessionsChangedEvent;
+use super::subscriptions::{GapEvent, ShutdownEvent, TickEvent};
 
 /// An event payload type with its declaration.
 pub trait Event: Serialize + JsonSchema {

@@ -3,10 +3,14 @@
 pub mod auth;
 pub mod context;
 pub mod dispatch;
+pub mod http;
 pub mod openrpc;
+pub mod order;
 pub mod server;
 pub mod table;
 pub mod throttle;
+pub mod websocket;
+pub mod wire;
 pub mod ws;
 
 use std::collections::HashMap;

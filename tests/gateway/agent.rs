@@ -238,6 +238,11 @@ async fn multi_turn_tool_loop_with_several_calls_in_one_turn() {
         assert_eq!(lines[1]["toolCalls"][0]["id"], "call_1");
         assert_eq!(lines[1]["toolCalls"][1]["id"], "call_2");
         assert_eq!(lines[2]["toolCallId"], "call_1", "results in call order");
+        assert_eq!(
+            lines[2].get("aborted"),
+            None,
+            "a finished run's results are not aborted"
+        );
         assert_eq!(lines[3]["toolCallId"], "call_2");
         assert_eq!(lines[4]["content"], "The notes say hi.");
         let fin = payloads.last().expect("final");
@@ -509,6 +514,71 @@ async fn abort_mid_stream_and_mid_tool() {
             .as_str()
             .is_some_and(|c| c.contains("aborted") || c.contains("killed")),
         "{tool}"
+    );
+    // The outcome is a typed field of the stored result, as clients read it back.
+    assert_eq!(tool["aborted"], true, "{tool}");
+    let history = ctl.call("chat.history", json!({"sessionKey": "mt"})).await;
+    let tools = tool_results(&history);
+    assert_eq!(tools.len(), 1, "{history}");
+    assert_eq!(tools[0]["aborted"], true, "{history}");
+    assert_eq!(tools[0]["isError"], true, "{history}");
+}
+
+/// The tool results in a `chat.history` answer.
+fn tool_results(history: &Value) -> Vec<Value> {
+    history["result"]["messages"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["role"] == "tool").cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_tool_result_of_an_aborted_run_is_marked_aborted() {
+    // Two calls in one turn: the run is aborted while the first runs, so the second never does.
+    let fake = FakeProvider::start(vec![tool_calls(
+        Wire::Anthropic,
+        &[
+            ("call_sleep", "exec", &["{\"command\": \"sleep 30\"}"]),
+            ("call_list", "list_dir", &["{}"]),
+        ],
+    )])
+    .await;
+    let gw = start(|c| {
+        use_fake(c, Wire::Anthropic, &fake);
+        c.agent.tools.exec = ExecMode::On;
+    })
+    .await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let mut ctl = RawWs::connect(gw.addr()).await;
+    let resp = ws
+        .call(
+            "chat.stream",
+            json!({"message": "two tools", "sessionKey": "ar"}),
+        )
+        .await;
+    assert!(resp.get("result").is_some(), "{resp}");
+    wait_payload(&mut ws, "tool_start").await;
+    let resp = ctl.call("chat.abort", json!({"sessionKey": "ar"})).await;
+    assert_eq!(
+        resp["result"]["aborted"].as_array().map(Vec::len),
+        Some(1),
+        "{resp}"
+    );
+    wait_payload(&mut ws, "aborted").await;
+    let history = ctl.call("chat.history", json!({"sessionKey": "ar"})).await;
+    let tools = tool_results(&history);
+    assert_eq!(tools.len(), 2, "every call has a result: {history}");
+    // The killed command's own result, produced after the abort.
+    assert_eq!(tools[0]["toolCallId"], "call_sleep", "{history}");
+    assert_eq!(tools[0]["aborted"], true, "{history}");
+    assert_eq!(tools[0]["isError"], true, "{history}");
+    // The call the run never reached.
+    assert_eq!(tools[1]["toolCallId"], "call_list", "{history}");
+    assert_eq!(tools[1]["aborted"], true, "{history}");
+    assert_eq!(tools[1]["isError"], true, "{history}");
+    assert_eq!(
+        tools[1]["content"], "aborted: the run was stopped before this tool finished",
+        "{history}"
     );
 }
 

@@ -48,9 +48,9 @@ async fn typed_calls_subscriptions_and_errors() {
         .expect("subscribes");
     let injected = client
         .call::<Inject>(&ChatInjectParams {
-            session_key: "rc".into(),
+            session_key: "rc".parse().expect("a valid key"),
             role: InjectRole::System,
-            content: "hi".into(),
+            content: "hi".parse().expect("a valid text"),
             label: None,
         })
         .await
@@ -65,8 +65,8 @@ async fn typed_calls_subscriptions_and_errors() {
 
     let sent = client
         .call::<Send>(&ChatSendParams {
-            session_key: Some("rc".into()),
-            message: "typed".into(),
+            session_key: Some("rc".parse().expect("a valid key")),
+            message: "typed".parse().expect("a valid text"),
             idempotency_key: None,
             model: None,
         })
@@ -75,8 +75,8 @@ async fn typed_calls_subscriptions_and_errors() {
     assert_eq!(sent.status, RunStatus::Started);
     let mut stream = client
         .subscribe::<Stream>(&ChatSendParams {
-            session_key: Some("rc2".into()),
-            message: "streamed".into(),
+            session_key: Some("rc2".parse().expect("a valid key")),
+            message: "streamed".parse().expect("a valid text"),
             idempotency_key: None,
             model: None,
         })
@@ -92,7 +92,7 @@ async fn typed_calls_subscriptions_and_errors() {
 
     match client
         .call::<Get>(&SessionKeyParams {
-            key: "missing".into(),
+            key: "missing".parse().expect("a valid key"),
         })
         .await
     {

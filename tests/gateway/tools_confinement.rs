@@ -367,6 +367,20 @@ async fn write_file_to_a_fifo_fails_promptly_and_abort_ends_a_stuck_tool() {
     );
     // Within the 10 s receive bound.
     wait_payload(&mut ws, "aborted").await;
+    // The dropped tool's result is stored as the result of an aborted run.
+    let history = ctl.call("chat.history", json!({"sessionKey": "f"})).await;
+    let dropped = history["result"]["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "tool"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(dropped["aborted"], true, "{history}");
+    assert!(
+        dropped["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("did not stop by itself")),
+        "{history}"
+    );
     let payloads = ws
         .stream_run(json!({"message": "still there?", "sessionKey": "f"}))
         .await;

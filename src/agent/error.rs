@@ -1,0 +1,16 @@
+//! What the agent's public API answers when it cannot do what its caller asked, in the agent's
+//! own words; `api::errors` alone turns it into a protocol error.
+
+/// Why the agent refused or failed a request of its caller.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    /// Shutdown has begun, so no run starts; retrying against the restarted gateway can succeed.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    /// No run of that id is known: it never existed, or it finished long ago and was forgotten.
+    #[error("no run `{0}`")]
+    NoSuchRun(String),
+    /// The session store failed (its error passed through as it is).
+    #[error(transparent)]
+    Store(#[from] crate::error::Error),
+}

@@ -1,0 +1,399 @@
+//! The event hub: one gateway-wide `seq`, a replay ring, and per-subscriber bounded queues.
+//!
+//! An event is serialized once, when it is published; every subscriber gets the same bytes
+//! (`Arc<Envelope>`). Publishing pushes the envelope into the queue of each subscriber whose
+//! filter it matches (subscribers are indexed by session key, so a subscriber filtered to one
+//! session is never touched by another session's events), under the hub's lock, so that every
+//! queue is in `seq` order; after the lock, the queues are flushed: a subscriber that has caught
+//! up has an [`Outlet`] (its connection's queue) and the flush writes into it directly, else
+//! its task is woken to drain the queue. A queue holds at most `subscriber_queue` events; past
+//! that, events are dropped for that subscriber alone and it is told so with a `gap` before the
+//! next event it does receive. Subscribing takes the replay slice and registers the queue under
+//! the same lock, so replay joins the live stream with no duplicate and no hole.
+//!
+//! This file is the hub itself (publish, tick, shutdown, subscribe); the parts are beside it:
+//! `envelope.rs` (the JSON built once), `filter.rs`, `replay.rs` (the ring and the resume
+//! decision), `queue.rs` (a subscriber's bounded queue and its outlet), `subscriber.rs` (the
+//! subscriber's handle).
+
+mod envelope;
+mod filter;
+mod queue;
+mod replay;
+mod subscriber;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use envelope::{Envelope, RunTag};
+pub use filter::Filter;
+pub use queue::{Offered, Outlet};
+pub use replay::SubscribeError;
+pub use subscriber::{Delivery, Subscriber};
+
+use queue::{Slot, flush_all};
+use replay::ReplayRing;
+
+use crate::protocol::{Event, GapEvent, ShutdownEvent, TickEvent};
+use crate::util::now_ms;
+
+/// Sizes of the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Events kept for replay.
+    pub replay_capacity: usize,
+    /// Bytes kept for replay at most.
+    pub replay_max_bytes: usize,
+    /// Events a subscriber may fall behind before it loses some.
+    pub subscriber_queue: usize,
+    /// Bytes of live events a subscriber may fall behind before it loses some (one event
+    /// always fits).
+    pub subscriber_queue_bytes: usize,
+}
+
+/// The gateway's event hub.
+pub struct EventHub {
+    epoch: String,
+    limits: HubLimits,
+    inner: Mutex<Inner>,
+    shutdown: watch::Sender<Option<Arc<Envelope>>>,
+}
+
+/// The replay ring and the subscribers, under one lock.
+struct Inner {
+    seq: u64,
+    replay: ReplayRing,
+    next_id: u64,
+    /// Subscribers filtered to one session, by that session's key.
+    keyed: HashMap<String, HashMap<u64, Arc<Slot>>>,
+    /// Subscribers of every session.
+    unkeyed: HashMap<u64, Arc<Slot>>,
+    /// Shutdown was announced: nothing is delivered after it.
+    closed: bool,
+}
+
+impl EventHub {
+    /// A hub for a new process lifetime, with a fresh epoch.
+    pub fn new(limits: HubLimits) -> Arc<Self> {
+        let (shutdown, _) = watch::channel(None);
+        Arc::new(Self {
+            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            limits,
+            inner: Mutex::new(Inner {
+                seq: 0,
+                replay: ReplayRing::default(),
+                next_id: 0,
+                keyed: HashMap::new(),
+                unkeyed: HashMap::new(),
+                closed: false,
+            }),
+            shutdown,
+        })
+    }
+
+    /// This lifetime's epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The latest `seq` published.
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// The hub's sizes.
+    pub fn limits(&self) -> HubLimits {
+        self.limits
+    }
+
+    /// How many subscribers are registered.
+    pub fn subscribers(&self) -> usize {
+        let inner = self.lock();
+        inner.unkeyed.len() + inner.keyed.values().map(HashMap::len).sum::<usize>()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock only means a panic elsewhere; nothing here is left half-updated.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `env` for `slot` within the subscriber bounds (see [`Slot::offer`]).
+    fn offer(&self, slot: &Slot, env: &Arc<Envelope>) -> bool {
+        slot.offer(
+            env,
+            self.limits.subscriber_queue,
+            self.limits.subscriber_queue_bytes,
+            &self.epoch,
+        )
+    }
+
+    /// Publishes a declared event (its name comes from its declaration); returns its `seq`.
+    pub fn emit<E: Event>(&self, session_key: Option<&str>, payload: &E) -> u64 {
+        self.publish(E::NAME, session_key, payload)
+    }
+
+    /// Publishes a declared event of an agent run (see [`Self::publish_tagged`]).
+    pub fn emit_tagged<E: Event>(
+        &self,
+        session_key: Option<&str>,
+        run: Option<RunTag<'_>>,
+        payload: &E,
+    ) -> Option<Arc<Envelope>> {
+        self.publish_tagged(E::NAME, session_key, run, payload)
+    }
+
+    /// Publishes an event by name: for plugins' events, whose names arrive at run time.
+    pub fn publish(&self, event: &str, session_key: Option<&str>, payload: &impl Serialize) -> u64 {
+        self.publish_tagged(event, session_key, None, payload)
+            .map_or_else(|| self.seq(), |env| env.seq)
+    }
+
+    /// Publishes an event, of an agent run when `run` says so (see [`Subscriber::only_run`]);
+    /// returns its envelope (`None` if the payload does not serialize).
+    pub fn publish_tagged(
+        &self,
+        event: &str,
+        session_key: Option<&str>,
+        run: Option<RunTag<'_>>,
+        payload: &impl Serialize,
+    ) -> Option<Arc<Envelope>> {
+        let payload = match serde_json::to_string(payload) {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::error!(event, %err, "event payload does not serialize; dropped");
+                return None;
+            }
+        };
+        let mut json = envelope::head(&self.epoch, event, session_key, &payload);
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
+        envelope::close(&mut json, seq);
+        let env = Arc::new(Envelope {
+            seq,
+            event: event.to_string(),
+            session_key: session_key.map(str::to_string),
+            json: json.into_boxed_str(),
+            control: false,
+            run_id: run.map(|r| r.run_id.into()),
+            ends_run: run.is_some_and(|r| r.ends_run),
+        });
+        let limits = &self.limits;
+        inner
+            .replay
+            .push(env.clone(), limits.replay_capacity, limits.replay_max_bytes);
+        if inner.closed {
+            return Some(env);
+        }
+        // Queued under the lock, so every queue receives events in `seq` order; handed to the
+        // connections after it, so a large fan-out does not hold up other publishers.
+        let keyed = session_key.and_then(|key| inner.keyed.get(key));
+        let mut queued = Vec::new();
+        for slot in inner
+            .unkeyed
+            .values()
+            .chain(keyed.into_iter().flat_map(HashMap::values))
+        {
+            if slot.filter.matches(&env) && self.offer(slot, &env) {
+                queued.push(slot.clone());
+            }
+        }
+        drop(inner);
+        flush_all(queued);
+        Some(env)
+    }
+
+    /// Publishes a `tick` to every subscriber.
+    pub fn tick(&self) {
+        // Under the lock: the tick's seq is exactly the last event queued before it.
+        let inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let tick = TickEvent { ts: now_ms() };
+        let env = envelope::control(&self.epoch, TickEvent::NAME, &tick, inner.seq);
+        let mut queued = Vec::new();
+        for slot in inner
+            .unkeyed
+            .values()
+            .chain(inner.keyed.values().flat_map(HashMap::values))
+        {
+            if self.offer(slot, &env) {
+                queued.push(slot.clone());
+            }
+        }
+        drop(inner);
+        flush_all(queued);
+    }
+
+    /// Announces shutdown to every subscriber; each receives it as its last delivery.
+    pub fn shutdown(&self, event: ShutdownEvent) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        let env = envelope::control(&self.epoch, ShutdownEvent::NAME, &event, inner.seq);
+        drop(inner);
+        self.shutdown.send_replace(Some(env));
+    }
+
+    /// Subscribes with a filter, optionally resuming after `after_seq` of `epoch`.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        filter: Filter,
+        after_seq: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<Subscriber, SubscribeError> {
+        let mut inner = self.lock();
+        let restart = epoch.is_some_and(|e| e != self.epoch);
+        let resume = replay::resume(inner.seq, inner.replay.oldest_seq(), after_seq, restart)?;
+        let mut queue = VecDeque::new();
+        if let Some((gap, seq)) = resume.gap {
+            queue.push_back(envelope::control(&self.epoch, GapEvent::NAME, &gap, seq));
+        }
+        if let Some(after) = resume.replay_after {
+            queue.extend(
+                inner
+                    .replay
+                    .after(after)
+                    .filter(|e| filter.matches(e))
+                    .cloned(),
+            );
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let key = filter.session_key().map(str::to_string);
+        let slot = Arc::new(Slot::new(filter, queue));
+        match key {
+            Some(key) => inner.keyed.entry(key).or_default().insert(id, slot.clone()),
+            None => inner.unkeyed.insert(id, slot.clone()),
+        };
+        drop(inner);
+        Ok(Subscriber::new(
+            self.clone(),
+            id,
+            slot,
+            self.shutdown.subscribe(),
+        ))
+    }
+
+    /// Forgets subscriber `id` (filtered to `session_key`, if any): its handle was dropped.
+    fn remove(&self, id: u64, session_key: Option<&str>) {
+        let mut inner = self.lock();
+        match session_key {
+            Some(key) => {
+                if let Some(slots) = inner.keyed.get_mut(key) {
+                    slots.remove(&id);
+                    if slots.is_empty() {
+                        inner.keyed.remove(key);
+                    }
+                }
+            }
+            None => {
+                inner.unkeyed.remove(&id);
+            }
+        }
+    }
+}
+
+/// Helpers the hub's tests share, here and in the files beside it.
+#[cfg(test)]
+mod testkit {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::{Delivery, Envelope, EventHub, Filter, HubLimits, Subscriber};
+
+    /// Limits with a queue of `queue` events and a replay ring of `replay`, no byte bounds.
+    pub fn limits(queue: usize, replay: usize) -> HubLimits {
+        HubLimits {
+            replay_capacity: replay,
+            replay_max_bytes: usize::MAX,
+            subscriber_queue: queue,
+            subscriber_queue_bytes: usize::MAX,
+        }
+    }
+
+    /// The envelope as JSON.
+    pub fn parse(env: &Envelope) -> Value {
+        serde_json::from_str(&env.json).expect("envelope is JSON")
+    }
+
+    /// A subscriber of every event of session `key`.
+    pub fn keyed(hub: &Arc<EventHub>, key: &str) -> Subscriber {
+        let filter = Filter::new(None, Some(key.into())).expect("filter");
+        hub.subscribe(filter, None, None).expect("subscribes")
+    }
+
+    /// The next delivery, which must be an event.
+    pub async fn next_event(sub: &mut Subscriber) -> Value {
+        match sub.next().await {
+            Some(Delivery::Event(env)) => parse(&env),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::{keyed, limits, next_event};
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn envelope_shape_and_seq() {
+        let hub = EventHub::new(limits(16, 16));
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
+        hub.publish("chat", Some("main"), &json!({"x": 1}));
+        let v = next_event(&mut sub).await;
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["event"], "chat");
+        assert_eq!(v["sessionKey"], "main");
+        assert_eq!(v["payload"], json!({"x": 1}));
+        assert_eq!(v["epoch"], hub.epoch());
+    }
+
+    #[tokio::test]
+    async fn subscribers_only_see_their_session_and_leave_when_dropped() {
+        let hub = EventHub::new(limits(2, 64));
+        let mut a = keyed(&hub, "a");
+        let b = keyed(&hub, "b");
+        assert_eq!(hub.subscribers(), 2);
+        // Far more events of another session than the queue holds: `a` loses nothing.
+        for i in 0..50 {
+            hub.publish("chat", Some("b"), &json!(i));
+        }
+        hub.publish("chat", Some("a"), &json!("mine"));
+        let v = next_event(&mut a).await;
+        assert_eq!(v["payload"], "mine");
+        assert_eq!(v["seq"], 51);
+        drop(b);
+        assert_eq!(hub.subscribers(), 1);
+        drop(a);
+        assert_eq!(hub.subscribers(), 0);
+    }
+
+    #[tokio::test]
+    async fn filters_by_name_prefix_and_session() {
+        let hub = EventHub::new(limits(64, 64));
+        let filter = Filter::new(Some(&["sessions.*".to_string(), "tick".into()]), None)
+            .expect("valid filter");
+        let mut sub = hub.subscribe(filter, None, None).expect("subscribes");
+        let mut by_key = keyed(&hub, "k");
+        hub.publish("chat", Some("k"), &json!(1));
+        hub.publish("sessions.changed", Some("other"), &json!(2));
+        hub.tick();
+        assert_eq!(next_event(&mut sub).await["event"], "sessions.changed");
+        assert_eq!(next_event(&mut sub).await["event"], "tick");
+        assert_eq!(next_event(&mut by_key).await["event"], "chat");
+        // Control events ignore the session filter too.
+        assert_eq!(next_event(&mut by_key).await["event"], "tick");
+        assert!(Filter::new(Some(&["a*".to_string()]), None).is_err());
+    }
+}
