@@ -545,7 +545,7 @@ async fn every_tool_result_of_an_aborted_run_is_marked_aborted() {
     .await;
     let gw = start(|c| {
         use_fake(c, Wire::Anthropic, &fake);
-        c.agent.tools.exec = ExecMode::On;
+        c.default_agent_mut().tools.exec = ExecMode::On;
     })
     .await;
     let mut ws = RawWs::connect(gw.addr()).await;
