@@ -872,7 +872,7 @@ async fn run_loop<G: AgentHost>(
     };
     let user_message = match written.map(|mut w| w.pop()) {
         Ok(Some(m)) => m,
-        Err(Error::Storage(why)) => {
+        Err(crate::store::StoreError::Storage(why)) => {
             // The disk is full or out of descriptors: retrying later can succeed.
             let error = ProviderError::new(
                 ErrorKind::Internal,

@@ -200,18 +200,18 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     })?;
     table.method::<Get, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         check_key("key", &p.key)?;
-        ctx.gateway.store().get(&p.key)
+        Ok(ctx.gateway.store().get(&p.key)?)
     })?;
     table.method::<Create, _, _>(|ctx: CallContext, p: SessionsCreateParams| async move {
         check_label(p.label.as_ref())?;
         check_model(p.model.as_ref())?;
-        ctx.gateway.store().create(p.key, p.label, p.model).await
+        Ok(ctx.gateway.store().create(p.key, p.label, p.model).await?)
     })?;
     table.method::<PatchMethod, _, _>(|ctx: CallContext, p: SessionsPatchParams| async move {
         check_key("key", &p.key)?;
         check_label(patch_value(&p.label))?;
         check_model(patch_value(&p.model))?;
-        ctx.gateway.store().patch(&p.key, p.label, p.model).await
+        Ok(ctx.gateway.store().patch(&p.key, p.label, p.model).await?)
     })?;
     table.method::<Reset, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         check_key("key", &p.key)?;
@@ -220,7 +220,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             .agent()
             .abort(&ctx.gateway, None, Some(&p.key))
             .await?;
-        ctx.gateway.store().reset(&p.key).await
+        Ok(ctx.gateway.store().reset(&p.key).await?)
     })?;
     table.method::<Delete, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         check_key("key", &p.key)?;
@@ -238,10 +238,11 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     })?;
     table.method::<Fork, _, _>(|ctx: CallContext, p: SessionsForkParams| async move {
         check_key("key", &p.key)?;
-        ctx.gateway
+        Ok(ctx
+            .gateway
             .store()
             .fork(&p.key, p.new_key, p.at_message_id)
-            .await
+            .await?)
     })?;
     Ok(())
 }
