@@ -1,5 +1,5 @@
 //! The idempotency keys of a session's last runs and how each run ended, as the transcript
-//! tells it: read from the end of the file.
+//! tells it: read from the end of the file, from typed fields only, never from message text.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,9 +15,7 @@ use crate::protocol::{Role, RunOutcome, TranscriptMessage};
 /// as a tool result or an assistant message whose calls never got results), which counts as
 /// aborted.
 pub(super) fn outcome_of(newest: &TranscriptMessage) -> RunOutcome {
-    if newest.aborted == Some(true)
-        || (newest.role == Role::Tool && newest.content.starts_with("aborted:"))
-    {
+    if newest.aborted == Some(true) {
         RunOutcome::Aborted
     } else if newest.error.is_some() {
         RunOutcome::Error
