@@ -12,5 +12,5 @@ pub enum AgentError {
     NoSuchRun(String),
     /// The session store failed (its error passed through as it is).
     #[error(transparent)]
-    Store(#[from] crate::error::Error),
+    Store(#[from] crate::store::StoreError),
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::events::Envelope;
 use crate::protocol::{
     ChatEvent, MessageError, Role, RunOutcome, ToolCall, TranscriptMessage, Usage,
@@ -139,7 +138,7 @@ async fn run_loop<G: LoopHost>(
     };
     let user_message = match written.map(|mut w| w.pop()) {
         Ok(Some(m)) => m,
-        Err(Error::Storage(why)) => {
+        Err(crate::store::StoreError::Storage(why)) => {
             // The disk is full or out of descriptors: retrying later can succeed.
             let error = ProviderError::new(
                 ErrorKind::Internal,

@@ -10,6 +10,7 @@ use crate::agent::AgentError;
 use crate::config::live::PatchError;
 use crate::error::Error;
 use crate::plugins::error::{PluginError, Refusal};
+use crate::store::{KeyArg, MessageArg, StoreError};
 
 impl From<PluginError> for Error {
     fn from(err: PluginError) -> Self {
@@ -58,7 +59,56 @@ impl From<AgentError> for Error {
                 retryable: true,
             },
             AgentError::NoSuchRun(_) => Error::NotFound(message),
-            AgentError::Store(err) => err,
+            AgentError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// The store's errors as clients get them. A key argument maps to the params field that
+/// carries it: `ensure` is reached from `chat.*` (`sessionKey`), `create` from
+/// `sessions.create` (`key`), a fork's new key from `sessions.fork` (`newKey`).
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::InvalidKey { arg, reason } => {
+                let path = match arg {
+                    KeyArg::Session => "sessionKey",
+                    KeyArg::Create => "key",
+                    KeyArg::Fork => "newKey",
+                };
+                Error::invalid_params(path, reason)
+            }
+            StoreError::BadCursor => {
+                Error::invalid_params("cursor", "expected a nextCursor returned by sessions.list")
+            }
+            StoreError::NoSession { key } => {
+                Error::NotFound(format!("no session with key `{key}`"))
+            }
+            StoreError::KeyTaken { key } => {
+                Error::Conflict(format!("a session with key `{key}` already exists"))
+            }
+            StoreError::Undeletable { key } => Error::Conflict(format!(
+                "the session `{key}` cannot be deleted; reset it instead"
+            )),
+            StoreError::Archived { key, session_id } => Error::Conflict(format!(
+                "session `{key}` was reset: transcript {session_id} is archived"
+            )),
+            StoreError::NoMessage {
+                key,
+                id,
+                arg: MessageArg::ForkAt,
+            } => Error::NotFound(format!("no message `{id}` in session `{key}`")),
+            StoreError::NoMessage {
+                key,
+                arg: MessageArg::Before,
+                ..
+            } => Error::NotFound(format!("no message with that beforeId in session `{key}`")),
+            StoreError::Contended { key } => Error::Unavailable {
+                message: format!("session `{key}` keeps changing under this write; try again"),
+                retryable: true,
+            },
+            StoreError::Storage(why) => Error::Storage(why),
+            StoreError::Internal(why) => Error::Internal(why),
         }
     }
 }
@@ -139,7 +189,7 @@ mod tests {
         assert_eq!(unknown.code(), code::NOT_FOUND);
         assert_eq!(unknown.message(), "no run `nope`");
         assert_eq!(unknown.data(), json!({"kind": "not_found"}));
-        let storage = Error::from(AgentError::Store(Error::Storage(
+        let storage = Error::from(AgentError::Store(StoreError::Storage(
             "cannot append to session `main`: disk full".into(),
         )));
         assert_eq!(storage.code(), code::UNAVAILABLE);
@@ -151,5 +201,142 @@ mod tests {
             storage.data(),
             json!({"kind": "unavailable", "retryable": true, "reason": "storage"})
         );
+    }
+
+    fn wire(err: StoreError) -> (i32, String, serde_json::Value) {
+        let err = Error::from(err);
+        (err.code(), err.message(), err.data())
+    }
+
+    #[test]
+    fn store_errors_reach_clients_as_before() {
+        let invalid = |arg| StoreError::InvalidKey {
+            arg,
+            reason: "expected 1 to 128 characters of A-Z a-z 0-9 . _ : -".into(),
+        };
+        for (arg, path) in [
+            (KeyArg::Session, "sessionKey"),
+            (KeyArg::Create, "key"),
+            (KeyArg::Fork, "newKey"),
+        ] {
+            assert_eq!(
+                wire(invalid(arg)),
+                (
+                    code::INVALID_PARAMS,
+                    format!(
+                        "invalid params: `{path}`: expected 1 to 128 characters of A-Z a-z 0-9 . _ : -"
+                    ),
+                    json!({"kind": "invalid_params", "path": path})
+                )
+            );
+        }
+        assert_eq!(
+            wire(StoreError::BadCursor),
+            (
+                code::INVALID_PARAMS,
+                "invalid params: `cursor`: expected a nextCursor returned by sessions.list".into(),
+                json!({"kind": "invalid_params", "path": "cursor"})
+            )
+        );
+        let not_found = json!({"kind": "not_found"});
+        assert_eq!(
+            wire(StoreError::no_session("k")),
+            (
+                code::NOT_FOUND,
+                "no session with key `k`".into(),
+                not_found.clone()
+            )
+        );
+        let message = |arg| StoreError::NoMessage {
+            key: "k".into(),
+            id: "m1".into(),
+            arg,
+        };
+        assert_eq!(
+            wire(message(MessageArg::ForkAt)),
+            (
+                code::NOT_FOUND,
+                "no message `m1` in session `k`".into(),
+                not_found.clone()
+            )
+        );
+        assert_eq!(
+            wire(message(MessageArg::Before)),
+            (
+                code::NOT_FOUND,
+                "no message with that beforeId in session `k`".into(),
+                not_found
+            )
+        );
+        let conflict = json!({"kind": "conflict"});
+        assert_eq!(
+            wire(StoreError::KeyTaken { key: "k".into() }),
+            (
+                code::CONFLICT,
+                "a session with key `k` already exists".into(),
+                conflict.clone()
+            )
+        );
+        assert_eq!(
+            wire(StoreError::Undeletable { key: "main".into() }),
+            (
+                code::CONFLICT,
+                "the session `main` cannot be deleted; reset it instead".into(),
+                conflict.clone()
+            )
+        );
+        assert_eq!(
+            wire(StoreError::Archived {
+                key: "k".into(),
+                session_id: "abc".into()
+            }),
+            (
+                code::CONFLICT,
+                "session `k` was reset: transcript abc is archived".into(),
+                conflict
+            )
+        );
+        assert_eq!(
+            wire(StoreError::Contended { key: "k".into() }),
+            (
+                code::UNAVAILABLE,
+                "session `k` keeps changing under this write; try again".into(),
+                json!({"kind": "unavailable", "retryable": true})
+            )
+        );
+        assert_eq!(
+            wire(StoreError::Storage(
+                "cannot append to session `main`: disk full".into()
+            )),
+            (
+                code::UNAVAILABLE,
+                "storage unavailable: cannot append to session `main`: disk full".into(),
+                json!({"kind": "unavailable", "retryable": true, "reason": "storage"})
+            )
+        );
+        assert_eq!(
+            wire(StoreError::Internal("boom".into())),
+            (
+                code::INTERNAL,
+                "internal error: boom".into(),
+                json!({"kind": "internal"})
+            )
+        );
+    }
+
+    /// The agent puts store errors into sentences of its own with `{}`: they read as the
+    /// protocol errors did.
+    #[test]
+    fn a_store_error_displays_as_its_protocol_error() {
+        for err in [
+            StoreError::no_session("k"),
+            StoreError::Storage("cannot read session `k`: disk full".into()),
+            StoreError::Internal("boom".into()),
+            StoreError::KeyTaken { key: "k".into() },
+            StoreError::Contended { key: "k".into() },
+            StoreError::Undeletable { key: "main".into() },
+        ] {
+            assert_eq!(err.to_string(), Error::from(err.clone()).to_string());
+        }
     }
 }

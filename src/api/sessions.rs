@@ -165,23 +165,25 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     })?;
     // Keys, labels and models are checked types: a bad one never reaches a handler.
     table.method::<Get, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
-        ctx.gateway.store().get(&p.key)
+        Ok(ctx.gateway.store().get(&p.key)?)
     })?;
     table.method::<Create, _, _>(|ctx: CallContext, p: SessionsCreateParams| async move {
-        ctx.gateway
+        Ok(ctx
+            .gateway
             .store()
             .create(
                 p.key.map(String::from),
                 p.label.map(String::from),
                 p.model.map(String::from),
             )
-            .await
+            .await?)
     })?;
     table.method::<PatchMethod, _, _>(|ctx: CallContext, p: SessionsPatchParams| async move {
-        ctx.gateway
+        Ok(ctx
+            .gateway
             .store()
             .patch(&p.key, p.label.map(String::from), p.model.map(String::from))
-            .await
+            .await?)
     })?;
     table.method::<Reset, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         // An active run is aborted first (its partial text lands in the old transcript).
@@ -189,7 +191,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             .agent()
             .abort(&ctx.gateway, None, Some(&p.key))
             .await?;
-        ctx.gateway.store().reset(&p.key).await
+        Ok(ctx.gateway.store().reset(&p.key).await?)
     })?;
     table.method::<Delete, _, _>(|ctx: CallContext, p: SessionKeyParams| async move {
         if p.key == "main" {
@@ -205,10 +207,11 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         Ok(DeletedResult { deleted: true })
     })?;
     table.method::<Fork, _, _>(|ctx: CallContext, p: SessionsForkParams| async move {
-        ctx.gateway
+        Ok(ctx
+            .gateway
             .store()
             .fork(&p.key, p.new_key.map(String::from), p.at_message_id)
-            .await
+            .await?)
     })?;
     Ok(())
 }

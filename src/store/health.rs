@@ -1,16 +1,16 @@
-//! Whether the store can write, and the one place its I/O errors become protocol errors.
+//! Whether the store can write, and the one place its I/O errors become store errors.
 //!
 //! A write that fails because the storage failed or ran out (space, quota, descriptors, the
-//! device, a read-only mount) is [`Error::Storage`] (`-32025`, `reason: "storage"`), is logged
-//! at ERROR (at most one line per [`LOG_INTERVAL`], with a count of the lines held back), and
-//! marks the store failing (`/readyz` reports it) until a write succeeds again.
+//! device, a read-only mount) is [`StoreError::Storage`], is logged at ERROR (at most one line
+//! per [`LOG_INTERVAL`], with a count of the lines held back), and marks the store failing
+//! (`/readyz` reports it) until a write succeeds again.
 
 use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use super::error::StoreError;
 
 /// At most one ERROR line about failing storage per this long.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -82,9 +82,9 @@ impl StorageHealth {
 
     /// The error a call gets for the I/O error `err` of `what` ("cannot append to session
     /// `main`": the operation and the session, no path). A storage failure marks the store
-    /// failing and is [`Error::Storage`]; anything else is [`Error::Internal`]. Both are logged
-    /// at ERROR, rate-limited.
-    pub fn error(&self, what: &str, err: &io::Error) -> Error {
+    /// failing and is [`StoreError::Storage`]; anything else is [`StoreError::Internal`]. Both
+    /// are logged at ERROR, rate-limited.
+    pub fn error(&self, what: &str, err: &io::Error) -> StoreError {
         let storage = is_storage_failure(err);
         if storage {
             if let Ok(mut last) = self.last.lock() {
@@ -109,15 +109,15 @@ impl StorageHealth {
             }
         }
         if storage {
-            Error::Storage(format!("{what}: {err}"))
+            StoreError::Storage(format!("{what}: {err}"))
         } else {
-            Error::Internal(format!("{what}: {err}"))
+            StoreError::Internal(format!("{what}: {err}"))
         }
     }
 
     /// `Err` (storage) while the store is failing: `what` ("cannot start a run in session
     /// `main`") would need a write that is bound to fail.
-    pub fn check(&self, what: &str) -> Result<(), Error> {
+    pub fn check(&self, what: &str) -> Result<(), StoreError> {
         if !self.is_failing() {
             return Ok(());
         }
@@ -127,7 +127,7 @@ impl StorageHealth {
             .ok()
             .and_then(|l| l.clone())
             .unwrap_or_else(|| "a write failed".into());
-        Err(Error::Storage(format!(
+        Err(StoreError::Storage(format!(
             "{what}: the store cannot write ({last}); retry when /readyz is ready"
         )))
     }
@@ -195,13 +195,13 @@ mod tests {
         assert!(!health.is_failing());
         assert!(health.check("cannot start a run in session `main`").is_ok());
         let err = health.error("cannot read session `main`", &os(libc::ENOENT));
-        assert!(matches!(err, Error::Internal(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
         assert!(
             !health.is_failing(),
             "a missing file is not a storage failure"
         );
         let err = health.error("cannot append to session `main`", &os(libc::ENOSPC));
-        let Error::Storage(message) = &err else {
+        let StoreError::Storage(message) = &err else {
             panic!("{err:?}")
         };
         assert!(
@@ -211,7 +211,7 @@ mod tests {
         assert!(health.is_failing());
         let refused = health.check("cannot start a run in session `main`");
         assert!(
-            matches!(&refused, Err(Error::Storage(m)) if m.contains("`main`")),
+            matches!(&refused, Err(StoreError::Storage(m)) if m.contains("`main`")),
             "{refused:?}"
         );
         health.succeeded();

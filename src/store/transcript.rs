@@ -3,6 +3,9 @@
 //! A transcript is append-only. Each message is one `write` of one whole line, flushed to disk
 //! (`fdatasync`) before the call that wrote it is answered. Readers skip a torn or unparsable
 //! line with a warning and keep every valid line; nothing here ever truncates or rewrites bytes.
+//!
+//! One file of about 600 lines (a fifth of them tests) because the line format, the one writer
+//! and the two readers change together: a change of the format is a change of all three.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};

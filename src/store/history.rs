@@ -1,0 +1,68 @@
+//! Reading a session's messages back: a page of history, and the recent messages a run sends
+//! to the model.
+
+use super::Store;
+use super::error::{MessageArg, StoreError};
+use super::read::{Read, read_history};
+use crate::protocol::TranscriptMessage;
+
+/// Messages read back from a transcript.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The transcript's id.
+    pub session_id: String,
+    /// Oldest first.
+    pub messages: Vec<TranscriptMessage>,
+    /// Older messages exist.
+    pub has_more: bool,
+}
+
+impl Store {
+    /// The newest `limit` messages before `before_id` (or the end), oldest first, read backwards
+    /// from the end of the file; stops early (with `has_more`) past `max_bytes`.
+    pub async fn history(
+        &self,
+        key: &str,
+        limit: usize,
+        before_id: Option<String>,
+        max_bytes: usize,
+    ) -> Result<History, StoreError> {
+        let t = self
+            .lookup(key)
+            .ok_or_else(|| StoreError::no_session(key))?;
+        let entry = t.entry();
+        let path = t.path.clone();
+        let end = entry.len;
+        let before = before_id.clone();
+        let Read {
+            messages,
+            has_more,
+            found,
+        } = tokio::task::spawn_blocking(move || {
+            read_history(&path, end, limit, before.as_deref(), max_bytes)
+        })
+        .await
+        .map_err(StoreError::internal)?
+        .map_err(|e| {
+            self.health
+                .error(&format!("cannot read session `{key}`"), &e)
+        })?;
+        if !found {
+            return Err(StoreError::NoMessage {
+                key: key.to_string(),
+                id: before_id.unwrap_or_default(),
+                arg: MessageArg::Before,
+            });
+        }
+        Ok(History {
+            session_id: entry.session_id,
+            messages,
+            has_more,
+        })
+    }
+
+    /// The `n` most recent messages of `key`, oldest first (the agent's context).
+    pub async fn recent(&self, key: &str, n: usize) -> Result<Vec<TranscriptMessage>, StoreError> {
+        Ok(self.history(key, n, None, usize::MAX).await?.messages)
+    }
+}

@@ -1,0 +1,179 @@
+//! The session index (`sessions/index.json`): its file, and the loop that keeps it fresh.
+//!
+//! The index is only a startup accelerator: it may lag behind the transcripts by
+//! [`INDEX_INTERVAL`], and a missing, damaged or unknown one is rebuilt from them at open.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use super::entry::Entry;
+use super::fs::probe_write;
+use super::transcript;
+
+/// How long the index may lag behind the transcripts (it is only a startup accelerator).
+const INDEX_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The index file's content.
+#[derive(Serialize, Deserialize)]
+pub(super) struct IndexFile {
+    pub(super) version: u32,
+    pub(super) sessions: Vec<Entry>,
+}
+
+/// The entries of the index in `dir`; none (with a warning) when it is missing, damaged or of
+/// an unknown version, so that every transcript is read instead.
+pub(super) fn read_index(dir: &Path) -> Vec<Entry> {
+    let path = dir.join("index.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "cannot read the session index; rebuilding it");
+            return Vec::new();
+        }
+    };
+    match serde_json::from_slice::<IndexFile>(&bytes) {
+        Ok(index) if index.version == 1 => index.sessions,
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "unknown index version; rebuilding it");
+            Vec::new()
+        }
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "damaged session index; rebuilding it");
+            Vec::new()
+        }
+    }
+}
+
+/// Writes `index` to `dir` under a temporary name, flushes it, renames it into place and
+/// flushes the directory.
+pub(super) fn write_index(dir: &Path, index: &IndexFile) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("index.json.tmp-{}", std::process::id()));
+    let bytes = serde_json::to_vec(index).map_err(io::Error::other)?;
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        });
+        if let Err(err) = written {
+            // A partial copy on a full disk would only hold space.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+    }
+    std::fs::rename(&tmp, dir.join("index.json"))?;
+    transcript::sync_dir(dir)
+}
+
+impl Store {
+    /// Writes the index if it changed since the last write; `Ok(true)` when it wrote.
+    pub fn flush_index(&self) -> io::Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let sessions: Vec<Entry> = match self.sessions.read() {
+            Ok(s) => s.values().map(|t| t.entry()).collect(),
+            Err(_) => return Ok(false),
+        };
+        let result = write_index(
+            &self.dir,
+            &IndexFile {
+                version: 1,
+                sessions,
+            },
+        );
+        if result.is_err() {
+            self.mark_dirty();
+        }
+        result.map(|()| true)
+    }
+
+    /// Keeps the index fresh until `stop` is cancelled, then writes it a last time. While the
+    /// store cannot write, it also tries a small write each round, so the store turns writable
+    /// (and `/readyz` ready) by itself once space is back, even if no client writes.
+    pub async fn index_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(INDEX_INTERVAL) => {}
+            }
+            let store = self.clone();
+            match tokio::task::spawn_blocking(move || store.flush_index()).await {
+                Ok(Err(err)) => {
+                    let _ = self.health.error("cannot write the session index", &err);
+                }
+                Err(err) => tracing::warn!(%err, "index writer failed"),
+                Ok(Ok(true)) => self.health.succeeded(),
+                Ok(Ok(false)) => {}
+            }
+            if self.health.is_failing() {
+                let dir = self.dir.clone();
+                match tokio::task::spawn_blocking(move || probe_write(&dir)).await {
+                    Ok(Ok(())) => self.health.succeeded(),
+                    Ok(Err(err)) => {
+                        let _ = self
+                            .health
+                            .error("cannot write to the sessions directory", &err);
+                    }
+                    Err(err) => tracing::warn!(%err, "storage probe failed"),
+                }
+            }
+        }
+        let store = self.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush_index()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_round_trips_and_a_bad_one_reads_as_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(read_index(dir.path()).is_empty(), "no index yet");
+        let mut entry = Entry::new("k".into(), "abc", 7);
+        entry.len = 42;
+        entry.lines = 3;
+        write_index(
+            dir.path(),
+            &IndexFile {
+                version: 1,
+                sessions: vec![entry.clone()],
+            },
+        )
+        .expect("write");
+        assert_eq!(read_index(dir.path()), vec![entry.clone()]);
+        write_index(
+            dir.path(),
+            &IndexFile {
+                version: 2,
+                sessions: vec![entry],
+            },
+        )
+        .expect("write");
+        assert!(read_index(dir.path()).is_empty(), "unknown version");
+        std::fs::write(dir.path().join("index.json"), b"{not json").expect("write");
+        assert!(read_index(dir.path()).is_empty(), "damaged");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec!["index.json"], "no temporary file is left");
+    }
+}

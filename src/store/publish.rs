@@ -1,0 +1,26 @@
+//! The store's events: `sessions.changed` for each change of a session, published on the hub.
+
+use super::Store;
+use crate::protocol::{Session, SessionChangeReason, SessionsChangedEvent};
+
+impl Store {
+    /// Publishes that `key` changed for `reason`, with the session as it is now (none once
+    /// deleted).
+    pub(super) fn publish(&self, key: &str, reason: SessionChangeReason, session: Option<Session>) {
+        self.hub.emit(
+            Some(key),
+            &SessionsChangedEvent {
+                session_key: key.to_string(),
+                reason,
+                session,
+            },
+        );
+    }
+
+    /// Publishes `sessions.changed {updated}` with the session as it is now.
+    pub fn publish_updated(&self, key: &str) {
+        if let Some(t) = self.lookup(key) {
+            self.publish(key, SessionChangeReason::Updated, Some(t.entry().session()));
+        }
+    }
+}
