@@ -173,10 +173,7 @@ async fn run_loop<G: LoopHost>(
     let mut any_usage = false;
     let mut last_assistant: Option<TranscriptMessage> = None;
     for turn in 0..agent_cfg.max_turns {
-        let context = match store
-            .recent(key, usize::MAX)
-            .await
-        {
+        let context = match store.recent(key, usize::MAX).await {
             Ok(c) => prepare_context(c),
             Err(e) => {
                 let error = ProviderError::new(

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use super::entry::Entry;
 use super::fs::probe_write;
-use super::transcript;
 
 /// How long the index may lag behind the transcripts (it is only a startup accelerator).
 const INDEX_INTERVAL: Duration = Duration::from_secs(2);
@@ -76,7 +75,7 @@ pub(super) fn write_index(dir: &Path, index: &IndexFile) -> io::Result<()> {
         }
     }
     std::fs::rename(&tmp, dir.join("index.json"))?;
-    transcript::sync_dir(dir)
+    crate::util::sync_dir(dir)
 }
 
 impl Store {

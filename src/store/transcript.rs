@@ -145,19 +145,6 @@ fn create_private(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// Flushes a directory entry (a created or renamed file) to disk.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
 /// A directory kept open, so it can be flushed later without opening anything (when no
 /// descriptor is left, the flush that makes a rename durable must not be the step that fails).
 pub struct DirSync {
