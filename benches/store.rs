@@ -36,6 +36,7 @@ fn write_transcript(dir: &Path, id: &str, key: &str, messages: u64, content_len:
         key: key.into(),
         created_at: 1_767_225_600_000,
         forked_from: None,
+        agent: None,
     };
     let file = std::fs::File::create(dir.join(format!("{id}.jsonl"))).expect("create");
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

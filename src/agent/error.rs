@@ -10,6 +10,31 @@ pub enum AgentError {
     /// No run of that id is known: it never existed, or it finished long ago and was forgotten.
     #[error("no run `{0}`")]
     NoSuchRun(String),
+    /// No agent of that id is configured.
+    #[error("no agent `{0}` is configured")]
+    NoSuchAgent(String),
+    /// The session belongs to another agent than the one the call names.
+    #[error(
+        "session `{key}` belongs to the agent `{session_agent}`, not `{requested}`: leave `agent` out, or use another session"
+    )]
+    OtherAgent {
+        /// The session.
+        key: String,
+        /// Its agent.
+        session_agent: String,
+        /// The agent the call named.
+        requested: String,
+    },
+    /// The session's agent was removed from the configuration.
+    #[error(
+        "session `{key}` belongs to the agent `{agent}`, which is no longer configured: add [agents.{agent}] back, or use another session"
+    )]
+    AgentRemoved {
+        /// The session.
+        key: String,
+        /// Its agent.
+        agent: String,
+    },
     /// The session store failed (its error passed through as it is).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

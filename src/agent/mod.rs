@@ -18,6 +18,7 @@ pub mod tools;
 mod context;
 mod emit;
 mod error;
+pub mod instructions;
 mod output;
 mod run_loop;
 mod runs;
@@ -64,8 +65,8 @@ impl<G: AgentHost> run_loop::LoopHost for G {
     fn config(&self) -> Arc<crate::config::Config> {
         AgentHost::config(self)
     }
-    fn provider(&self) -> Arc<dyn providers::Provider> {
-        self.agent().provider()
+    fn provider(&self, agent: &str) -> Option<Arc<dyn providers::Provider>> {
+        self.agent().provider(agent)
     }
     fn tools(&self) -> Arc<Vec<Arc<dyn tools::Tool>>> {
         self.agent().tools()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{AgentConfig, Config};
 use crate::events::Envelope;
 use crate::protocol::{
     ChatEvent, MessageError, Role, RunOutcome, ToolCall, TranscriptMessage, Usage,
@@ -18,6 +18,7 @@ use crate::store::{NewMessage, Store};
 
 use super::context::prepare_context;
 use super::emit::{Emitter, error_event};
+use super::instructions;
 use super::output::cut_output;
 use super::providers::{ErrorKind, Provider, ProviderError, TurnRequest};
 use super::state::SendRequest;
@@ -32,14 +33,24 @@ pub(super) trait LoopHost: Send + Sync + 'static {
     fn store(&self) -> &Arc<Store>;
     /// The configuration in force (read anew where the loop reads it).
     fn config(&self) -> Arc<Config>;
-    /// The provider in force (a run keeps the one it started with).
-    fn provider(&self) -> Arc<dyn Provider>;
+    /// The provider of the agent `agent` now (a run keeps the one it started with).
+    fn provider(&self, agent: &str) -> Option<Arc<dyn Provider>>;
     /// The tools offered to the model now.
     fn tools(&self) -> Arc<Vec<Arc<dyn Tool>>>;
     /// The data directory (the file tools refuse it).
     fn data_dir(&self) -> &PathBuf;
     /// The config file (the file tools refuse it).
     fn config_path(&self) -> &PathBuf;
+}
+
+/// The agent a run started with: it keeps them to its end.
+pub(super) struct RunAgent {
+    /// The agent's id.
+    pub(super) id: String,
+    /// Its configuration when the run started.
+    pub(super) config: AgentConfig,
+    /// Its provider when the run started.
+    pub(super) provider: Arc<dyn Provider>,
 }
 
 /// One run, start to terminal payload. Returns the outcome and the terminal envelope.
@@ -51,10 +62,28 @@ pub(super) async fn run<G: LoopHost>(
     aborted: Arc<AtomicBool>,
 ) -> (RunOutcome, Option<Arc<Envelope>>) {
     let config = gw.config();
-    let agent_cfg = config.default_agent();
+    let agent_id = request
+        .agent
+        .clone()
+        .unwrap_or_else(|| config.default_agent_id().to_string());
+    // The run keeps this agent's configuration and provider to its end, whatever a reload does.
+    let (Some(agent_cfg), Some(provider)) = (config.agent(&agent_id), gw.provider(&agent_id))
+    else {
+        let error = ProviderError::new(
+            ErrorKind::Internal,
+            format!("the agent `{agent_id}` is no longer configured"),
+            false,
+        );
+        return (RunOutcome::Error, error_event(emitter, &error));
+    };
+    let agent = RunAgent {
+        id: agent_id.clone(),
+        config: agent_cfg.clone(),
+        provider,
+    };
+    let agent_cfg = &agent.config;
     let store = gw.store();
     let key = request.session_key.clone();
-    let provider = gw.provider();
     let session_model = store.get(&key).ok().and_then(|s| s.model);
     let model = request
         .model
@@ -72,7 +101,7 @@ pub(super) async fn run<G: LoopHost>(
         })
     };
     let result = run_loop(
-        gw, emitter, &request, &model, &provider, &cancel, &aborted, &timed_out,
+        gw, emitter, &request, &agent, &model, &cancel, &aborted, &timed_out,
     )
     .await;
     timer.abort();
@@ -84,14 +113,14 @@ async fn run_loop<G: LoopHost>(
     gw: &Arc<G>,
     emitter: &Emitter,
     request: &SendRequest,
+    agent: &RunAgent,
     model: &str,
-    provider: &Arc<dyn Provider>,
     cancel: &CancellationToken,
     aborted: &AtomicBool,
     timed_out: &AtomicBool,
 ) -> (RunOutcome, Option<Arc<Envelope>>) {
-    let config = gw.config();
-    let agent_cfg = config.default_agent();
+    let agent_cfg = &agent.config;
+    let provider = &agent.provider;
     let store = gw.store();
     let key = &request.session_key;
     let run_id = emitter.run_id().to_string();
@@ -155,6 +184,7 @@ async fn run_loop<G: LoopHost>(
     };
     emitter.emit(ChatEvent {
         model: Some(model.to_string()),
+        agent_id: Some(agent.id.clone()),
         user_message: Some(user_message),
         ..emitter.base("started")
     });
@@ -169,6 +199,16 @@ async fn run_loop<G: LoopHost>(
         data_dir: gw.data_dir().clone(),
         config_file: gw.config_path().clone(),
     });
+    // Read once per run: an edit of an instruction file applies to the next run.
+    let instruction_files = {
+        let (agent_cfg, workspace, protected) =
+            (agent_cfg.clone(), workspace.clone(), protected.clone());
+        tokio::task::spawn_blocking(move || {
+            instructions::read_files(&agent_cfg, &workspace, &protected)
+        })
+        .await
+        .unwrap_or_default()
+    };
     let mut total = Usage::default();
     let mut any_usage = false;
     let mut last_assistant: Option<TranscriptMessage> = None;
@@ -184,9 +224,19 @@ async fn run_loop<G: LoopHost>(
                 return (RunOutcome::Error, error_event(emitter, &error));
             }
         };
+        let system = instructions::system_prompt(
+            agent_cfg.instructions.as_deref(),
+            &instruction_files,
+            &context,
+        );
+        let messages = context
+            .into_iter()
+            .filter(|m| m.role != Role::System)
+            .collect();
         let turn_request = TurnRequest {
             model: model.to_string(),
-            messages: context,
+            system,
+            messages,
             tools: specs.clone(),
             max_tokens: agent_cfg.max_output_tokens,
         };

@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::events::Envelope;
 use crate::protocol::{ChatEvent, RunOutcome, RunStatus};
 
@@ -24,18 +27,18 @@ use super::state::{
 };
 use super::tools::{self, Tool};
 
-/// The agent: provider, tools and runs.
+/// The agents' runtime: a provider per configured agent, the tools, and the runs.
 pub struct Agent {
-    provider: ArcSwap<Arc<dyn Provider>>,
+    providers: ArcSwap<BTreeMap<String, Arc<dyn Provider>>>,
     tools: ArcSwap<Vec<Arc<dyn Tool>>>,
     state: Mutex<State>,
 }
 
 impl Agent {
-    /// An agent with `provider` and the built-in tools.
-    pub fn new(provider: Arc<dyn Provider>) -> Self {
+    /// The runtime of `config`'s agents, with the built-in tools.
+    pub fn new(config: &Config) -> Self {
         Self {
-            provider: ArcSwap::from_pointee(provider),
+            providers: ArcSwap::from_pointee(providers_of(config)),
             tools: ArcSwap::from_pointee(tools::builtin()),
             state: Mutex::new(State::default()),
         }
@@ -46,14 +49,37 @@ impl Agent {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current provider.
-    pub fn provider(&self) -> Arc<dyn Provider> {
-        self.provider.load_full().as_ref().clone()
+    /// The provider of the agent `id` now, if it is configured.
+    pub fn provider(&self, id: &str) -> Option<Arc<dyn Provider>> {
+        self.providers.load().get(id).cloned()
     }
 
-    /// Replaces the provider (configuration reload); runs in progress keep theirs.
-    pub fn set_provider(&self, provider: Arc<dyn Provider>) {
-        self.provider.store(Arc::new(provider));
+    /// Builds every agent's provider anew (configuration reload); runs in progress keep theirs.
+    pub fn set_providers(&self, config: &Config) {
+        self.providers.store(Arc::new(providers_of(config)));
+    }
+
+    /// The agent a call on session `key` runs with, changing nothing: an existing session's
+    /// own (which `requested` must match, and which must still be configured), else
+    /// `requested` or the default agent.
+    pub fn agent_for<G: AgentHost>(
+        &self,
+        gw: &G,
+        key: &str,
+        requested: Option<&str>,
+    ) -> Result<String, AgentError> {
+        let config = gw.config();
+        if let Some(id) = requested
+            && config.agent(id).is_none()
+        {
+            return Err(AgentError::NoSuchAgent(id.to_string()));
+        }
+        match gw.store().get(key) {
+            Ok(session) => {
+                check_binding(&config, key, &session.agent_id, requested).map(|()| session.agent_id)
+            }
+            Err(_) => Ok(requested.unwrap_or(config.default_agent_id()).to_string()),
+        }
     }
 
     /// The tools offered to the model.
@@ -82,7 +108,17 @@ impl Agent {
         request: SendRequest,
     ) -> Result<SendOutcome, AgentError> {
         let store = gw.store();
-        let session = store.ensure(&request.session_key).await?;
+        let agent = self.agent_for(gw.as_ref(), &request.session_key, request.agent.as_deref())?;
+        let session = store.ensure(&request.session_key, &agent).await?;
+        // Created meanwhile by another call, for another agent?
+        check_binding(
+            &gw.config(),
+            &request.session_key,
+            &session.agent_id,
+            request.agent.as_deref(),
+        )?;
+        let mut request = request;
+        request.agent = Some(session.agent_id.clone());
         if let Some(key) = &request.idempotency_key {
             self.load_idempotency(gw, &request.session_key, &session.session_id)
                 .await?;
@@ -335,4 +371,38 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
         gw.store().publish_updated(&key);
         gw.set_active_runs(gw.agent().active_runs());
     }
+}
+
+/// A provider for each configured agent.
+fn providers_of(config: &Config) -> BTreeMap<String, Arc<dyn Provider>> {
+    config
+        .agents
+        .iter()
+        .map(|(id, agent)| (id.clone(), super::providers::build(agent)))
+        .collect()
+}
+
+/// Whether a call naming `requested` may run on a session of `session_agent`.
+fn check_binding(
+    config: &Config,
+    key: &str,
+    session_agent: &str,
+    requested: Option<&str>,
+) -> Result<(), AgentError> {
+    if let Some(id) = requested
+        && id != session_agent
+    {
+        return Err(AgentError::OtherAgent {
+            key: key.to_string(),
+            session_agent: session_agent.to_string(),
+            requested: id.to_string(),
+        });
+    }
+    if config.agent(session_agent).is_none() {
+        return Err(AgentError::AgentRemoved {
+            key: key.to_string(),
+            agent: session_agent.to_string(),
+        });
+    }
+    Ok(())
 }

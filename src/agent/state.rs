@@ -28,6 +28,8 @@ pub struct SendRequest {
     pub idempotency_key: Option<String>,
     /// Model for this run.
     pub model: Option<String>,
+    /// The agent the call names (the run manager sets the session's own before the run).
+    pub agent: Option<String>,
 }
 
 /// What `chat.send` answers.

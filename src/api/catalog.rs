@@ -2,9 +2,10 @@
 
 use serde_json::json;
 
+use crate::agent::AgentError;
 use crate::error::Result;
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
-use crate::protocol::{ModelInfo, ModelsListResult, NoParams, ToolInfo, ToolsCatalogResult};
+use crate::protocol::{AgentParams, ModelInfo, ModelsListResult, ToolInfo, ToolsCatalogResult};
 use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 /// `models.list`.
@@ -14,7 +15,7 @@ impl Method for Models {
     const SCOPE: Scope = Scope::Read;
     const SUMMARY: &'static str =
         "Models of the configured provider (echo is an offline stand-in).";
-    type Params = NoParams;
+    type Params = AgentParams;
     type Result = ModelsListResult;
     fn examples() -> Vec<Example> {
         vec![Example {
@@ -31,7 +32,7 @@ impl Method for Tools {
     const NAME: &'static str = "tools.catalog";
     const SCOPE: Scope = Scope::Read;
     const SUMMARY: &'static str = "Tools the agent can call, built-in and from plugins.";
-    type Params = NoParams;
+    type Params = AgentParams;
     type Result = ToolsCatalogResult;
     fn examples() -> Vec<Example> {
         vec![Example {
@@ -44,8 +45,14 @@ impl Method for Tools {
 
 /// Registers `models.list` and `tools.catalog`.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
-    table.method::<Models, _, _>(|ctx: CallContext, _: NoParams| async move {
-        let provider = ctx.gateway.agent().provider();
+    table.method::<Models, _, _>(|ctx: CallContext, p: AgentParams| async move {
+        let config = ctx.gateway.config();
+        let id = p.agent.as_deref().unwrap_or(config.default_agent_id());
+        let provider = ctx
+            .gateway
+            .agent()
+            .provider(id)
+            .ok_or_else(|| AgentError::NoSuchAgent(id.to_string()))?;
         let models = provider
             .models()
             .into_iter()
@@ -58,7 +65,12 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             .collect();
         Ok(ModelsListResult { models })
     })?;
-    table.method::<Tools, _, _>(|ctx: CallContext, _: NoParams| async move {
+    table.method::<Tools, _, _>(|ctx: CallContext, p: AgentParams| async move {
+        if let Some(id) = &p.agent
+            && ctx.gateway.config().agent(id).is_none()
+        {
+            return Err(AgentError::NoSuchAgent(id.to_string()).into());
+        }
         let tools = ctx
             .gateway
             .agent()

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::agent::SendRequest;
+use crate::agent::{AgentError, SendRequest};
 use crate::error::{Error, Result, code};
 use crate::events::Filter;
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
@@ -124,7 +124,11 @@ impl Method for Abort {
 async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
     let session_key = String::from(p.session_key.unwrap_or_else(SessionKey::main));
     let agent = ctx.gateway.agent();
-    if let Err(err) = agent.provider().ready() {
+    let agent_id = agent.agent_for(ctx.gateway.as_ref(), &session_key, p.agent.as_deref())?;
+    let provider = agent
+        .provider(&agent_id)
+        .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;
+    if let Err(err) = provider.ready() {
         return Err(Error::Upstream {
             message: err.message,
             kind: err.kind.as_str().into(),
@@ -139,6 +143,7 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
                 message: p.message.into(),
                 idempotency_key: p.idempotency_key.map(String::from),
                 model: p.model.map(String::from),
+                agent: p.agent.map(String::from),
             },
         )
         .await?;
@@ -277,7 +282,12 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             )
         })?;
         let store = ctx.gateway.store();
-        store.ensure(&p.session_key).await?;
+        let agent = ctx.gateway.agent().agent_for(
+            ctx.gateway.as_ref(),
+            &p.session_key,
+            p.agent.as_deref(),
+        )?;
+        store.ensure(&p.session_key, &agent).await?;
         // Never between a tool call and its result.
         let _boundary = store.hold_boundary(&p.session_key).await;
         let role = match p.role {

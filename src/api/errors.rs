@@ -58,7 +58,12 @@ impl From<AgentError> for Error {
                 message,
                 retryable: true,
             },
-            AgentError::NoSuchRun(_) => Error::NotFound(message),
+            AgentError::NoSuchRun(_) | AgentError::NoSuchAgent(_) => Error::NotFound(message),
+            AgentError::OtherAgent { .. } => Error::Conflict(message),
+            AgentError::AgentRemoved { .. } => Error::Unavailable {
+                message,
+                retryable: false,
+            },
             AgentError::Store(err) => err.into(),
         }
     }

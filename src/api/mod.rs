@@ -1,5 +1,6 @@
 //! The core namespaces, one file each, assembled into the method table.
 
+pub mod agents;
 pub mod catalog;
 pub mod chat;
 pub mod config;
@@ -20,6 +21,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     sessions::register(&mut table)?;
     chat::register(&mut table)?;
     catalog::register(&mut table)?;
+    agents::register(&mut table)?;
     config::register(&mut table)?;
     plugins::register(&mut table)?;
     crate::protocol::core_events(&mut table);

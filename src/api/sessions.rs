@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use crate::agent::AgentError;
 use crate::error::{Error, Result, code};
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{
@@ -168,6 +169,14 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         Ok(ctx.gateway.store().get(&p.key)?)
     })?;
     table.method::<Create, _, _>(|ctx: CallContext, p: SessionsCreateParams| async move {
+        let config = ctx.gateway.config();
+        let agent = match &p.agent {
+            Some(id) if config.agent(id).is_none() => {
+                return Err(AgentError::NoSuchAgent(id.to_string()).into());
+            }
+            Some(id) => id.to_string(),
+            None => config.default_agent_id().to_string(),
+        };
         Ok(ctx
             .gateway
             .store()
@@ -175,6 +184,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
                 p.key.map(String::from),
                 p.label.map(String::from),
                 p.model.map(String::from),
+                &agent,
             )
             .await?)
     })?;

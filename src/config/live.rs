@@ -296,7 +296,6 @@ pub async fn patch<G: LiveHost>(
     let Value::Object(patch) = patch else {
         return Err(PatchError::NotAnObject);
     };
-    let patch = &alias_agent(patch.clone(), gw.config().default_agent_id())?;
     if let Some(key) = find_placeholder(&Value::Object(patch.clone()), "") {
         return Err(PatchError::Placeholder { key });
     }
@@ -321,7 +320,14 @@ pub async fn patch<G: LiveHost>(
     let mut doc: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| PatchError::NotToml(e.to_string()))?;
-    merge(doc.as_table_mut(), patch, false);
+    // Version 1's `agent.*` is the default agent's, unless the file still holds `[agent]`
+    // (a read-only file is migrated in memory only): then it patches that table.
+    let patch = if doc.contains_key("agent") {
+        patch.clone()
+    } else {
+        alias_agent(patch.clone(), gw.config().default_agent_id())?
+    };
+    merge(doc.as_table_mut(), &patch, false);
     let new_text = doc.to_string();
     let (loaded, file) = live
         .load(&path, new_text.as_bytes())

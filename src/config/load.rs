@@ -7,26 +7,8 @@ use sha2::{Digest, Sha256};
 
 use crate::protocol::Scope;
 
+pub use super::error::ConfigError;
 use super::types::*;
-
-/// A configuration that could not be loaded: where, what was found, what was expected.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid configuration{}: {message}", if path.is_empty() { String::new() } else { format!(" at `{path}`") })]
-pub struct ConfigError {
-    /// Dotted path of the key, empty when the whole file is at fault.
-    pub path: String,
-    /// What was wrong and what was expected.
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// What the command line contributes (the top layer).
 #[derive(Debug, Clone, Default)]
@@ -243,7 +225,10 @@ fn parse_toml(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
 /// the file (a token from `CLAWGATE_TOKEN`). Returns the file's table.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
     let root = parse_toml(path, bytes)?;
-    from_table(root.clone()).map_err(|err| ConfigError {
+    let mut aliased = root.clone();
+    let default = file_default_agent(&root).unwrap_or_else(|| DEFAULT_AGENT.to_string());
+    super::migrate::alias_table(&mut aliased, &default)?;
+    from_table(aliased).map_err(|err| ConfigError {
         message: format!(
             "{} (in the file itself: a flag or the environment may set this key now, but a start without them would refuse the file)",
             err.message
@@ -404,11 +389,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 /// Whether `id` is an agent id: 1 to 32 characters of `a-z 0-9 -` (no `_`: `__` separates the
 /// levels of an environment variable's name).
 pub fn is_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 32
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    crate::protocol::check_agent_id(id).is_ok()
 }
 
 fn validate_agents(config: &Config) -> Result<(), ConfigError> {

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, Item, Table};
 
-use super::load::ConfigError;
+use super::error::ConfigError;
 
-/// The default agent's id when `gateway.default_agent` is not set.
-pub const DEFAULT_AGENT: &str = "main";
+pub use super::types::DEFAULT_AGENT;
 
 /// The version-1 key that version 2 drops.
 const DROPPED: &str = "max_context_messages";

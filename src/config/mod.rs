@@ -1,5 +1,6 @@
 //! The typed configuration and its layered loader: defaults < TOML file < environment < flags.
 
+mod error;
 pub mod live;
 mod load;
 pub mod migrate;
@@ -56,7 +57,7 @@ mod tests {
         assert_eq!(loaded.config.gateway.max_batch, 7);
         assert_eq!(
             loaded.overridden_paths,
-            vec!["agent.model", "gateway.max_batch"]
+            vec!["agents.main.model", "gateway.max_batch"]
         );
     }
 
@@ -72,7 +73,65 @@ mod tests {
         let err = load_with("[gateway]\nprot = 1\n", &[]).expect_err("refused");
         assert_eq!(err.path, "gateway.prot");
         let err = load_with("", &[("CLAWGATE_AGENT__MODLE", "x")]).expect_err("refused");
-        assert_eq!(err.path, "agent.modle");
+        assert_eq!(err.path, "agents.main.modle");
+    }
+
+    #[test]
+    fn version_one_agent_keys_are_the_default_agents() {
+        let loaded = load_with(
+            "[gateway]\ndefault_agent = \"coder\"\n[agent]\nmodel = \"a\"\nmax_context_messages = 9\n",
+            &[("CLAWGATE_AGENT__MAX_TURNS", "3")],
+        )
+        .expect("an old file loads");
+        let coder = loaded.config.agent("coder").expect("the default agent");
+        assert_eq!((coder.model.as_str(), coder.max_turns), ("a", 3));
+        assert!(loaded.config.agent("main").is_some(), "main always exists");
+        assert_eq!(loaded.overridden_paths, vec!["agents.coder.max_turns"]);
+        assert_eq!(
+            loaded.migrations,
+            vec![
+                "agent.model -> agents.coder.model",
+                "agent.max_context_messages dropped (compaction replaces it)"
+            ]
+        );
+        // The environment names the default too, and reaches it through the v1 name.
+        let loaded = load_with(
+            "[agents.b]\nmodel = \"x\"\n",
+            &[
+                ("CLAWGATE_GATEWAY__DEFAULT_AGENT", "b"),
+                ("CLAWGATE_AGENT__MODEL", "y"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(loaded.config.default_agent().model, "y");
+    }
+
+    #[test]
+    fn agents_are_checked() {
+        let err = load_with(
+            "[agent]\nmodel = \"a\"\n[agents.main]\nmodel = \"b\"\n",
+            &[],
+        )
+        .expect_err("both forms");
+        assert!(
+            err.message.contains("[agent]") && err.message.contains("[agents.main]"),
+            "{err}"
+        );
+        let err = load_with("[agents.Bad_Id]\n", &[]).expect_err("bad id");
+        assert_eq!(err.path, "agents.Bad_Id");
+        let err =
+            load_with("[gateway]\ndefault_agent = \"nope\"\n", &[]).expect_err("unknown default");
+        assert_eq!(err.path, "gateway.default_agent");
+        assert!(err.message.contains("nope"), "{err}");
+        let err = load_with("[agents.main.context]\ncompact_threshold = 1.5\n", &[])
+            .expect_err("threshold");
+        assert_eq!(err.path, "agents.main.context.compact_threshold");
+        let err = load_with("[agents.main]\ninstructions_files = [\"../x\"]\n", &[])
+            .expect_err("escaping file");
+        assert_eq!(err.path, "agents.main.instructions_files[0]");
+        let err = load_with("[agents.main]\nmax_context_messages = 3\n", &[])
+            .expect_err("v1 key in a v2 table");
+        assert_eq!(err.path, "agents.main.max_context_messages");
     }
 
     #[test]

@@ -145,6 +145,22 @@ pub fn schema() -> serde_json::Value {
                 }
                 *prop = inner;
             }
+            // A table of named tables (`[agents.<id>]`): each entry annotated as `<path>.*`.
+            let entry = prop
+                .pointer("/additionalProperties/$ref")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix("#/definitions/"))
+                .and_then(|n| defs.get(n))
+                .cloned();
+            if let Some(mut inner) = entry
+                && inner.get("properties").is_some()
+            {
+                let entry_path = format!("{p}.*");
+                annotate(&mut inner, &entry_path, defs, depth + 1);
+                inner["x-reload"] =
+                    serde_json::to_value(reload_kind(&entry_path)).unwrap_or_default();
+                prop["additionalProperties"] = inner;
+            }
         }
         None
     }
@@ -170,7 +186,8 @@ mod tests {
         assert_eq!(reload_kind("gateway.ping_interval_ms"), Reload::Hot);
         assert_eq!(reload_kind("events.buffer_size"), Reload::Restart);
         assert_eq!(reload_kind("plugins[2].env.X"), Reload::Hot);
-        assert_eq!(reload_kind("agent"), Reload::Hot);
+        assert_eq!(reload_kind("agents.main.model"), Reload::Hot);
+        assert_eq!(reload_kind("gateway.default_agent"), Reload::Hot);
         // A prefix counts only at a dot or a bracket: `gatewayx` is not under `gateway`.
         assert_eq!(reload_kind("gatewayx.port"), Reload::Restart);
         assert_eq!(reload_kind("unknown"), Reload::Restart);
@@ -178,15 +195,15 @@ mod tests {
 
     #[test]
     fn the_diff_names_each_changed_leaf_and_arrays_whole() {
-        let old = config("[gateway]\nport = 1\n[agent]\nmodel = \"a\"\n");
+        let old = config("[gateway]\nport = 1\n[agents.main]\nmodel = \"a\"\n");
         assert!(changed_paths(&old, &old).is_empty());
-        let new = config("[gateway]\nport = 2\n[agent]\nmodel = \"b\"\n");
+        let new = config("[gateway]\nport = 2\n[agents.main]\nmodel = \"b\"\n");
         assert_eq!(
             changed_paths(&old, &new),
-            vec!["agent.model", "gateway.port"]
+            vec!["agents.main.model", "gateway.port"]
         );
         let with_plugin = config(
-            "[gateway]\nport = 1\n[agent]\nmodel = \"a\"\n[[plugins]]\nname = \"p\"\ncommand = [\"x\"]\n",
+            "[gateway]\nport = 1\n[agents.main]\nmodel = \"a\"\n[[plugins]]\nname = \"p\"\ncommand = [\"x\"]\n",
         );
         assert_eq!(changed_paths(&old, &with_plugin), vec!["plugins"]);
         let mut renamed = with_plugin.clone();

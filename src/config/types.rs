@@ -36,8 +36,8 @@ impl Default for Config {
     }
 }
 
-/// The id of the agent that always exists.
-pub const DEFAULT_AGENT: &str = super::migrate::DEFAULT_AGENT;
+/// The id of the agent that always exists, and the default of `gateway.default_agent`.
+pub const DEFAULT_AGENT: &str = "main";
 
 /// Stands in for a missing default agent (a validated configuration always has it).
 static BUILT_IN_AGENT: std::sync::LazyLock<AgentConfig> =

@@ -110,9 +110,7 @@ impl Gateway {
         store: Arc<Store>,
         health_dirty: Arc<Notify>,
     ) -> Arc<Self> {
-        let agent = crate::agent::Agent::new(crate::agent::providers::build(
-            loaded.config.default_agent(),
-        ));
+        let agent = crate::agent::Agent::new(&loaded.config);
         let live = crate::config::live::Live::new(&loaded);
         Arc::new(Self {
             agent,
@@ -437,8 +435,7 @@ impl crate::config::live::LiveHost for Gateway {
     }
     fn agent_changed(&self, config: &Config) {
         // Runs in progress keep the provider they started with.
-        self.agent
-            .set_provider(crate::agent::providers::build(config.default_agent()));
+        self.agent.set_providers(config);
     }
     fn plugins_changed(&self) {
         Gateway::plugins_changed(self)
@@ -575,7 +572,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
             })??
     };
     store
-        .ensure("main")
+        .ensure("main", loaded.config.default_agent_id())
         .await
         .map_err(|e| StartError::DataDir {
             path: data_dir.clone(),

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::values::{IdempotencyKey, MessageText, ModelName, SessionKey};
+use super::values::{AgentId, IdempotencyKey, MessageText, ModelName, SessionKey};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -162,6 +162,10 @@ pub struct ChatInjectParams {
     /// A label, at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The agent of a session this call creates (default `gateway.default_agent`); an
+    /// existing session of another agent is `-32023`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentId>,
 }
 
 /// Result of `chat.inject`.
@@ -196,6 +200,9 @@ pub struct ChatEvent {
     /// `started`: the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// `started`: the agent running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
     /// `started`: the user message, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_message: Option<TranscriptMessage>,
@@ -266,6 +273,10 @@ pub struct ChatSendParams {
     /// A model for this run only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelName>,
+    /// The agent: of the session this call creates (default `gateway.default_agent`); for an
+    /// existing session it must be the session's own (else `-32023`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentId>,
 }
 
 /// Where a run is.

@@ -3,6 +3,7 @@
 //! These types are the one source of `schema/openrpc.json`. Field names follow docs/PROTOCOL.md
 //! (camelCase on the wire); params reject unknown fields so a typo never falls back to a default.
 
+mod agents;
 mod chat;
 mod common;
 mod config;
@@ -17,6 +18,7 @@ mod subscriptions;
 mod tools;
 mod values;
 
+pub use agents::*;
 pub use chat::*;
 pub use common::*;
 pub use config::*;

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Patch;
-use super::values::{Label, ModelName, SessionKey};
+use super::values::{AgentId, Label, ModelName, SessionKey};
 
 /// A session as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -30,6 +30,8 @@ pub struct Session {
     /// The start of the last message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_preview: Option<String>,
+    /// The agent the session belongs to.
+    pub agent_id: String,
 }
 
 /// Params of `sessions.list`.
@@ -86,6 +88,9 @@ pub struct SessionsCreateParams {
     /// A model for this session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelName>,
+    /// The session's agent (default `gateway.default_agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentId>,
 }
 
 /// Params of `sessions.patch`.

@@ -44,6 +44,8 @@ pub enum ValueError {
     },
     /// A model name that is blank or over [`MAX_MODEL_NAME_BYTES`].
     ModelName,
+    /// An agent id that is empty, too long, or has another character than `a-z 0-9 -`.
+    AgentId,
 }
 
 impl fmt::Display for ValueError {
@@ -64,6 +66,7 @@ impl fmt::Display for ValueError {
                 )
             }
             Self::ModelName => f.write_str("expected a model name of 1 to 256 characters"),
+            Self::AgentId => f.write_str("expected an agent id of 1 to 32 characters of a-z 0-9 -"),
         }
     }
 }
@@ -100,6 +103,19 @@ fn check_label(label: &str) -> Result<(), ValueError> {
 fn check_model(model: &str) -> Result<(), ValueError> {
     if model.trim().is_empty() || model.len() > MAX_MODEL_NAME_BYTES {
         return Err(ValueError::ModelName);
+    }
+    Ok(())
+}
+
+/// The most characters an agent id may have.
+pub const MAX_AGENT_ID: usize = 32;
+
+/// The agent id rule: 1 to 32 characters of `a-z 0-9 -` (no `_`: `__` separates the levels
+/// of an environment variable's name).
+pub fn check_agent_id(id: &str) -> Result<(), ValueError> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if id.is_empty() || id.len() > MAX_AGENT_ID || !id.chars().all(ok_char) {
+        return Err(ValueError::AgentId);
     }
     Ok(())
 }
@@ -243,11 +259,26 @@ checked_string! {
     ModelName, check_model
 }
 
+checked_string! {
+    /// An agent id (`[agents.<id>]`): 1 to 32 characters of `a-z 0-9 -`.
+    AgentId, check_agent_id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::Patch;
     use serde_json::{Value, json};
+
+    #[test]
+    fn agent_ids_are_lowercase_words_with_dashes() {
+        for ok in ["main", "coder-2", "a", &"x".repeat(32)] {
+            assert!(AgentId::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Main", "a_b", "a b", &"x".repeat(33)] {
+            assert_eq!(AgentId::new(bad), Err(ValueError::AgentId), "{bad}");
+        }
+    }
 
     /// Deserializes `value` as `T`, giving the refusal's message as a client would see it.
     fn refused<T: serde::de::DeserializeOwned + fmt::Debug>(value: Value) -> String {

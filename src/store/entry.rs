@@ -30,6 +30,14 @@ pub(super) struct Entry {
     pub(super) len: u64,
     /// Lines in those bytes.
     pub(super) lines: u64,
+    /// The agent the session belongs to.
+    #[serde(default = "main_agent")]
+    pub(super) agent_id: String,
+}
+
+/// The agent of a session recorded before sessions had one.
+pub(super) fn main_agent() -> String {
+    crate::config::DEFAULT_AGENT.to_string()
 }
 
 impl Entry {
@@ -47,6 +55,7 @@ impl Entry {
             last_message_id: None,
             len: 0,
             lines: 0,
+            agent_id: main_agent(),
         }
     }
 
@@ -61,6 +70,7 @@ impl Entry {
             updated_at: self.updated_at,
             message_count: self.message_count,
             last_message_preview: self.last_message_preview.clone(),
+            agent_id: self.agent_id.clone(),
         }
     }
 

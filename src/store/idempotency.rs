@@ -150,6 +150,7 @@ mod tests {
             key: "k".into(),
             created_at: 1,
             forked_from: None,
+            agent: None,
         };
         let mut cut_off = message(Role::Assistant, "", "r3");
         cut_off.tool_calls = Some(vec![call()]);

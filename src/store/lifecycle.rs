@@ -50,6 +50,7 @@ impl Store {
         key: Option<String>,
         label: Option<String>,
         model: Option<String>,
+        agent: &str,
     ) -> Result<Session, StoreError> {
         let key = match key {
             Some(k) => valid_key(k, KeyArg::Create)?,
@@ -61,14 +62,15 @@ impl Store {
         }
         let what = format!("cannot create session `{key}`");
         let session = self
-            .create_locked(&what, &key, label, model, None, Vec::new())
+            .create_locked(&what, &key, agent, label, model, None, Vec::new())
             .await?;
         self.publish(&key, SessionChangeReason::Created, Some(session.clone()));
         Ok(session)
     }
 
-    /// The session `key`, created if missing (publishing `created`).
-    pub async fn ensure(&self, key: &str) -> Result<Session, StoreError> {
+    /// The session `key`, created for `agent` if missing (publishing `created`); an existing
+    /// session keeps its own agent (the caller compares).
+    pub async fn ensure(&self, key: &str, agent: &str) -> Result<Session, StoreError> {
         if let Some(t) = self.lookup(key) {
             return Ok(t.entry().session());
         }
@@ -82,7 +84,7 @@ impl Store {
         }
         let what = format!("cannot create session `{key}`");
         let session = self
-            .create_locked(&what, key, None, None, None, Vec::new())
+            .create_locked(&what, key, agent, None, None, None, Vec::new())
             .await?;
         self.publish(key, SessionChangeReason::Created, Some(session.clone()));
         Ok(session)
@@ -90,16 +92,18 @@ impl Store {
 
     /// Writes a new transcript and registers it under `key` (the structure lock is held); a
     /// failure (`what` says which call failed) leaves no file behind.
+    #[allow(clippy::too_many_arguments)] // each is one field of the new transcript's header
     async fn create_locked(
         &self,
         what: &str,
         key: &str,
+        agent: &str,
         label: Option<String>,
         model: Option<String>,
         forked_from: Option<ForkedFrom>,
         messages: Vec<TranscriptMessage>,
     ) -> Result<Session, StoreError> {
-        let fresh = self.fresh(key, label, model, forked_from, messages)?;
+        let fresh = self.fresh(key, agent, label, model, forked_from, messages)?;
         let writer = tokio::task::spawn_blocking({
             let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
             move || Writer::create(&path, &header, &lines)
@@ -129,6 +133,7 @@ impl Store {
     fn fresh(
         &self,
         key: &str,
+        agent: &str,
         label: Option<String>,
         model: Option<String>,
         forked_from: Option<ForkedFrom>,
@@ -142,8 +147,10 @@ impl Store {
             key: key.to_string(),
             created_at,
             forked_from,
+            agent: Some(agent.to_string()),
         };
         let mut entry = Entry::new(key.to_string(), &session_id, created_at);
+        entry.agent_id = agent.to_string();
         let mut lines = Vec::new();
         for m in messages {
             lines.push(transcript::message_line(&m).map_err(StoreError::internal)?);
@@ -176,7 +183,14 @@ impl Store {
             .lookup(key)
             .ok_or_else(|| StoreError::no_session(key))?;
         let entry = old.entry();
-        let fresh = self.fresh(key, entry.label, entry.model, None, Vec::new())?;
+        let fresh = self.fresh(
+            key,
+            &entry.agent_id,
+            entry.label,
+            entry.model,
+            None,
+            Vec::new(),
+        )?;
         // Appends to the old transcript wait here, then find it retired and look the key up anew.
         let mut old_writer = old.writer.lock().await;
         let archive = self
@@ -293,6 +307,7 @@ impl Store {
             .create_locked(
                 &what,
                 &new_key,
+                &entry.agent_id,
                 entry.label.clone(),
                 entry.model.clone(),
                 forked_from,
@@ -317,7 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         let s = store
-            .create(Some("k".into()), Some("L".into()), None)
+            .create(Some("k".into()), Some("L".into()), None, "main")
             .await
             .expect("create");
         store
@@ -364,16 +379,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         let bad = |arg| move |e: StoreError| matches!(e, StoreError::InvalidKey { arg: a, .. } if a == arg);
-        let err = store.create(Some("a b".into()), None, None).await;
+        let err = store.create(Some("a b".into()), None, None, "main").await;
         assert!(err.is_err_and(bad(KeyArg::Create)));
-        assert!(store.ensure("a b").await.is_err_and(bad(KeyArg::Session)));
+        assert!(
+            store
+                .ensure("a b", "main")
+                .await
+                .is_err_and(bad(KeyArg::Session))
+        );
         store
-            .create(Some("k".into()), None, None)
+            .create(Some("k".into()), None, None, "main")
             .await
             .expect("create");
         let err = store.fork("k", Some("a b".into()), None).await;
         assert!(err.is_err_and(bad(KeyArg::Fork)));
-        let err = store.create(Some("k".into()), None, None).await;
+        let err = store.create(Some("k".into()), None, None, "main").await;
         assert_eq!(err, Err(StoreError::KeyTaken { key: "k".into() }));
         let err = store.fork("k", Some("k".into()), None).await;
         assert_eq!(err, Err(StoreError::KeyTaken { key: "k".into() }));
@@ -388,7 +408,7 @@ mod tests {
         );
         assert_eq!(store.reset("x").await, Err(StoreError::no_session("x")));
         assert_eq!(store.delete("x").await, Err(StoreError::no_session("x")));
-        store.ensure("main").await.expect("main");
+        store.ensure("main", "main").await.expect("main");
         assert_eq!(
             store.delete("main").await,
             Err(StoreError::Undeletable { key: "main".into() })

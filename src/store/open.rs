@@ -128,6 +128,7 @@ mod tests {
             key: "ghost".into(),
             created_at: 1,
             forked_from: None,
+            agent: None,
         };
         let staged = sessions.join("abc.jsonl.partial");
         std::fs::write(&staged, transcript::header_line(&header).expect("line")).expect("write");

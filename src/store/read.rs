@@ -84,6 +84,7 @@ mod tests {
             key: "k".into(),
             created_at: 1,
             forked_from: None,
+            agent: None,
         };
         let mut bytes = header_line(&header).expect("header");
         for i in 0..n {

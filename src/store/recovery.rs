@@ -25,7 +25,11 @@ pub(super) fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
                 tracing::warn!(file = %path.display(), "header has an invalid key");
                 recovered_key(id)
             };
-            entry = Some(Entry::new(key, id, h.created_at));
+            let mut found = Entry::new(key, id, h.created_at);
+            if let Some(agent) = h.agent {
+                found.agent_id = agent;
+            }
+            entry = Some(found);
         }
         Line::Bad(reason) => {
             tracing::warn!(file = %path.display(), line = l.number, %reason, "skipping an unparsable line");

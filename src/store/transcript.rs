@@ -31,6 +31,9 @@ pub struct Header {
     /// Where a fork came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkedFrom>,
+    /// The agent the session belongs to (a header without one: `main`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// The origin of a forked transcript.
@@ -474,6 +477,7 @@ mod tests {
             key: "k".into(),
             created_at: 5,
             forked_from: None,
+            agent: None,
         };
         let line = header_line(&header).expect("line");
         assert!(
@@ -519,6 +523,7 @@ mod tests {
             key: "k".into(),
             created_at: 1,
             forked_from: None,
+            agent: None,
         };
         let w = Writer::create(
             &path,

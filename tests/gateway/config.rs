@@ -242,8 +242,15 @@ async fn the_config_schema_says_how_each_key_reloads() {
     assert_eq!(gateway["properties"]["tick_interval_ms"]["x-reload"], "hot");
     assert_eq!(gateway["properties"]["auth"]["x-reload"], "hot");
     assert_eq!(schema["properties"]["events"]["x-reload"], "restart");
+    assert_eq!(schema["properties"]["agents"]["x-reload"], "hot");
+    let agent = &schema["properties"]["agents"]["additionalProperties"];
+    assert_eq!(agent["properties"]["model"]["x-reload"], "hot", "{agent}");
     assert_eq!(
-        schema["properties"]["agent"]["properties"]["model"]["x-reload"],
+        agent["properties"]["context"]["properties"]["max_tokens"]["x-reload"],
+        "hot"
+    );
+    assert_eq!(
+        schema["properties"]["gateway"]["properties"]["default_agent"]["x-reload"],
         "hot"
     );
     assert_eq!(schema["properties"]["plugins"]["x-reload"], "hot");

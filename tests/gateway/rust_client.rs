@@ -52,6 +52,7 @@ async fn typed_calls_subscriptions_and_errors() {
             role: InjectRole::System,
             content: "hi".parse().expect("a valid text"),
             label: None,
+            agent: None,
         })
         .await
         .expect("inject");
@@ -69,6 +70,7 @@ async fn typed_calls_subscriptions_and_errors() {
             message: "typed".parse().expect("a valid text"),
             idempotency_key: None,
             model: None,
+            agent: None,
         })
         .await
         .expect("send");
@@ -79,6 +81,7 @@ async fn typed_calls_subscriptions_and_errors() {
             message: "streamed".parse().expect("a valid text"),
             idempotency_key: None,
             model: None,
+            agent: None,
         })
         .await
         .expect("stream");

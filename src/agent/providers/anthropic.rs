@@ -124,7 +124,13 @@ impl Provider for Anthropic {
                     .await;
             });
         };
-        let (system, messages) = to_wire(&request.messages);
+        let (injected, messages) = to_wire(&request.messages);
+        // The run puts the whole system prompt in `request.system`; a system message left in
+        // the messages (none, from the run loop) still reaches the model after it.
+        let system = match (request.system.clone(), injected) {
+            (Some(a), Some(b)) => Some(format!("{a}\n\n{b}")),
+            (a, b) => a.or(b),
+        };
         let mut body = json!({
             "model": request.model,
             "max_tokens": request.max_tokens,

@@ -2,7 +2,8 @@
 //!
 //! It streams "Echo: <your message>" in several deltas. A message of the form
 //! `/tool NAME {json}` makes it call tool NAME with that input, then answer with the result,
-//! so the whole agent loop can be shown and tested without a model.
+//! so the whole agent loop can be shown and tested without a model; `/system` answers with
+//! exactly the system prompt it was given.
 
 use std::time::Duration;
 
@@ -51,6 +52,16 @@ fn reply(request: &TurnRequest) -> Result<(String, Option<ToolCall>), String> {
         return Ok((format!("Tool {name} {verdict}: {}", last.content), None));
     }
     let text = last.content.trim();
+    if text == "/system" {
+        // Exactly the system prompt it was given, so a test can see it.
+        return Ok((
+            request
+                .system
+                .clone()
+                .unwrap_or_else(|| "(no system prompt)".into()),
+            None,
+        ));
+    }
     if let Some(rest) = text.strip_prefix("/tool ") {
         let rest = rest.trim();
         let (name, input) = match rest.split_once(char::is_whitespace) {

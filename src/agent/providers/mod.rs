@@ -36,7 +36,9 @@ pub struct ToolSpec {
 pub struct TurnRequest {
     /// The model.
     pub model: String,
-    /// The conversation so far, oldest first (system messages included).
+    /// The system prompt: instructions, instruction files, injected system messages.
+    pub system: Option<String>,
+    /// The conversation so far, oldest first (its system messages are in `system`).
     pub messages: Vec<TranscriptMessage>,
     /// Tools offered.
     pub tools: Vec<ToolSpec>,

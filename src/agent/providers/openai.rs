@@ -115,9 +115,13 @@ impl Provider for OpenAi {
                     .await;
             });
         }
+        let mut messages = to_wire(&request.messages);
+        if let Some(system) = &request.system {
+            messages.insert(0, json!({"role": "system", "content": system}));
+        }
         let mut body = json!({
             "model": request.model,
-            "messages": to_wire(&request.messages),
+            "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
             "max_tokens": request.max_tokens,

@@ -616,6 +616,27 @@ pub(super) fn read_file(
     Ok(bytes)
 }
 
+/// The first `max` bytes of the regular file `requested` of the workspace, and whether the
+/// file holds more (the system prompt's instruction files are cut, not refused).
+pub(super) fn read_prefix(
+    workspace: &Path,
+    protected: &Protected,
+    requested: &str,
+    max: u64,
+) -> Result<(Vec<u8>, bool), String> {
+    let (_, opened) = open(workspace, protected, requested, Want::Read)?;
+    let Opened::File(file) = opened else {
+        return Err(format!("`{requested}` is not a file"));
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{requested}`: {e}"))?;
+    let more = bytes.len() as u64 > max;
+    bytes.truncate(max as usize);
+    Ok((bytes, more))
+}
+
 /// Writes `content` to the regular file `requested` of the workspace (created if missing, with
 /// its parent directories), replacing what it held.
 pub(super) fn write_file(

@@ -83,6 +83,21 @@ pub trait Tool: Send + Sync {
     fn call(&self, input: Value, ctx: ToolContext) -> ToolFuture;
 }
 
+/// The first `max` bytes of the workspace file `requested`, confined exactly as the file tools
+/// are, and whether it holds more; `Ok(None)` when there is no such file.
+pub fn read_workspace_prefix(
+    workspace: &std::path::Path,
+    protected: &Protected,
+    requested: &str,
+    max: u64,
+) -> Result<Option<(Vec<u8>, bool)>, String> {
+    let full = workspace.join(requested);
+    if std::fs::symlink_metadata(&full).is_err() {
+        return Ok(None);
+    }
+    confined::read_prefix(workspace, protected, requested, max).map(Some)
+}
+
 /// The built-in tools.
 pub fn builtin() -> Vec<Arc<dyn Tool>> {
     vec![
