@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway on an ephemeral port, driven over real sockets.
 
 mod agent;
+mod agents;
 mod auth;
 mod common;
 mod config;

@@ -76,6 +76,62 @@ export type SessionChangeReason = "created" | "updated" | "reset" | "deleted" | 
 export type SessionChangeReason1 = "created" | "updated" | "reset" | "deleted" | "forked";
 
 /**
+ * One agent of `agents.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "AgentInfo".
+ */
+export interface AgentInfo {
+  /**
+   * Whether it is `gateway.default_agent`.
+   */
+  default: boolean;
+  /**
+   * The agent's id (`[agents.<id>]`).
+   */
+  id: string;
+  /**
+   * Its model.
+   */
+  model: string;
+  /**
+   * Its provider (`echo`, `anthropic`, `openai`).
+   */
+  provider: string;
+  /**
+   * The names of the tools its model is offered.
+   */
+  tools: string[];
+  /**
+   * The directory its file tools are confined to.
+   */
+  workspace: string;
+}
+/**
+ * Params of `models.list` and `tools.catalog`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "AgentParams".
+ */
+export interface AgentParams {
+  /**
+   * The agent (default `gateway.default_agent`).
+   */
+  agent?: string | null;
+}
+/**
+ * Result of `agents.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "AgentsListResult".
+ */
+export interface AgentsListResult {
+  /**
+   * The agents, by id.
+   */
+  agents: AgentInfo[];
+}
+/**
  * Params of `chat.abort` (at least one field).
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -111,6 +167,10 @@ export interface ChatAbortResult {
  * via the `definition` "ChatEvent".
  */
 export interface ChatEvent {
+  /**
+   * `started`: the agent running it.
+   */
+  agentId?: string | null;
   /**
    * `error`: what failed.
    */
@@ -386,6 +446,11 @@ export interface ChatHistoryResult {
  */
 export interface ChatInjectParams {
   /**
+   * The agent of a session this call creates (default `gateway.default_agent`); an
+   * existing session of another agent is `-32023`.
+   */
+  agent?: string | null;
+  /**
    * The text, at most 1 MiB.
    */
   content: string;
@@ -418,6 +483,11 @@ export interface ChatInjectResult {
  * via the `definition` "ChatSendParams".
  */
 export interface ChatSendParams {
+  /**
+   * The agent: of the session this call creates (default `gateway.default_agent`); for an
+   * existing session it must be the session's own (else `-32023`).
+   */
+  agent?: string | null;
   /**
    * A repeated key within the session starts no second run.
    */
@@ -1066,6 +1136,10 @@ export interface ServerInfo1 {
  */
 export interface Session {
   /**
+   * The agent the session belongs to.
+   */
+  agentId: string;
+  /**
    * When the transcript was created.
    */
   createdAt: number;
@@ -1134,6 +1208,10 @@ export interface SessionsChangedEvent {
  * via the `definition` "SessionsCreateParams".
  */
 export interface SessionsCreateParams {
+  /**
+   * The session's agent (default `gateway.default_agent`).
+   */
+  agent?: string | null;
   /**
    * The key; generated when absent.
    */
@@ -1386,6 +1464,7 @@ export interface UnsubscribeParams {
 
 /** Every call: params and result types. */
 export interface Calls {
+  "agents.list": { params: NoParams; result: AgentsListResult };
   "chat.abort": { params: ChatAbortParams; result: ChatAbortResult };
   "chat.history": { params: ChatHistoryParams; result: ChatHistoryResult };
   "chat.inject": { params: ChatInjectParams; result: ChatInjectResult };
@@ -1397,7 +1476,7 @@ export interface Calls {
   "gateway.hello": { params: HelloParams; result: HelloResult };
   "gateway.presence": { params: NoParams; result: PresenceResult };
   "gateway.status": { params: NoParams; result: StatusResult };
-  "models.list": { params: NoParams; result: ModelsListResult };
+  "models.list": { params: AgentParams; result: ModelsListResult };
   "plugins.list": { params: NoParams; result: PluginsListResult };
   "rpc.discover": { params: NoParams; result: OpenRpcDocument };
   "sessions.create": { params: SessionsCreateParams; result: Session };
@@ -1407,7 +1486,7 @@ export interface Calls {
   "sessions.list": { params: SessionsListParams; result: SessionsListResult };
   "sessions.patch": { params: SessionsPatchParams; result: Session };
   "sessions.reset": { params: SessionKeyParams; result: Session };
-  "tools.catalog": { params: NoParams; result: ToolsCatalogResult };
+  "tools.catalog": { params: AgentParams; result: ToolsCatalogResult };
 }
 
 /** Every subscription: params, item and unsubscribe method. */
@@ -1418,6 +1497,7 @@ export interface Subscriptions {
 
 /** The scope each method needs. */
 export const SCOPES = {
+  "agents.list": "read",
   "chat.abort": "write",
   "chat.history": "read",
   "chat.inject": "write",
@@ -1455,6 +1535,10 @@ export interface Transport {
 /** One typed function per method, grouped by namespace. */
 export function bindMethods(t: Transport) {
   return {
+    agents: {
+      /** The configured agents: provider, model, workspace and the tools each model is offered. */
+      list: (params?: Calls["agents.list"]["params"]) => t.call("agents.list", params ?? ({} as Calls["agents.list"]["params"])),
+    },
     chat: {
       /** Aborts a run (and, with sessionKey, drops that session's queued runs). */
       abort: (params?: Calls["chat.abort"]["params"]) => t.call("chat.abort", params ?? ({} as Calls["chat.abort"]["params"])),

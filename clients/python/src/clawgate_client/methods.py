@@ -54,6 +54,7 @@ def _as_any(value: Any) -> Any:
 
 # name -> (scope, subscription notification or None, unsubscribe method or None)
 METHODS: dict[str, tuple[str, str | None, str | None]] = {
+    "agents.list": ("read", None, None),
     "chat.abort": ("write", None, None),
     "chat.history": ("read", None, None),
     "chat.inject": ("write", None, None),
@@ -94,6 +95,20 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "shutdown": models.ShutdownEvent,
     "tick": models.TickEvent,
 }
+
+
+class AgentsMethods:
+    """Methods of the `agents` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list(self) -> models.AgentsListResult:
+        """`agents.list`: The configured agents: provider, model, workspace and the tools each model is offered.
+
+        Scope: read.
+        """
+        return models.AgentsListResult.model_validate(await self._client.call("agents.list", None))
 
 
 class ChatMethods:
@@ -148,6 +163,7 @@ class ChatMethods:
         content: str,
         role: models.InjectRole | str,
         session_key: str,
+        agent: str | None | Unset = UNSET,
         label: str | None | Unset = UNSET,
     ) -> models.ChatInjectResult:
         """`chat.inject`: Appends an assistant or system message without running the model.
@@ -155,6 +171,8 @@ class ChatMethods:
         Scope: write.
 
         Args:
+            agent: The agent of a session this call creates (default `gateway.default_agent`); an
+        existing session of another agent is `-32023`. (wire `agent`, optional)
             content: The text, at most 1 MiB. (wire `content`, required)
             label: A label, at most 128 characters. (wire `label`, optional)
             role: `assistant` or `system`. (wire `role`, required)
@@ -164,7 +182,13 @@ class ChatMethods:
             await self._client.call(
                 "chat.inject",
                 wire_params(
-                    {"content": content, "role": role, "sessionKey": session_key, "label": label}
+                    {
+                        "content": content,
+                        "role": role,
+                        "sessionKey": session_key,
+                        "agent": agent,
+                        "label": label,
+                    }
                 ),
             )
         )
@@ -173,6 +197,7 @@ class ChatMethods:
         self,
         *,
         message: str,
+        agent: str | None | Unset = UNSET,
         idempotency_key: str | None | Unset = UNSET,
         model: str | None | Unset = UNSET,
         session_key: str | None | Unset = UNSET,
@@ -182,6 +207,8 @@ class ChatMethods:
         Scope: write.
 
         Args:
+            agent: The agent: of the session this call creates (default `gateway.default_agent`); for an
+        existing session it must be the session's own (else `-32023`). (wire `agent`, optional)
             idempotency_key: A repeated key within the session starts no second run. (wire `idempotencyKey`, optional)
             message: The user's message, at most 1 MiB. (wire `message`, required)
             model: A model for this run only. (wire `model`, optional)
@@ -193,6 +220,7 @@ class ChatMethods:
                 wire_params(
                     {
                         "message": message,
+                        "agent": agent,
                         "idempotencyKey": idempotency_key,
                         "model": model,
                         "sessionKey": session_key,
@@ -205,6 +233,7 @@ class ChatMethods:
         self,
         *,
         message: str,
+        agent: str | None | Unset = UNSET,
         idempotency_key: str | None | Unset = UNSET,
         model: str | None | Unset = UNSET,
         session_key: str | None | Unset = UNSET,
@@ -214,6 +243,8 @@ class ChatMethods:
         Scope: write.
 
         Args:
+            agent: The agent: of the session this call creates (default `gateway.default_agent`); for an
+        existing session it must be the session's own (else `-32023`). (wire `agent`, optional)
             idempotency_key: A repeated key within the session starts no second run. (wire `idempotencyKey`, optional)
             message: The user's message, at most 1 MiB. (wire `message`, required)
             model: A model for this run only. (wire `model`, optional)
@@ -224,6 +255,7 @@ class ChatMethods:
             wire_params(
                 {
                     "message": message,
+                    "agent": agent,
                     "idempotencyKey": idempotency_key,
                     "model": model,
                     "sessionKey": session_key,
@@ -386,12 +418,17 @@ class ModelsMethods:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def list(self) -> models.ModelsListResult:
+    async def list(self, *, agent: str | None | Unset = UNSET) -> models.ModelsListResult:
         """`models.list`: Models of the configured provider (echo is an offline stand-in).
 
         Scope: read.
+
+        Args:
+            agent: The agent (default `gateway.default_agent`). (wire `agent`, optional)
         """
-        return models.ModelsListResult.model_validate(await self._client.call("models.list", None))
+        return models.ModelsListResult.model_validate(
+            await self._client.call("models.list", wire_params({"agent": agent}))
+        )
 
 
 class PluginsMethods:
@@ -433,6 +470,7 @@ class SessionsMethods:
     async def create(
         self,
         *,
+        agent: str | None | Unset = UNSET,
         key: str | None | Unset = UNSET,
         label: str | None | Unset = UNSET,
         model: str | None | Unset = UNSET,
@@ -442,13 +480,15 @@ class SessionsMethods:
         Scope: write.
 
         Args:
+            agent: The session's agent (default `gateway.default_agent`). (wire `agent`, optional)
             key: The key; generated when absent. (wire `key`, optional)
             label: A label (at most 128 characters). (wire `label`, optional)
             model: A model for this session. (wire `model`, optional)
         """
         return models.Session.model_validate(
             await self._client.call(
-                "sessions.create", wire_params({"key": key, "label": label, "model": model})
+                "sessions.create",
+                wire_params({"agent": agent, "key": key, "label": label, "model": model}),
             )
         )
 
@@ -558,19 +598,23 @@ class ToolsMethods:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def catalog(self) -> models.ToolsCatalogResult:
+    async def catalog(self, *, agent: str | None | Unset = UNSET) -> models.ToolsCatalogResult:
         """`tools.catalog`: Tools the agent can call, built-in and from plugins.
 
         Scope: read.
+
+        Args:
+            agent: The agent (default `gateway.default_agent`). (wire `agent`, optional)
         """
         return models.ToolsCatalogResult.model_validate(
-            await self._client.call("tools.catalog", None)
+            await self._client.call("tools.catalog", wire_params({"agent": agent}))
         )
 
 
 class Namespaces:
     """The typed namespaces, mixed into `Client`."""
 
+    agents: AgentsMethods
     chat: ChatMethods
     config: ConfigMethods
     events: EventsMethods
@@ -583,6 +627,7 @@ class Namespaces:
 
     def _init_namespaces(self) -> None:
         client: Client = self  # type: ignore[assignment]
+        self.agents = AgentsMethods(client)
         self.chat = ChatMethods(client)
         self.config = ConfigMethods(client)
         self.events = EventsMethods(client)

@@ -18,6 +18,71 @@ class SchemaRoot(RootModel[Any]):
     """
 
 
+class AgentInfo(BaseModel):
+    """
+    One agent of `agents.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    default: bool
+    """
+    Whether it is `gateway.default_agent`.
+    """
+    id: str
+    """
+    The agent's id (`[agents.<id>]`).
+    """
+    model: str
+    """
+    Its model.
+    """
+    provider: str
+    """
+    Its provider (`echo`, `anthropic`, `openai`).
+    """
+    tools: list[str]
+    """
+    The names of the tools its model is offered.
+    """
+    workspace: str
+    """
+    The directory its file tools are confined to.
+    """
+
+
+class AgentParams(BaseModel):
+    """
+    Params of `models.list` and `tools.catalog`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    The agent (default `gateway.default_agent`).
+    """
+
+
+class AgentsListResult(BaseModel):
+    """
+    Result of `agents.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agents: list[AgentInfo]
+    """
+    The agents, by id.
+    """
+
+
 class ChatAbortParams(BaseModel):
     """
     Params of `chat.abort` (at least one field).
@@ -99,6 +164,11 @@ class ChatSendParams(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    agent: str | None = None
+    """
+    The agent: of the session this call creates (default `gateway.default_agent`); for an
+    existing session it must be the session's own (else `-32023`).
+    """
     idempotency_key: Annotated[str | None, Field(alias='idempotencyKey')] = None
     """
     A repeated key within the session starts no second run.
@@ -783,6 +853,10 @@ class Session(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    agent_id: Annotated[str, Field(alias='agentId')]
+    """
+    The agent the session belongs to.
+    """
     created_at: Annotated[int, Field(alias='createdAt', ge=0)]
     """
     When the transcript was created.
@@ -893,6 +967,10 @@ class SessionsCreateParams(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    agent: str | None = None
+    """
+    The session's agent (default `gateway.default_agent`).
+    """
     key: str | None = None
     """
     The key; generated when absent.
@@ -1217,6 +1295,11 @@ class ChatInjectParams(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    agent: str | None = None
+    """
+    The agent of a session this call creates (default `gateway.default_agent`); an
+    existing session of another agent is `-32023`.
+    """
     content: str
     """
     The text, at most 1 MiB.
@@ -1420,6 +1503,10 @@ class ChatEvent(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    agent_id: Annotated[str | None, Field(alias='agentId')] = None
+    """
+    `started`: the agent running it.
+    """
     error: RunError | None = None
     """
     `error`: what failed.
