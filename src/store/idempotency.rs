@@ -144,14 +144,7 @@ mod tests {
     fn the_scan_pairs_each_key_with_its_run_newest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.jsonl");
-        let header = Header {
-            version: 1,
-            id: "t".into(),
-            key: "k".into(),
-            created_at: 1,
-            forked_from: None,
-            agent: None,
-        };
+        let header = Header::for_test("t", "k", 1);
         let mut cut_off = message(Role::Assistant, "", "r3");
         cut_off.tool_calls = Some(vec![call()]);
         let mut stopped = message(Role::Tool, "aborted: the run was stopped", "r4");

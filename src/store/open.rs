@@ -122,14 +122,7 @@ mod tests {
         let sessions = dir.path().join("sessions");
         create_private_dir(&sessions).expect("dir");
         // What a create that died before its rename leaves: complete lines, staging name.
-        let header = Header {
-            version: 1,
-            id: "abc".into(),
-            key: "ghost".into(),
-            created_at: 1,
-            forked_from: None,
-            agent: None,
-        };
+        let header = Header::for_test("abc", "ghost", 1);
         let staged = sessions.join("abc.jsonl.partial");
         std::fs::write(&staged, transcript::header_line(&header).expect("line")).expect("write");
         std::fs::write(sessions.join("def.jsonl.partial"), b"").expect("write");

@@ -78,14 +78,7 @@ mod tests {
     /// A transcript of messages `m0`..`m{n-1}` (each content 10 bytes); its path and length.
     fn transcript_of(dir: &Path, n: usize) -> (std::path::PathBuf, u64) {
         let path = dir.join("t.jsonl");
-        let header = Header {
-            version: 1,
-            id: "t".into(),
-            key: "k".into(),
-            created_at: 1,
-            forked_from: None,
-            agent: None,
-        };
+        let header = Header::for_test("t", "k", 1);
         let mut bytes = header_line(&header).expect("header");
         for i in 0..n {
             let mut m = crate::store::NewMessage::new(Role::User, format!("{i:010}")).message;

@@ -36,6 +36,21 @@ pub struct Header {
     pub agent: Option<String>,
 }
 
+impl Header {
+    /// A version-1 header of transcript `id` for session `key`, as tests write them.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, key: &str, created_at: u64) -> Self {
+        Self {
+            version: 1,
+            id: id.into(),
+            key: key.into(),
+            created_at,
+            forked_from: None,
+            agent: None,
+        }
+    }
+}
+
 /// The origin of a forked transcript.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -471,14 +486,7 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        let header = Header {
-            version: 1,
-            id: "s".into(),
-            key: "k".into(),
-            created_at: 5,
-            forked_from: None,
-            agent: None,
-        };
+        let header = Header::for_test("s", "k", 5);
         let line = header_line(&header).expect("line");
         assert!(
             line.starts_with(br#"{"type":"session","#),
@@ -517,14 +525,7 @@ mod tests {
     async fn torn_tail_is_kept_and_the_next_append_starts_a_fresh_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.jsonl");
-        let header = Header {
-            version: 1,
-            id: "t".into(),
-            key: "k".into(),
-            created_at: 1,
-            forked_from: None,
-            agent: None,
-        };
+        let header = Header::for_test("t", "k", 1);
         let w = Writer::create(
             &path,
             &header,
