@@ -18,10 +18,25 @@ use crate::agent::tools::Tool;
 use crate::rpc::{DuplicateMethod, EventDecl, MethodDescriptor, MethodTable, TableSnapshot};
 use error::PluginError;
 
-/// Namespaces a plugin may not take.
+/// Namespaces a plugin may not take: the core's, and those version 2 reserves for its own.
 pub const RESERVED: &[&str] = &[
-    "gateway", "events", "chat", "sessions", "config", "plugins", "models", "tools", "rpc",
+    "gateway",
+    "events",
+    "chat",
+    "sessions",
+    "config",
+    "plugins",
+    "models",
+    "tools",
+    "rpc",
     "plugin",
+    "agents",
+    "mcp",
+    "approvals",
+    "runs",
+    "usage",
+    "logs",
+    "cron",
 ];
 
 /// Where a plugin is.
@@ -270,7 +285,7 @@ pub fn check_collisions<G: PluginHost>(
 ) -> Result<(), String> {
     if RESERVED.contains(&plugin) {
         return Err(format!(
-            "`{plugin}` is a core namespace; give the plugin another name"
+            "`{plugin}` is a reserved namespace of the gateway; give the plugin another name"
         ));
     }
     let table = gw.table();

@@ -202,7 +202,13 @@ async fn name_collisions_are_refused_and_reported() {
     // `test.write` is a method of the test table: a plugin called `test` declaring `write` collides.
     let colliding = unruly(&gw, "test", 1000, &[("UNRULY_EXTRA", "write")]);
     let reserved = unruly(&gw, "sessions", 1000, &[]);
-    patch(&mut ws, json!({"plugins": [colliding, reserved]})).await;
+    // A namespace version 2 reserves for the gateway is refused too.
+    let reserved_v2 = unruly(&gw, "mcp", 1000, &[]);
+    patch(
+        &mut ws,
+        json!({"plugins": [colliding, reserved, reserved_v2]}),
+    )
+    .await;
     wait_state(&mut watcher, "test", "failed").await;
     let list = ws.call("plugins.list", json!({})).await;
     let plugins = list["result"]["plugins"]
@@ -227,18 +233,27 @@ async fn name_collisions_are_refused_and_reported() {
         "wrote",
         "the original stays"
     );
-    loop {
-        let l = ws.call("plugins.list", json!({})).await;
-        let s = l["result"]["plugins"]
-            .as_array()
-            .expect("plugins")
-            .iter()
-            .find(|p| p["name"] == "sessions")
-            .map(|p| p["state"].clone());
-        if s == Some(json!("failed")) {
-            break;
+    for name in ["sessions", "mcp"] {
+        loop {
+            let l = ws.call("plugins.list", json!({})).await;
+            let p = l["result"]["plugins"]
+                .as_array()
+                .expect("plugins")
+                .iter()
+                .find(|p| p["name"] == name)
+                .cloned()
+                .unwrap_or_default();
+            if p["state"] == "failed" {
+                assert!(
+                    p["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(&format!("`{name}` is a reserved namespace"))),
+                    "{p}"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
