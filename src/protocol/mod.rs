@@ -5,6 +5,7 @@
 
 mod chat;
 mod common;
+mod compaction;
 mod config;
 mod events;
 mod gateway;
@@ -19,6 +20,7 @@ mod values;
 
 pub use chat::*;
 pub use common::*;
+pub use compaction::*;
 pub use config::*;
 pub use events::{Event, EventVisitor, core_events};
 pub use gateway::*;
