@@ -3,6 +3,7 @@
 mod agent;
 mod auth;
 mod common;
+mod compaction;
 mod config;
 mod config_guard;
 mod events;
