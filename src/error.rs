@@ -97,6 +97,15 @@ pub enum Error {
     /// A conflicting state.
     #[error("{0}")]
     Conflict(String),
+    /// A conflicting state: a run of the session is in progress (`-32023` with
+    /// `data.activeRunId`).
+    #[error("{message}")]
+    RunActive {
+        /// What cannot be done, and why.
+        message: String,
+        /// The run in progress.
+        active_run_id: String,
+    },
     /// Too many calls.
     #[error("rate limited: retry after {retry_after_ms} ms")]
     RateLimited {
@@ -159,7 +168,7 @@ impl Error {
             Self::Unauthorized(_) => code::UNAUTHORIZED,
             Self::Forbidden { .. } => code::FORBIDDEN,
             Self::NotFound(_) => code::NOT_FOUND,
-            Self::Conflict(_) => code::CONFLICT,
+            Self::Conflict(_) | Self::RunActive { .. } => code::CONFLICT,
             Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::Unavailable { .. } | Self::Storage(_) => code::UNAVAILABLE,
             Self::WebSocketRequired(_) => code::WEBSOCKET_REQUIRED,
@@ -181,7 +190,7 @@ impl Error {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::RunActive { .. } => "conflict",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } | Self::Storage(_) => "unavailable",
             Self::WebSocketRequired(_) => "websocket_required",
@@ -197,6 +206,7 @@ impl Error {
             Self::Forbidden { required } => data["requiredScope"] = json!(required),
             Self::RateLimited { retry_after_ms } => data["retryAfterMs"] = json!(retry_after_ms),
             Self::Unavailable { retryable, .. } => data["retryable"] = json!(retryable),
+            Self::RunActive { active_run_id, .. } => data["activeRunId"] = json!(active_run_id),
             Self::Storage(_) => {
                 data["retryable"] = json!(true);
                 data["reason"] = json!("storage");

@@ -2,7 +2,7 @@
 //! and the terminal ones (`final`, `aborted`, `error`) are tagged as ending the run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::events::{Envelope, EventHub, RunTag};
 use crate::protocol::{ChatEvent, RunError};
@@ -15,6 +15,8 @@ pub(super) struct Emitter {
     session_key: String,
     run_id: String,
     seq: Arc<AtomicU64>,
+    /// Set before a terminal payload is published.
+    ended: Option<Arc<AtomicBool>>,
 }
 
 impl Emitter {
@@ -31,7 +33,15 @@ impl Emitter {
             session_key: session_key.into(),
             run_id: run_id.into(),
             seq,
+            ended: None,
         }
+    }
+
+    /// This emitter, setting `ended` before it publishes a terminal payload (so a client that
+    /// got the payload never finds the run still in progress).
+    pub(super) fn marking_end(mut self, ended: Arc<AtomicBool>) -> Self {
+        self.ended = Some(ended);
+        self
     }
 
     /// The run this emitter publishes for.
@@ -56,6 +66,11 @@ impl Emitter {
             run_id: &self.run_id,
             ends_run: matches!(event.state.as_str(), "final" | "aborted" | "error"),
         };
+        if run.ends_run
+            && let Some(ended) = &self.ended
+        {
+            ended.store(true, Ordering::Release);
+        }
         self.hub
             .emit_tagged(Some(&self.session_key), Some(run), &event)
     }

@@ -38,4 +38,15 @@ pub enum AgentError {
     /// The session store failed (its error passed through as it is).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The session has a run in progress (or about to start), so it cannot be changed now.
+    #[error("session `{key}` has a run in progress (`{run_id}`); try again when it has ended")]
+    RunActive {
+        /// The session.
+        key: String,
+        /// The run in progress.
+        run_id: String,
+    },
+    /// The model could not summarise the session (`sessions.compact`); nothing was written.
+    #[error("the summary call failed: {}", .0.message)]
+    Summary(super::providers::ProviderError),
 }

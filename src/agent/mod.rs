@@ -8,13 +8,15 @@
 //!
 //! The files, top down: `runs` (the manager and the lane workers) knows the host
 //! ([`AgentHost`]); below it, `run_loop` (one run) sees the host only as what the loop needs;
-//! then `turn` (one streamed model call), `tool_call` (one tool call under cancellation),
-//! `context` (what the model is sent), `output` (the cut of stored tool output), `emit` (a
-//! run's `chat` payloads) and `state` (the manager's bookkeeping).
+//! then `compaction` (the summary that replaces the older part of a context), `turn` (one
+//! streamed model call), `tool_call` (one tool call under cancellation), `context` and `window`
+//! (what the model is sent, and its estimate), `output` (the cut of stored tool output), `emit`
+//! (a run's `chat` payloads) and `state` (the manager's bookkeeping).
 
 pub mod providers;
 pub mod tools;
 
+mod compaction;
 mod context;
 mod emit;
 mod error;
@@ -25,6 +27,7 @@ mod runs;
 mod state;
 mod tool_call;
 mod turn;
+pub mod window;
 
 use std::path::PathBuf;
 use std::sync::Arc;

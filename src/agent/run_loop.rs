@@ -1,6 +1,8 @@
 //! The agent loop of one run: write the user message, then stream a turn, write the assistant
 //! message, run its tool calls and write their results, until the model stops calling tools,
-//! `agent.max_turns` is reached, the run is aborted or it passes `agent.run_timeout_ms`.
+//! `agent.max_turns` is reached, the run is aborted or it passes `agent.run_timeout_ms`. Each
+//! turn is sent the latest summary and the messages kept after it, compacted first when needed
+//! (`compaction`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use crate::protocol::{
 };
 use crate::store::{NewMessage, Store};
 
-use super::context::prepare_context;
+use super::compaction::{CompactError, Compacted, Compactor, is_overflow};
 use super::emit::{Emitter, error_event};
 use super::instructions;
 use super::output::cut_output;
@@ -212,44 +214,70 @@ async fn run_loop<G: LoopHost>(
     let mut total = Usage::default();
     let mut any_usage = false;
     let mut last_assistant: Option<TranscriptMessage> = None;
+    let compactor = Compactor::new(store, provider, agent_cfg, model, key, sid, cancel);
+    let compaction_stop = |e: CompactError| match e {
+        CompactError::Cancelled => stopped(String::new()),
+        CompactError::Store(e) => {
+            let error = ProviderError::new(
+                ErrorKind::Internal,
+                format!("cannot read the context: {e}"),
+                false,
+            );
+            (RunOutcome::Error, error_event(emitter, &error))
+        }
+        CompactError::Summary(error) => (RunOutcome::Error, error_event(emitter, &error)),
+    };
     for turn in 0..agent_cfg.max_turns {
-        let context = match store.recent(key, usize::MAX).await {
-            Ok(c) => prepare_context(c),
-            Err(e) => {
-                let error = ProviderError::new(
-                    ErrorKind::Internal,
-                    format!("cannot read the context: {e}"),
-                    false,
-                );
-                return (RunOutcome::Error, error_event(emitter, &error));
+        // The latest summary, then the kept messages; compacted first past the threshold.
+        let compacted = |c: &Compacted| {
+            emitter.emit(c.payload(ChatEvent {
+                turn: Some(turn),
+                ..emitter.base("compacted")
+            }));
+        };
+        let mut context = match compactor.before_call(&compacted).await {
+            Ok(c) => c,
+            Err(e) => return compaction_stop(e),
+        };
+        // A `context_length` error compacts and retries once.
+        let mut overflowed = false;
+        let end = loop {
+            let system = instructions::system_prompt(
+                agent_cfg.instructions.as_deref(),
+                &instruction_files,
+                &context,
+            );
+            let turn_request = TurnRequest {
+                model: model.to_string(),
+                system,
+                messages: context
+                    .iter()
+                    .filter(|m| m.role != Role::System)
+                    .cloned()
+                    .collect(),
+                tools: specs.clone(),
+                max_tokens: agent_cfg.max_output_tokens,
+            };
+            let end = stream_turn(
+                provider,
+                &turn_request,
+                emitter,
+                turn,
+                cancel,
+                Duration::from_millis(agent_cfg.delta_interval_ms),
+                Duration::from_millis(agent_cfg.idle_timeout_ms.max(1)),
+            )
+            .await;
+            if overflowed || !is_overflow(&end) {
+                break end;
+            }
+            overflowed = true;
+            match compactor.after_overflow(&compacted).await {
+                Ok(Some(c)) => context = c,
+                Ok(None) => break end,
+                Err(e) => return compaction_stop(e),
             }
         };
-        let system = instructions::system_prompt(
-            agent_cfg.instructions.as_deref(),
-            &instruction_files,
-            &context,
-        );
-        let messages = context
-            .into_iter()
-            .filter(|m| m.role != Role::System)
-            .collect();
-        let turn_request = TurnRequest {
-            model: model.to_string(),
-            system,
-            messages,
-            tools: specs.clone(),
-            max_tokens: agent_cfg.max_output_tokens,
-        };
-        let end = stream_turn(
-            provider,
-            &turn_request,
-            emitter,
-            turn,
-            cancel,
-            Duration::from_millis(agent_cfg.delta_interval_ms),
-            Duration::from_millis(agent_cfg.idle_timeout_ms.max(1)),
-        )
-        .await;
         let mut assistant = NewMessage::new(Role::Assistant, String::new());
         assistant.message.run_id = Some(run_id.clone());
         assistant.message.model = Some(model.to_string());

@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::events::Envelope;
 use crate::protocol::{ChatEvent, RunOutcome, RunStatus};
+use crate::store::transcript::CompactionLine;
 
 use super::AgentHost;
+use super::compaction::{CompactError, Compactor};
 use super::emit::{Emitter, error_event};
 use super::error::AgentError;
 use super::providers::{ErrorKind, Provider, ProviderError};
@@ -160,6 +162,7 @@ impl Agent {
                     state: RunState::Queued,
                     cancel: CancellationToken::new(),
                     aborted: Arc::new(AtomicBool::new(false)),
+                    ended: Arc::new(AtomicBool::new(false)),
                     done,
                     terminal: None,
                 },
@@ -309,6 +312,76 @@ impl Agent {
         Ok(aborted)
     }
 
+    /// The run of `key` in progress (from before its start to its terminal payload), or the
+    /// first one queued behind it; none when idle.
+    pub fn active_run(&self, key: &str) -> Option<String> {
+        let state = self.state();
+        let lane = state.lanes.get(key)?;
+        let in_progress = |id: &String| {
+            !id.is_empty()
+                && state
+                    .runs
+                    .get(id)
+                    .is_some_and(|r| !r.ended.load(Ordering::Acquire))
+        };
+        lane.running
+            .clone()
+            .filter(in_progress)
+            .or_else(|| lane.queue.front().map(|p| p.run_id.clone()))
+    }
+
+    /// Compacts `key`'s context now (`sessions.compact`), with the session's model; `None`
+    /// when there is too little to compact. Refused while a run of the session is in progress.
+    pub async fn compact<G: AgentHost>(
+        &self,
+        gw: &Arc<G>,
+        key: &str,
+        instructions: Option<&str>,
+    ) -> Result<Option<CompactionLine>, AgentError> {
+        let session = gw.store().get(key)?;
+        if let Some(run_id) = self.active_run(key) {
+            return Err(AgentError::RunActive {
+                key: key.to_string(),
+                run_id,
+            });
+        }
+        let config = gw.config();
+        let agent_id = session.agent_id.clone();
+        let (Some(agent), Some(provider)) = (config.agent(&agent_id), self.provider(&agent_id))
+        else {
+            return Err(AgentError::AgentRemoved {
+                key: key.to_string(),
+                agent: agent_id,
+            });
+        };
+        let model = session.model.unwrap_or_else(|| agent.model.clone());
+        let compactor = Compactor::new(
+            gw.store(),
+            &provider,
+            agent,
+            &model,
+            key,
+            Some(&session.session_id),
+            &CancellationToken::new(),
+        );
+        let done = match compactor.manual(instructions).await {
+            Ok(done) => done,
+            Err(CompactError::Store(e)) => return Err(e.into()),
+            Err(CompactError::Summary(e)) => return Err(AgentError::Summary(e)),
+            Err(CompactError::Cancelled) => return Ok(None),
+        };
+        Ok(done.map(|done| {
+            // Outside any run: no runId, no runSeq.
+            let base = ChatEvent {
+                session_key: key.to_string(),
+                state: "compacted".into(),
+                ..Default::default()
+            };
+            gw.hub().emit(Some(key), &done.payload(base));
+            done.line
+        }))
+    }
+
     /// Aborts every run (shutdown).
     pub async fn abort_all<G: AgentHost>(&self, gw: &Arc<G>) {
         let keys: Vec<String> = self.state().lanes.keys().cloned().collect();
@@ -336,9 +409,14 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
                     lane.running = Some(p.run_id.clone());
                     let record = state.runs.get_mut(&p.run_id).map(|r| {
                         r.state = RunState::InFlight;
-                        (r.cancel.clone(), r.aborted.clone(), r.seq.clone())
+                        (
+                            r.cancel.clone(),
+                            r.aborted.clone(),
+                            r.seq.clone(),
+                            r.ended.clone(),
+                        )
                     });
-                    record.map(|(c, a, q)| (p, c, a, q))
+                    record.map(|(c, a, q, e)| (p, c, a, q, e))
                 }
                 None => {
                     state.lanes.remove(&key);
@@ -346,12 +424,12 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
                 }
             }
         };
-        let Some((pending, cancel, aborted, seq)) = next else {
+        let Some((pending, cancel, aborted, seq, ended)) = next else {
             continue;
         };
         gw.set_active_runs(gw.agent().active_runs());
         let run_id = pending.run_id.clone();
-        let emitter = Arc::new(Emitter::with_seq(gw.hub(), &key, &run_id, seq));
+        let emitter = Arc::new(Emitter::with_seq(gw.hub(), &key, &run_id, seq).marking_end(ended));
         // In its own task: a panic in a tool or provider ends this run, not the lane.
         let task = {
             let (gw, emitter, cancel) = (gw.clone(), emitter.clone(), cancel.clone());

@@ -59,6 +59,8 @@ pub(super) struct RunRecord {
     pub(super) state: RunState,
     pub(super) cancel: CancellationToken,
     pub(super) aborted: Arc<AtomicBool>,
+    /// Set when its terminal payload is published (before the lane worker records the end).
+    pub(super) ended: Arc<AtomicBool>,
     pub(super) done: watch::Sender<bool>,
     pub(super) terminal: Option<Arc<Envelope>>,
 }

@@ -38,7 +38,7 @@ impl Method for HistoryMethod {
             result: json!({"sessionKey": "main", "sessionId": "0f8c2a6e4b5d4c3e9a1b2c3d4e5f6a7b", "hasMore": true, "messages": [
                 {"id": "a1", "parentId": "a0", "ts": 1767225600000u64, "role": "user", "content": "What is on today?"},
                 {"id": "a2", "parentId": "a1", "ts": 1767225601000u64, "role": "assistant", "content": "Two meetings.", "model": "echo"}
-            ]}),
+            ], "compactions": []}),
         }]
     }
 }
@@ -271,6 +271,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             session_id: history.session_id,
             messages: history.messages,
             has_more: history.has_more,
+            compactions: history.compactions,
         })
     })?;
     table.method::<Inject, _, _>(|ctx: CallContext, p: ChatInjectParams| async move {

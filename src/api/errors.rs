@@ -48,8 +48,9 @@ impl From<PatchError> for Error {
     }
 }
 
-/// The agent's refusals: shutdown is `-32025` (retryable), an unknown run `-32022`; a store
-/// failure keeps the store's own mapping.
+/// The agent's refusals: shutdown is `-32025` (retryable), an unknown run `-32022`, a run in
+/// the way `-32023` with `data.activeRunId`, a failed summary call `-32026`; a store failure
+/// keeps the store's own mapping.
 impl From<AgentError> for Error {
     fn from(err: AgentError) -> Self {
         let message = err.to_string();
@@ -65,6 +66,15 @@ impl From<AgentError> for Error {
                 retryable: false,
             },
             AgentError::Store(err) => err.into(),
+            AgentError::RunActive { run_id, .. } => Error::RunActive {
+                message,
+                active_run_id: run_id,
+            },
+            AgentError::Summary(err) => Error::Upstream {
+                message,
+                kind: err.kind.as_str().into(),
+                status: err.status,
+            },
         }
     }
 }
@@ -194,6 +204,32 @@ mod tests {
         assert_eq!(unknown.code(), code::NOT_FOUND);
         assert_eq!(unknown.message(), "no run `nope`");
         assert_eq!(unknown.data(), json!({"kind": "not_found"}));
+        let busy = Error::from(AgentError::RunActive {
+            key: "main".into(),
+            run_id: "r1".into(),
+        });
+        assert_eq!(busy.code(), code::CONFLICT);
+        assert_eq!(
+            busy.message(),
+            "session `main` has a run in progress (`r1`); try again when it has ended"
+        );
+        assert_eq!(
+            busy.data(),
+            json!({"kind": "conflict", "activeRunId": "r1"})
+        );
+        let mut failed = crate::agent::providers::ProviderError::new(
+            crate::agent::providers::ErrorKind::Auth,
+            "no key",
+            false,
+        );
+        failed.status = Some(401);
+        let failed = Error::from(AgentError::Summary(failed));
+        assert_eq!(failed.code(), code::UPSTREAM);
+        assert_eq!(failed.message(), "the summary call failed: no key");
+        assert_eq!(
+            failed.data(),
+            json!({"kind": "upstream", "upstream": {"kind": "auth", "status": 401}})
+        );
         let storage = Error::from(AgentError::Store(StoreError::Storage(
             "cannot append to session `main`: disk full".into(),
         )));

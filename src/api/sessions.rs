@@ -6,8 +6,9 @@ use crate::agent::AgentError;
 use crate::error::{Error, Result, code};
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::{
-    DeletedResult, Session, SessionKeyParams, SessionsCreateParams, SessionsForkParams,
-    SessionsListParams, SessionsListResult, SessionsPatchParams,
+    DeletedResult, Session, SessionKeyParams, SessionsCompactParams, SessionsCompactResult,
+    SessionsCreateParams, SessionsForkParams, SessionsListParams, SessionsListResult,
+    SessionsPatchParams,
 };
 use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
@@ -144,6 +145,24 @@ impl Method for Fork {
     }
 }
 
+/// `sessions.compact`.
+pub struct Compact;
+impl Method for Compact {
+    const NAME: &'static str = "sessions.compact";
+    const SCOPE: Scope = Scope::Write;
+    const SUMMARY: &'static str = "Replaces the older part of a session's context with a summary by its model now; the transcript keeps every message.";
+    const ERRORS: &'static [i32] = &[code::NOT_FOUND, code::CONFLICT, code::UPSTREAM];
+    type Params = SessionsCompactParams;
+    type Result = SessionsCompactResult;
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "compact",
+            params: json!({"key": "main", "instructions": "Keep every file path."}),
+            result: json!({"compacted": true, "tokensBefore": 61234, "tokensAfter": 2410, "firstKeptId": "5e0b9c1d2f3a4b5c6d7e8f9a0b1c2d3e"}),
+        }]
+    }
+}
+
 /// Registers the `sessions.*` methods.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     table.method::<List, _, _>(|ctx: CallContext, p: SessionsListParams| async move {
@@ -215,6 +234,21 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             .await?;
         ctx.gateway.store().delete(&p.key).await?;
         Ok(DeletedResult { deleted: true })
+    })?;
+    table.method::<Compact, _, _>(|ctx: CallContext, p: SessionsCompactParams| async move {
+        let done = ctx
+            .gateway
+            .agent()
+            .compact(&ctx.gateway, &p.key, p.instructions.as_deref())
+            .await?;
+        Ok(
+            done.map_or_else(SessionsCompactResult::default, |c| SessionsCompactResult {
+                compacted: true,
+                tokens_before: Some(c.tokens_before),
+                tokens_after: Some(c.tokens_after),
+                first_kept_id: Some(c.first_kept_id),
+            }),
+        )
     })?;
     table.method::<Fork, _, _>(|ctx: CallContext, p: SessionsForkParams| async move {
         Ok(ctx

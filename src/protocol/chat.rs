@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::compaction::{Compaction, CompactionReason};
 use super::values::{AgentId, IdempotencyKey, MessageText, ModelName, SessionKey};
 
 /// Who wrote a message.
@@ -135,6 +136,8 @@ pub struct ChatHistoryResult {
     pub messages: Vec<TranscriptMessage>,
     /// Older messages exist.
     pub has_more: bool,
+    /// The compactions written among these messages (after one of them), oldest first.
+    pub compactions: Vec<Compaction>,
 }
 
 /// Who an injected message is from.
@@ -192,7 +195,7 @@ pub struct ChatEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_seq: Option<u64>,
     /// `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
-    /// `injected`.
+    /// `injected`, `compacted`.
     pub state: String,
     /// `queued`: runs ahead of this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,7 +209,7 @@ pub struct ChatEvent {
     /// `started`: the user message, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_message: Option<TranscriptMessage>,
-    /// `delta`, `tool_start`, `tool_end`: the model call, from 0.
+    /// `delta`, `tool_start`, `tool_end`, `compacted` (in a run): the model call, from 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<u32>,
     /// `delta`: new text.
@@ -242,6 +245,15 @@ pub struct ChatEvent {
     /// `error`: what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
+    /// `compacted`: the estimate of the context before the compaction, in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_before: Option<u64>,
+    /// `compacted`: the estimate of the context after it, in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_after: Option<u64>,
+    /// `compacted`: `auto`, `manual` or `overflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CompactionReason>,
 }
 
 /// The error of a failed run.

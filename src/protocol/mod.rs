@@ -6,6 +6,7 @@
 mod agents;
 mod chat;
 mod common;
+mod compaction;
 mod config;
 mod events;
 mod gateway;
@@ -21,6 +22,7 @@ mod values;
 pub use agents::*;
 pub use chat::*;
 pub use common::*;
+pub use compaction::*;
 pub use config::*;
 pub use events::{Event, EventVisitor, core_events};
 pub use gateway::*;

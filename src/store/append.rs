@@ -120,7 +120,7 @@ impl Store {
 
     /// The transcript's writer, opened (after its committed lines) if it is not yet; a failure
     /// to open is a store error of `what`.
-    async fn open_writer<'w>(
+    pub(super) async fn open_writer<'w>(
         &self,
         t: &Transcript,
         writer: &'w mut Option<Writer>,
@@ -143,7 +143,7 @@ impl Store {
     /// Appends whole lines through `w`; on failure the index takes the file's real length (a
     /// failed write may have left part of a line) and a storage failure is recorded as such
     /// (`what` names the operation); on success the store is writable again.
-    async fn append_lines(
+    pub(super) async fn append_lines(
         &self,
         t: &Transcript,
         w: &mut Writer,

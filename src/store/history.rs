@@ -4,7 +4,7 @@
 use super::Store;
 use super::error::{MessageArg, StoreError};
 use super::read::{Read, read_history};
-use crate::protocol::TranscriptMessage;
+use crate::protocol::{Compaction, TranscriptMessage};
 
 /// Messages read back from a transcript.
 #[derive(Debug, Clone)]
@@ -15,6 +15,8 @@ pub struct History {
     pub messages: Vec<TranscriptMessage>,
     /// Older messages exist.
     pub has_more: bool,
+    /// The compactions written among `messages` (after one of them), oldest first.
+    pub compactions: Vec<Compaction>,
 }
 
 impl Store {
@@ -38,6 +40,7 @@ impl Store {
             messages,
             has_more,
             found,
+            compactions,
         } = tokio::task::spawn_blocking(move || {
             read_history(&path, end, limit, before.as_deref(), max_bytes)
         })
@@ -58,6 +61,7 @@ impl Store {
             session_id: entry.session_id,
             messages,
             has_more,
+            compactions,
         })
     }
 

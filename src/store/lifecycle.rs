@@ -142,7 +142,7 @@ impl Store {
         let session_id = new_session_id();
         let created_at = now_ms();
         let header = Header {
-            version: 1,
+            version: transcript::HEADER_VERSION,
             id: session_id.clone(),
             key: key.to_string(),
             created_at,

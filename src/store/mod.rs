@@ -14,12 +14,14 @@
 //!
 //! The files, one job each: [`Store`] itself and its lookups here; `open` (start-up, with
 //! `recovery` and `index`), `lifecycle` (create, ensure, reset, delete, fork), `append`
-//! (messages and label/model changes), `history` and `read` (reading back), `list` and
+//! (messages and label/model changes), `history` and `read` (reading back), `compaction` (the
+//! context a model call is sent, and compaction lines), `list` and
 //! `cursor` (listing), `idempotency` (runs and their outcomes), `publish` (events); below them
 //! `entry`, `live`, `keys`, `fs`, [`health`], [`error`] and the file format, [`transcript`].
 //! The files below never name [`Store`], so no two files of the store import each other.
 
 mod append;
+mod compaction;
 mod cursor;
 mod entry;
 pub mod error;
@@ -47,6 +49,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
 pub use append::NewMessage;
+pub use compaction::{NewCompaction, StoredContext};
 pub use error::{KeyArg, MessageArg, OpenError, StoreError};
 pub use fs::create_private_dir;
 pub use history::History;

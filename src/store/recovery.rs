@@ -16,6 +16,9 @@ pub(super) fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
     let mut pending: Vec<Line> = Vec::new();
     let result = transcript::scan_forward(path, 0, 1, |l| match l.line {
         Line::Header(h) if l.number == 1 => {
+            if h.version > transcript::HEADER_VERSION {
+                tracing::warn!(file = %path.display(), version = h.version, "transcript of a newer format; lines of unknown types are skipped");
+            }
             if h.id != id {
                 tracing::warn!(file = %path.display(), header_id = %h.id, "header id differs from the file name; the file name wins");
             }

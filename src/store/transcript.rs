@@ -4,7 +4,7 @@
 //! (`fdatasync`) before the call that wrote it is answered. Readers skip a torn or unparsable
 //! line with a warning and keep every valid line; nothing here ever truncates or rewrites bytes.
 //!
-//! One file of about 600 lines (a fifth of them tests) because the line format, the one writer
+//! One file of about 670 lines (a fifth of them tests) because the line format, the one writer
 //! and the two readers change together: a change of the format is a change of all three.
 
 use std::fs::{File, OpenOptions};
@@ -14,13 +14,18 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Patch, TranscriptMessage};
+use crate::protocol::{Compaction, CompactionReason, Patch, TranscriptMessage, Usage};
+
+/// The format version new transcripts are written with. Version 2 adds `compaction` lines; a
+/// header cannot be rewritten in an append-only file, so every new transcript says 2 from the
+/// start. Readers take both (1 is 2 without compactions).
+pub const HEADER_VERSION: u32 = 2;
 
 /// Line 1 of a transcript.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Header {
-    /// Format version, 1.
+    /// Format version: 1 or 2 ([`HEADER_VERSION`]).
     pub version: u32,
     /// The session id (also the file name).
     pub id: String,
@@ -74,6 +79,43 @@ pub struct Meta {
     pub model: Patch<String>,
 }
 
+/// A compaction: from this line on, a model call's context is `summary`, then the messages from
+/// `first_kept_id` on (every one of them is before this line, nothing is removed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionLine {
+    /// The compaction's id.
+    pub id: String,
+    /// When.
+    pub ts: u64,
+    /// What the older part said (rolling in the previous summary).
+    pub summary: String,
+    /// The oldest message kept verbatim.
+    pub first_kept_id: String,
+    /// The estimate of the context before, in tokens.
+    pub tokens_before: u64,
+    /// The estimate of the context after, in tokens.
+    pub tokens_after: u64,
+    /// Why.
+    pub reason: CompactionReason,
+    /// What the summary call used (it is not a turn of any run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl CompactionLine {
+    /// The compaction as `chat.history` lists it.
+    pub fn entry(&self) -> Compaction {
+        Compaction {
+            id: self.id.clone(),
+            ts: self.ts,
+            summary: self.summary.clone(),
+            first_kept_id: self.first_kept_id.clone(),
+            reason: self.reason,
+        }
+    }
+}
+
 fn is_keep<T>(p: &Patch<T>) -> bool {
     matches!(p, Patch::Keep)
 }
@@ -87,6 +129,8 @@ pub enum Line {
     Message(Box<TranscriptMessage>),
     /// A label/model change.
     Meta(Meta),
+    /// A compaction (version 2).
+    Compaction(Box<CompactionLine>),
     /// Valid JSON with a `type` this version does not know; kept on disk, ignored.
     Unknown(String),
     /// Not a valid line (torn, garbage); kept on disk, ignored.
@@ -99,6 +143,7 @@ enum Known {
     Session(Header),
     Message(Box<TranscriptMessage>),
     Meta(Meta),
+    Compaction(Box<CompactionLine>),
 }
 
 #[derive(Deserialize)]
@@ -113,10 +158,13 @@ pub fn parse_line(bytes: &[u8]) -> Line {
         Ok(Known::Session(h)) => Line::Header(h),
         Ok(Known::Message(m)) => Line::Message(m),
         Ok(Known::Meta(m)) => Line::Meta(m),
+        Ok(Known::Compaction(c)) => Line::Compaction(c),
         Err(err) => match serde_json::from_slice::<Probe>(bytes) {
             Ok(Probe {
                 kind: Some(serde_json::Value::String(kind)),
-            }) if !matches!(kind.as_str(), "session" | "message" | "meta") => Line::Unknown(kind),
+            }) if !matches!(kind.as_str(), "session" | "message" | "meta" | "compaction") => {
+                Line::Unknown(kind)
+            }
             _ => Line::Bad(err.to_string()),
         },
     }
@@ -143,6 +191,11 @@ pub fn message_line(msg: &TranscriptMessage) -> io::Result<Vec<u8>> {
 /// A meta change as a line (with its newline).
 pub fn meta_line(meta: &Meta) -> io::Result<Vec<u8>> {
     tagged_line("meta", meta)
+}
+
+/// A compaction as a line (with its newline).
+pub fn compaction_line(compaction: &CompactionLine) -> io::Result<Vec<u8>> {
+    tagged_line("compaction", compaction)
 }
 
 fn tagged_line<T: Serialize>(kind: &'static str, inner: &T) -> io::Result<Vec<u8>> {
@@ -511,6 +564,25 @@ mod tests {
         };
         let line = meta_line(&meta).expect("line");
         assert_eq!(line, b"{\"type\":\"meta\",\"ts\":1,\"label\":null}\n");
+        let compaction = CompactionLine {
+            id: "c".into(),
+            ts: 2,
+            summary: "s".into(),
+            first_kept_id: "a".into(),
+            tokens_before: 9,
+            tokens_after: 3,
+            reason: CompactionReason::Overflow,
+            usage: None,
+        };
+        let line = compaction_line(&compaction).expect("line");
+        assert_eq!(
+            line,
+            b"{\"type\":\"compaction\",\"id\":\"c\",\"ts\":2,\"summary\":\"s\",\"firstKeptId\":\"a\",\"tokensBefore\":9,\"tokensAfter\":3,\"reason\":\"overflow\"}\n"
+        );
+        match parse_line(&line[..line.len() - 1]) {
+            Line::Compaction(back) => assert_eq!(*back, compaction),
+            other => panic!("{other:?}"),
+        }
         assert!(
             matches!(parse_line(br#"{"type":"future","x":1}"#), Line::Unknown(k) if k == "future")
         );

@@ -183,9 +183,13 @@ pub mod anthropic {
     use super::*;
 
     pub fn start() -> String {
+        start_reading(25)
+    }
+    /// `message_start` reporting `input_tokens` read.
+    pub fn start_reading(input_tokens: u64) -> String {
         event(
             "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-test", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-test", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
         )
     }
     pub fn text_block(index: u64) -> String {
@@ -242,6 +246,12 @@ pub mod anthropic {
         v.extend(parts.iter().map(|p| text(0, p)));
         v.push(stop_block(0));
         v.extend(end("end_turn", 15));
+        v
+    }
+    /// A whole text reply whose call reported reading `input_tokens`.
+    pub fn reply_reading(parts: &[&str], input_tokens: u64) -> Vec<String> {
+        let mut v = reply(parts);
+        v[0] = start_reading(input_tokens);
         v
     }
     /// Text, then tool calls (id, name, json pieces).

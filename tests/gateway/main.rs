@@ -4,6 +4,7 @@ mod agent;
 mod agents;
 mod auth;
 mod common;
+mod compaction;
 mod config;
 mod config_guard;
 mod events;

@@ -6,6 +6,17 @@
  */
 export type Role = "user" | "assistant" | "system" | "tool";
 /**
+ * Why the older part of a session's context was replaced by a summary.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CompactionReason".
+ */
+export type CompactionReason = "auto" | "manual" | "overflow";
+/**
+ * Why the older part of a session's context was replaced by a summary.
+ */
+export type CompactionReason1 = "auto" | "manual" | "overflow";
+/**
  * `assistant` or `system`.
  */
 export type InjectRole = "assistant" | "system";
@@ -210,6 +221,10 @@ export interface ChatEvent {
    */
   position?: number | null;
   /**
+   * `compacted`: `auto`, `manual` or `overflow`.
+   */
+  reason?: CompactionReason | null;
+  /**
    * The run, absent for `injected`.
    */
   runId?: string | null;
@@ -223,7 +238,7 @@ export interface ChatEvent {
   sessionKey: string;
   /**
    * `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
-   * `injected`.
+   * `injected`, `compacted`.
    */
   state: string;
   /**
@@ -235,11 +250,19 @@ export interface ChatEvent {
    */
   text?: string | null;
   /**
+   * `compacted`: the estimate of the context after it, in tokens.
+   */
+  tokensAfter?: number | null;
+  /**
+   * `compacted`: the estimate of the context before the compaction, in tokens.
+   */
+  tokensBefore?: number | null;
+  /**
    * `tool_start`, `tool_end`: the call.
    */
   toolCallId?: string | null;
   /**
-   * `delta`, `tool_start`, `tool_end`: the model call, from 0.
+   * `delta`, `tool_start`, `tool_end`, `compacted` (in a run): the model call, from 0.
    */
   turn?: number | null;
   /**
@@ -422,6 +445,10 @@ export interface ChatHistoryParams {
  */
 export interface ChatHistoryResult {
   /**
+   * The compactions written among these messages (after one of them), oldest first.
+   */
+  compactions: Compaction[];
+  /**
    * Older messages exist.
    */
   hasMore: boolean;
@@ -437,6 +464,32 @@ export interface ChatHistoryResult {
    * The session key.
    */
   sessionKey: string;
+}
+/**
+ * A compaction of a transcript, as `chat.history` lists it: from its line on, the context of a
+ * model call is `summary` (as a first user message), then the messages from `firstKeptId` on.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "Compaction".
+ */
+export interface Compaction {
+  /**
+   * The oldest message kept verbatim.
+   */
+  firstKeptId: string;
+  /**
+   * The compaction's id.
+   */
+  id: string;
+  reason: CompactionReason1;
+  /**
+   * What the older part said (rolling in the previous summary).
+   */
+  summary: string;
+  /**
+   * When it was written.
+   */
+  ts: number;
 }
 /**
  * Params of `chat.inject`.
@@ -1202,6 +1255,46 @@ export interface SessionsChangedEvent {
   sessionKey: string;
 }
 /**
+ * Params of `sessions.compact`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "SessionsCompactParams".
+ */
+export interface SessionsCompactParams {
+  /**
+   * What the summary should keep or stress, added to the summary request (at most 1 MiB).
+   */
+  instructions?: string | null;
+  /**
+   * The session key.
+   */
+  key: string;
+}
+/**
+ * Result of `sessions.compact`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "SessionsCompactResult".
+ */
+export interface SessionsCompactResult {
+  /**
+   * Whether a compaction was written (`false`: too little to compact).
+   */
+  compacted: boolean;
+  /**
+   * The oldest message kept verbatim.
+   */
+  firstKeptId?: string | null;
+  /**
+   * The estimate of the context after, in tokens.
+   */
+  tokensAfter?: number | null;
+  /**
+   * The estimate of the context before, in tokens.
+   */
+  tokensBefore?: number | null;
+}
+/**
  * Params of `sessions.create`.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -1479,6 +1572,7 @@ export interface Calls {
   "models.list": { params: AgentParams; result: ModelsListResult };
   "plugins.list": { params: NoParams; result: PluginsListResult };
   "rpc.discover": { params: NoParams; result: OpenRpcDocument };
+  "sessions.compact": { params: SessionsCompactParams; result: SessionsCompactResult };
   "sessions.create": { params: SessionsCreateParams; result: Session };
   "sessions.delete": { params: SessionKeyParams; result: DeletedResult };
   "sessions.fork": { params: SessionsForkParams; result: Session };
@@ -1516,6 +1610,7 @@ export const SCOPES = {
   "models.list": "read",
   "plugins.list": "read",
   "rpc.discover": "read",
+  "sessions.compact": "write",
   "sessions.create": "write",
   "sessions.delete": "write",
   "sessions.fork": "write",
@@ -1586,6 +1681,8 @@ export function bindMethods(t: Transport) {
       discover: (params?: Calls["rpc.discover"]["params"]) => t.call("rpc.discover", params ?? ({} as Calls["rpc.discover"]["params"])),
     },
     sessions: {
+      /** Replaces the older part of a session's context with a summary by its model now; the transcript keeps every message. */
+      compact: (params: Calls["sessions.compact"]["params"]) => t.call("sessions.compact", params ?? ({} as Calls["sessions.compact"]["params"])),
       /** Creates a session (a key is generated when absent). */
       create: (params?: Calls["sessions.create"]["params"]) => t.call("sessions.create", params ?? ({} as Calls["sessions.create"]["params"])),
       /** Deletes a session; its transcript is archived, never removed. `main` cannot be deleted. */

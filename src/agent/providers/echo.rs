@@ -3,14 +3,17 @@
 //! It streams "Echo: <your message>" in several deltas. A message of the form
 //! `/tool NAME {json}` makes it call tool NAME with that input, then answer with the result,
 //! so the whole agent loop can be shown and tested without a model; `/system` answers with
-//! exactly the system prompt it was given.
+//! exactly the system prompt it was given. A summary call (compaction) answers
+//! `Summary of N messages: ` and the first words of each ([`first_words`]).
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Provider, ProviderEvent, ProviderStream, StopReason, TurnRequest};
+use super::{
+    Provider, ProviderEvent, ProviderStream, StopReason, SummaryRequest, TurnRequest, first_words,
+};
 use crate::protocol::{Role, ToolCall, Usage};
 
 /// The echo provider.
@@ -101,6 +104,30 @@ impl Provider for Echo {
             true,
             "offline stand-in: echoes your message, `/tool NAME {json}` calls a tool; no key, no network".into(),
         )]
+    }
+
+    fn summarize(&self, request: SummaryRequest, cancel: CancellationToken) -> ProviderStream {
+        let (tx, rx) = mpsc::channel(4);
+        ProviderStream::new(rx, async move {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let text = first_words(&request.messages);
+            let words = |t: &str| t.split_whitespace().count() as u64;
+            let usage = Usage {
+                input_tokens: request.messages.iter().map(|m| words(&m.content)).sum(),
+                output_tokens: words(&text),
+            };
+            for event in [
+                ProviderEvent::Text(text),
+                ProviderEvent::Usage(usage),
+                ProviderEvent::Stop(StopReason::EndTurn),
+            ] {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream {

@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod echo;
 pub mod openai;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, ProviderKind};
 use crate::protocol::{ToolCall, TranscriptMessage, Usage};
+
+pub use summary::{SummaryRequest, first_words};
 
 /// A tool the model may call.
 #[derive(Debug, Clone)]
@@ -193,6 +196,12 @@ pub trait Provider: Send + Sync {
     /// or the end of the stream. Cancelling `cancel`, or dropping the stream, ends the call
     /// and its HTTP request.
     fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream;
+    /// Starts the summary call of a compaction (no tools; not a turn). By default it is an
+    /// ordinary call of the summary prompt ([`SummaryRequest::to_turn`]); the offline `echo`
+    /// provider answers it itself.
+    fn summarize(&self, request: SummaryRequest, cancel: CancellationToken) -> ProviderStream {
+        self.stream(request.to_turn(), cancel)
+    }
     /// Models this provider offers: (id, is_default, description).
     fn models(&self) -> Vec<(String, bool, String)>;
     /// Whether a call can be made at all (a missing key is reported on `chat.send`).

@@ -73,6 +73,7 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "models.list": ("read", None, None),
     "plugins.list": ("read", None, None),
     "rpc.discover": ("read", None, None),
+    "sessions.compact": ("write", None, None),
     "sessions.create": ("write", None, None),
     "sessions.delete": ("write", None, None),
     "sessions.fork": ("write", None, None),
@@ -466,6 +467,23 @@ class SessionsMethods:
 
     def __init__(self, client: Client) -> None:
         self._client = client
+
+    async def compact(
+        self, *, key: str, instructions: str | None | Unset = UNSET
+    ) -> models.SessionsCompactResult:
+        """`sessions.compact`: Replaces the older part of a session's context with a summary by its model now; the transcript keeps every message.
+
+        Scope: write.
+
+        Args:
+            instructions: What the summary should keep or stress, added to the summary request (at most 1 MiB). (wire `instructions`, optional)
+            key: The session key. (wire `key`, required)
+        """
+        return models.SessionsCompactResult.model_validate(
+            await self._client.call(
+                "sessions.compact", wire_params({"key": key, "instructions": instructions})
+            )
+        )
 
     async def create(
         self,

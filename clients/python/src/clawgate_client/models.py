@@ -214,6 +214,26 @@ class ClientInfo(BaseModel):
     """
 
 
+class CompactionReason(str, Enum):
+    """
+    Why the older part of a session's context was replaced by a summary.
+    """
+
+    auto = 'auto'
+    """
+    The estimate of a model call's context passed `context.max_tokens × compact_threshold`.
+    """
+    manual = 'manual'
+    """
+    `sessions.compact` asked for it.
+    """
+    overflow = 'overflow'
+    """
+    The provider answered `context_length`, or the summary call failed and the oldest whole
+    turns were dropped without a summary.
+    """
+
+
 class ConfigChangedEvent(BaseModel):
     """
     Payload of `config.changed`.
@@ -958,6 +978,52 @@ class SessionsChangedEvent(BaseModel):
     """
 
 
+class SessionsCompactParams(BaseModel):
+    """
+    Params of `sessions.compact`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    instructions: str | None = None
+    """
+    What the summary should keep or stress, added to the summary request (at most 1 MiB).
+    """
+    key: str
+    """
+    The session key.
+    """
+
+
+class SessionsCompactResult(BaseModel):
+    """
+    Result of `sessions.compact`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    compacted: bool
+    """
+    Whether a compaction was written (`false`: too little to compact).
+    """
+    first_kept_id: Annotated[str | None, Field(alias='firstKeptId')] = None
+    """
+    The oldest message kept verbatim.
+    """
+    tokens_after: Annotated[int | None, Field(alias='tokensAfter', ge=0)] = None
+    """
+    The estimate of the context after, in tokens.
+    """
+    tokens_before: Annotated[int | None, Field(alias='tokensBefore', ge=0)] = None
+    """
+    The estimate of the context before, in tokens.
+    """
+
+
 class SessionsCreateParams(BaseModel):
     """
     Params of `sessions.create`.
@@ -1345,6 +1411,38 @@ class ChatSendResult(BaseModel):
     """
 
 
+class Compaction(BaseModel):
+    """
+    A compaction of a transcript, as `chat.history` lists it: from its line on, the context of a
+    model call is `summary` (as a first user message), then the messages from `firstKeptId` on.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    first_kept_id: Annotated[str, Field(alias='firstKeptId')]
+    """
+    The oldest message kept verbatim.
+    """
+    id: str
+    """
+    The compaction's id.
+    """
+    reason: CompactionReason
+    """
+    `auto`, `manual` or `overflow`.
+    """
+    summary: str
+    """
+    What the older part said (rolling in the previous summary).
+    """
+    ts: Annotated[int, Field(ge=0)]
+    """
+    When it was written.
+    """
+
+
 class GapEvent(BaseModel):
     """
     Payload of `gap`: events in `fromSeq..=toSeq` that matched the filter may be missing.
@@ -1543,6 +1641,10 @@ class ChatEvent(BaseModel):
     """
     `queued`: runs ahead of this one.
     """
+    reason: CompactionReason | None = None
+    """
+    `compacted`: `auto`, `manual` or `overflow`.
+    """
     run_id: Annotated[str | None, Field(alias='runId')] = None
     """
     The run, absent for `injected`.
@@ -1558,7 +1660,7 @@ class ChatEvent(BaseModel):
     state: str
     """
     `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
-    `injected`.
+    `injected`, `compacted`.
     """
     stop_reason: Annotated[str | None, Field(alias='stopReason')] = None
     """
@@ -1568,13 +1670,21 @@ class ChatEvent(BaseModel):
     """
     `delta`: new text.
     """
+    tokens_after: Annotated[int | None, Field(alias='tokensAfter', ge=0)] = None
+    """
+    `compacted`: the estimate of the context after it, in tokens.
+    """
+    tokens_before: Annotated[int | None, Field(alias='tokensBefore', ge=0)] = None
+    """
+    `compacted`: the estimate of the context before the compaction, in tokens.
+    """
     tool_call_id: Annotated[str | None, Field(alias='toolCallId')] = None
     """
     `tool_start`, `tool_end`: the call.
     """
     turn: Annotated[int | None, Field(ge=0)] = None
     """
-    `delta`, `tool_start`, `tool_end`: the model call, from 0.
+    `delta`, `tool_start`, `tool_end`, `compacted` (in a run): the model call, from 0.
     """
     usage: Usage | None = None
     """
@@ -1595,6 +1705,10 @@ class ChatHistoryResult(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    compactions: list[Compaction]
+    """
+    The compactions written among these messages (after one of them), oldest first.
+    """
     has_more: Annotated[bool, Field(alias='hasMore')]
     """
     Older messages exist.
