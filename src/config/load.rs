@@ -468,6 +468,20 @@ fn validate_mcp_server(name: &str, server: &McpServerConfig) -> Result<(), Confi
                 format!("found the header name {key:?}, expected a valid HTTP header name"),
             ));
         }
+        // The transport sets these itself (the SDK refuses a request that overrides them).
+        const RESERVED: &[&str] = &[
+            "accept",
+            "content-type",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+        ];
+        if RESERVED.iter().any(|r| key.eq_ignore_ascii_case(r)) {
+            return Err(ConfigError::new(
+                format!("{}.{key}", at("headers")),
+                "this header is set by the MCP transport itself; remove it",
+            ));
+        }
         if http::HeaderValue::from_str(value).is_err() {
             return Err(ConfigError::new(
                 format!("{}.{key}", at("headers")),

@@ -140,6 +140,9 @@ mod tests {
         assert_eq!(err.path, "mcp_servers.x.headers");
         let err = refused("[mcp_servers.x]\nurl = \"http://h\"\nheaders = { A = \"v\\n\" }\n");
         assert_eq!(err.path, "mcp_servers.x.headers.A");
+        let err =
+            refused("[mcp_servers.x]\nurl = \"http://h\"\nheaders = { Mcp-Session-Id = \"v\" }\n");
+        assert_eq!(err.path, "mcp_servers.x.headers.Mcp-Session-Id");
         let err = refused("[mcp_servers.x]\nurl = \"http://h\"\nenv = { A = \"v\" }\n");
         assert_eq!(err.path, "mcp_servers.x.env");
         let err = refused("[mcp_servers.x]\ncommand = [\"x\"]\ntimeout_ms = 0\n");
