@@ -10,11 +10,11 @@
 //! // On every hot reload (the key is `Reload::Hot`): the same call; it starts what was added,
 //! // stops what was removed and restarts what changed, at once.
 //! mcp.apply(&new_config.mcp_servers);
-//! // `mcp.list` [read]:
-//! McpList { servers: mcp.list() }
+//! // `mcp.list` [read]: `{servers: mcp.list()}` (each entry an `McpServerStatus`).
 //! // A run: the agent's builtin tools plus its servers' (`agents.<id>.mcp_servers`, default all).
 //! tools.extend(mcp.tools(agent.mcp_servers.as_deref()));
 //! // `tools.catalog`: every `mcp.tools(None)` entry, with `source()` = "mcp:<server>".
+//! // `gateway.hello` features: "mcp".
 //! // At shutdown:
 //! mcp.shutdown().await;
 //! ```
