@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "== MCP test servers (tests/mcp, from their lockfile)"
+./tests/mcp/install.sh
+
 echo "== cargo test"
 cargo test --lib --bins --tests --locked
 

@@ -14,6 +14,7 @@ pub mod events;
 pub mod gateway;
 
 pub mod logging;
+pub mod mcp;
 pub mod plugins;
 pub mod protocol;
 pub mod protocol_doc;

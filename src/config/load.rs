@@ -383,6 +383,134 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (name, server) in &config.mcp_servers {
+        validate_mcp_server(name, server)?;
+    }
+    Ok(())
+}
+
+/// Most characters of an MCP server's name.
+pub const MCP_SERVER_NAME_MAX: usize = 32;
+
+/// Whether `name` is a valid MCP server name: `[a-z0-9]+(-[a-z0-9]+)*`, at most 32 characters
+/// (no `_`: `__` separates the server from the tool in the names the model sees).
+pub fn is_mcp_server_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MCP_SERVER_NAME_MAX
+        && name.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+fn validate_mcp_server(name: &str, server: &McpServerConfig) -> Result<(), ConfigError> {
+    let at = |key: &str| {
+        if key.is_empty() {
+            format!("mcp_servers.{name}")
+        } else {
+            format!("mcp_servers.{name}.{key}")
+        }
+    };
+    if !is_mcp_server_name(name) {
+        return Err(ConfigError::new(
+            at(""),
+            format!(
+                "found the server name {name:?}, expected lowercase letters and digits in words joined by single `-` \
+                 (like \"files\" or \"web-search\"), at most {MCP_SERVER_NAME_MAX} characters"
+            ),
+        ));
+    }
+    match (&server.command, &server.url) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                at(""),
+                "has both `command` and `url`: give `command` for a stdio server or `url` for a streamable HTTP one, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                at(""),
+                "has neither `command` nor `url`: give `command = [\"program\", \"arg\"]` for a stdio server or `url = \"https://…\"` for a streamable HTTP one",
+            ));
+        }
+        (Some(command), None) => {
+            if command.first().is_none_or(|program| program.is_empty()) {
+                return Err(ConfigError::new(
+                    at("command"),
+                    "expected the program and its arguments, like [\"npx\", \"-y\", \"some-mcp-server\"]",
+                ));
+            }
+            if !server.headers.is_empty() {
+                return Err(ConfigError::new(
+                    at("headers"),
+                    "headers are for a `url` server; a `command` server takes `env`",
+                ));
+            }
+        }
+        (None, Some(url)) => {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err(ConfigError::new(
+                    at("url"),
+                    format!(
+                        "found {url:?}, expected an http:// or https:// URL such as \"https://mcp.example.com/mcp\""
+                    ),
+                ));
+            }
+            if !server.env.is_empty() {
+                return Err(ConfigError::new(
+                    at("env"),
+                    "env is for a `command` server; a `url` server takes `headers`",
+                ));
+            }
+        }
+    }
+    for key in server.env.keys() {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            return Err(ConfigError::new(
+                at("env"),
+                format!("found the variable name {key:?}, expected a name without `=` or NUL"),
+            ));
+        }
+    }
+    for (key, value) in &server.headers {
+        if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+            return Err(ConfigError::new(
+                at("headers"),
+                format!("found the header name {key:?}, expected a valid HTTP header name"),
+            ));
+        }
+        // The transport sets these itself (the SDK refuses a request that overrides them).
+        const RESERVED: &[&str] = &[
+            "accept",
+            "content-type",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+        ];
+        if RESERVED.iter().any(|r| key.eq_ignore_ascii_case(r)) {
+            return Err(ConfigError::new(
+                format!("{}.{key}", at("headers")),
+                "this header is set by the MCP transport itself; remove it",
+            ));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(ConfigError::new(
+                format!("{}.{key}", at("headers")),
+                "expected a header value of visible ASCII characters and spaces",
+            ));
+        }
+    }
+    if server.timeout_ms == 0 {
+        return Err(ConfigError::new(
+            at("timeout_ms"),
+            "found 0, expected a number greater than 0",
+        ));
+    }
     Ok(())
 }
 

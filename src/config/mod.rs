@@ -168,6 +168,50 @@ mod tests {
     }
 
     #[test]
+    fn mcp_servers_are_checked_and_errors_name_the_key() {
+        let ok = load_with(
+            "[mcp_servers.files]\ncommand = [\"srv\"]\nenv = { K = \"v\" }\n[mcp_servers.web-2]\nurl = \"http://127.0.0.1:9/mcp\"\nheaders = { X-Key = \"v\" }\ntimeout_ms = 5\n",
+            &[],
+        )
+        .expect("loads");
+        let files = &ok.config.mcp_servers["files"];
+        assert_eq!(files.command.as_deref(), Some(&["srv".to_string()][..]));
+        assert!(files.enabled);
+        assert_eq!(files.timeout_ms, MCP_DEFAULT_TIMEOUT_MS);
+        assert_eq!(ok.config.mcp_servers["web-2"].timeout_ms, 5);
+        let refused = |text: &str| load_with(text, &[]).expect_err("refused");
+        for bad in ["Files", "a_b", "-a", "a-", "a--b", &"a".repeat(33)] {
+            let err = refused(&format!("[mcp_servers.{bad:?}]\ncommand = [\"x\"]\n"));
+            assert_eq!(err.path, format!("mcp_servers.{bad}"), "{err}");
+            assert!(err.message.contains("at most 32"), "{err}");
+        }
+        assert!(is_mcp_server_name(&"a".repeat(32)));
+        let err = refused("[mcp_servers.x]\ncommand = [\"x\"]\nurl = \"http://h/\"\n");
+        assert_eq!(err.path, "mcp_servers.x");
+        assert!(err.message.contains("both"), "{err}");
+        let err = refused("[mcp_servers.x]\nenabled = false\n");
+        assert_eq!(err.path, "mcp_servers.x");
+        assert!(err.message.contains("neither"), "{err}");
+        let err = refused("[mcp_servers.x]\ncommand = []\n");
+        assert_eq!(err.path, "mcp_servers.x.command");
+        let err = refused("[mcp_servers.x]\nurl = \"ftp://h\"\n");
+        assert_eq!(err.path, "mcp_servers.x.url");
+        let err = refused("[mcp_servers.x]\nurl = \"http://h\"\nheaders = { \"a b\" = \"v\" }\n");
+        assert_eq!(err.path, "mcp_servers.x.headers");
+        let err = refused("[mcp_servers.x]\nurl = \"http://h\"\nheaders = { A = \"v\\n\" }\n");
+        assert_eq!(err.path, "mcp_servers.x.headers.A");
+        let err =
+            refused("[mcp_servers.x]\nurl = \"http://h\"\nheaders = { Mcp-Session-Id = \"v\" }\n");
+        assert_eq!(err.path, "mcp_servers.x.headers.Mcp-Session-Id");
+        let err = refused("[mcp_servers.x]\nurl = \"http://h\"\nenv = { A = \"v\" }\n");
+        assert_eq!(err.path, "mcp_servers.x.env");
+        let err = refused("[mcp_servers.x]\ncommand = [\"x\"]\ntimeout_ms = 0\n");
+        assert_eq!(err.path, "mcp_servers.x.timeout_ms");
+        let err = refused("[mcp_servers.x]\ncommand = [\"x\"]\ntimeout = 1\n");
+        assert_eq!(err.path, "mcp_servers.x.timeout");
+    }
+
+    #[test]
     fn non_loopback_without_token_is_refused() {
         let err = load_with("[gateway]\nbind = \"0.0.0.0\"\n", &[]).expect_err("refused");
         assert!(err.message.contains("CLAWGATE_TOKEN"), "{err}");

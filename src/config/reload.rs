@@ -29,6 +29,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("events", Reload::Restart),
     ("agents", Reload::Hot),
     ("plugins", Reload::Hot),
+    // Adding, removing or changing a server starts, stops or restarts it at once.
+    ("mcp_servers", Reload::Hot),
 ];
 
 /// How `path` (dotted) reloads.
@@ -47,7 +49,8 @@ pub fn reload_kind(path: &str) -> Reload {
 /// The placeholder that stands for a secret in `config.get`.
 pub const REDACTED: &str = "<redacted>";
 
-/// The configuration as JSON with secrets (token values, plugin environment) replaced.
+/// The configuration as JSON with secrets (token values, plugin environment, MCP servers'
+/// environment and headers) replaced.
 pub fn redacted(config: &Config) -> serde_json::Value {
     let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
     if let Some(tokens) = value
@@ -63,6 +66,20 @@ pub fn redacted(config: &Config) -> serde_json::Value {
             if let Some(env) = plugin.get_mut("env").and_then(|e| e.as_object_mut()) {
                 for v in env.values_mut() {
                     *v = serde_json::Value::from(REDACTED);
+                }
+            }
+        }
+    }
+    if let Some(servers) = value
+        .pointer_mut("/mcp_servers")
+        .and_then(|s| s.as_object_mut())
+    {
+        for server in servers.values_mut() {
+            for secret in ["env", "headers"] {
+                if let Some(map) = server.get_mut(secret).and_then(|e| e.as_object_mut()) {
+                    for v in map.values_mut() {
+                        *v = serde_json::Value::from(REDACTED);
+                    }
                 }
             }
         }
@@ -227,5 +244,53 @@ mod tests {
         assert_eq!(value["gateway"]["auth"]["tokens"][0]["name"], "ci");
         assert_eq!(value["plugins"][0]["env"]["KEY"], REDACTED);
         assert_eq!(value["plugins"][0]["command"][0], "x");
+    }
+
+    #[test]
+    fn mcp_servers_reload_hot_and_their_env_and_headers_are_redacted() {
+        assert_eq!(reload_kind("mcp_servers"), Reload::Hot);
+        assert_eq!(reload_kind("mcp_servers.files.command"), Reload::Hot);
+        let c = config(
+            "[mcp_servers.files]\ncommand = [\"srv\", \"--flag\"]\nenv = { API_KEY = \"s3cret-env\" }\n[mcp_servers.web]\nurl = \"https://mcp.example.com/mcp\"\nheaders = { Authorization = \"Bearer s3cret-header\" }\n",
+        );
+        let value = redacted(&c);
+        let text = value.to_string();
+        assert!(
+            !text.contains("s3cret-env") && !text.contains("s3cret-header"),
+            "{text}"
+        );
+        assert_eq!(value["mcp_servers"]["files"]["env"]["API_KEY"], REDACTED);
+        assert_eq!(
+            value["mcp_servers"]["web"]["headers"]["Authorization"],
+            REDACTED
+        );
+        // What is not a secret stays readable.
+        assert_eq!(value["mcp_servers"]["files"]["command"][1], "--flag");
+        assert_eq!(
+            value["mcp_servers"]["web"]["url"],
+            "https://mcp.example.com/mcp"
+        );
+        assert_eq!(value["mcp_servers"]["web"]["timeout_ms"], 60_000);
+        assert_eq!(value["mcp_servers"]["web"]["enabled"], true);
+        // config.schema shows the table and each key of an entry, with its reload kind.
+        let schema = schema();
+        let table = &schema["properties"]["mcp_servers"];
+        assert_eq!(table["x-reload"], "hot");
+        let entry = &table["additionalProperties"];
+        for key in ["command", "url", "env", "headers", "enabled", "timeout_ms"] {
+            assert_eq!(
+                entry["properties"][key]["x-reload"], "hot",
+                "{key}: {entry}"
+            );
+        }
+        // A changed server is a change under its own name.
+        let mut other = c.clone();
+        if let Some(web) = other.mcp_servers.get_mut("web") {
+            web.timeout_ms = 5;
+        }
+        assert_eq!(
+            changed_paths(&c, &other),
+            vec!["mcp_servers.web.timeout_ms"]
+        );
     }
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentConfig>,
     /// Out-of-process plugins.
     pub plugins: Vec<PluginConfig>,
+    /// MCP servers whose tools the agents may call, by name (`[mcp_servers.<name>]`).
+    pub mcp_servers: BTreeMap<String, McpServerConfig>,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             agents: BTreeMap::from([(DEFAULT_AGENT.to_string(), AgentConfig::default())]),
             plugins: Vec::new(),
+            mcp_servers: BTreeMap::new(),
         }
     }
 }
@@ -376,4 +379,38 @@ pub struct PluginConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// The default `timeout_ms` of an MCP server: a minute per tool call.
+pub const MCP_DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// `[mcp_servers.<name>]`: an MCP server offering tools, reached over stdio (`command`) or
+/// streamable HTTP (`url`), exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The executable and its arguments (stdio). Its environment is only `PATH`, `HOME`,
+    /// `LANG`, `TMPDIR` and `env`, never the gateway's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The server's endpoint, `http://` or `https://` (streamable HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Extra environment for a stdio server (values are secrets: `config.get` redacts them).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Extra HTTP headers for an HTTP server (values are secrets: `config.get` redacts them).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Whether the server runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long one tool call may take before it fails and the server counts as hung (and is
+    /// restarted), in ms.
+    #[serde(default = "mcp_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn mcp_timeout_ms() -> u64 {
+    MCP_DEFAULT_TIMEOUT_MS
 }

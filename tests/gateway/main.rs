@@ -11,6 +11,7 @@ mod events;
 mod fake_provider;
 mod hardening;
 mod jsonrpc;
+mod mcp;
 mod plugins;
 mod process;
 mod rust_client;
