@@ -43,6 +43,8 @@ pub use state::{SendOutcome, SendRequest};
 pub trait AgentHost: Send + Sync + 'static {
     /// The agent (runs, lanes, provider, tools).
     fn agent(&self) -> &Agent;
+    /// The tools of the MCP servers named (all with `None`), as offered to a model.
+    fn mcp_tools(&self, servers: Option<&[String]>) -> Vec<Arc<dyn tools::Tool>>;
     /// The session store.
     fn store(&self) -> &Arc<crate::store::Store>;
     /// The event hub.
@@ -71,8 +73,8 @@ impl<G: AgentHost> run_loop::LoopHost for G {
     fn provider(&self, agent: &str) -> Option<Arc<dyn providers::Provider>> {
         self.agent().provider(agent)
     }
-    fn tools(&self) -> Arc<Vec<Arc<dyn tools::Tool>>> {
-        self.agent().tools()
+    fn tools(&self, agent: &crate::config::AgentConfig) -> Arc<Vec<Arc<dyn tools::Tool>>> {
+        self.agent().tools_for(self, agent)
     }
     fn data_dir(&self) -> &PathBuf {
         AgentHost::data_dir(self)

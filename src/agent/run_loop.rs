@@ -37,8 +37,8 @@ pub(super) trait LoopHost: Send + Sync + 'static {
     fn config(&self) -> Arc<Config>;
     /// The provider of the agent `agent` now (a run keeps the one it started with).
     fn provider(&self, agent: &str) -> Option<Arc<dyn Provider>>;
-    /// The tools offered to the model now.
-    fn tools(&self) -> Arc<Vec<Arc<dyn Tool>>>;
+    /// The tools offered to `agent`'s model now (built-in, plugins', its MCP servers').
+    fn tools(&self, agent: &AgentConfig) -> Arc<Vec<Arc<dyn Tool>>>;
     /// The data directory (the file tools refuse it).
     fn data_dir(&self) -> &PathBuf;
     /// The config file (the file tools refuse it).
@@ -190,7 +190,7 @@ async fn run_loop<G: LoopHost>(
         user_message: Some(user_message),
         ..emitter.base("started")
     });
-    let tool_list = gw.tools();
+    let tool_list = gw.tools(agent_cfg);
     let specs = tool_list.iter().map(|t| t.spec()).collect::<Vec<_>>();
     let workspace = agent_cfg
         .workspace

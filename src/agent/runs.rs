@@ -89,6 +89,22 @@ impl Agent {
         self.tools.load_full()
     }
 
+    /// The tools offered to `agent`'s model: the built-in and plugin tools, then those of its
+    /// MCP servers (`mcp_servers`, default all).
+    pub fn tools_for<G: AgentHost>(
+        &self,
+        gw: &G,
+        agent: &crate::config::AgentConfig,
+    ) -> Arc<Vec<Arc<dyn Tool>>> {
+        let mcp = gw.mcp_tools(agent.mcp_servers.as_deref());
+        if mcp.is_empty() {
+            return self.tools();
+        }
+        let mut all = self.tools().as_ref().clone();
+        all.extend(mcp);
+        Arc::new(all)
+    }
+
     /// Replaces the tool list (plugins).
     pub fn set_tools(&self, tools: Vec<Arc<dyn Tool>>) {
         self.tools.store(Arc::new(tools));

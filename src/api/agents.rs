@@ -29,17 +29,17 @@ impl Method for List {
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     table.method::<List, _, _>(|ctx: CallContext, _: NoParams| async move {
         let config = ctx.gateway.config();
-        let tools: Vec<String> = ctx
-            .gateway
-            .agent()
-            .tools()
-            .iter()
-            .map(|t| t.spec().name)
-            .collect();
         let agents = config
             .agents
             .iter()
             .map(|(id, agent)| AgentInfo {
+                tools: ctx
+                    .gateway
+                    .agent()
+                    .tools_for(ctx.gateway.as_ref(), agent)
+                    .iter()
+                    .map(|t| t.spec().name)
+                    .collect(),
                 id: id.clone(),
                 provider: agent.provider.as_str().into(),
                 model: agent.model.clone(),
@@ -50,7 +50,6 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
                     .unwrap_or_else(|| ctx.gateway.data_dir().join("workspace"))
                     .display()
                     .to_string(),
-                tools: tools.clone(),
             })
             .collect();
         Ok(AgentsListResult { agents })

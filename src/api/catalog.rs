@@ -31,7 +31,7 @@ pub struct Tools;
 impl Method for Tools {
     const NAME: &'static str = "tools.catalog";
     const SCOPE: Scope = Scope::Read;
-    const SUMMARY: &'static str = "Tools the agent can call, built-in and from plugins.";
+    const SUMMARY: &'static str = "Tools the agent can call: built-in, from plugins and from its MCP servers (`mcp:<server>`).";
     type Params = AgentParams;
     type Result = ToolsCatalogResult;
     fn examples() -> Vec<Example> {
@@ -66,15 +66,15 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         Ok(ModelsListResult { models })
     })?;
     table.method::<Tools, _, _>(|ctx: CallContext, p: AgentParams| async move {
-        if let Some(id) = &p.agent
-            && ctx.gateway.config().agent(id).is_none()
-        {
+        let config = ctx.gateway.config();
+        let id = p.agent.as_deref().unwrap_or(config.default_agent_id());
+        let Some(agent) = config.agent(id) else {
             return Err(AgentError::NoSuchAgent(id.to_string()).into());
-        }
+        };
         let tools = ctx
             .gateway
             .agent()
-            .tools()
+            .tools_for(ctx.gateway.as_ref(), agent)
             .iter()
             .map(|t| {
                 let spec = t.spec();

@@ -7,6 +7,7 @@ pub mod config;
 pub mod errors;
 pub mod events;
 pub mod gateway;
+pub mod mcp;
 pub mod plugins;
 pub mod sessions;
 
@@ -22,6 +23,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     chat::register(&mut table)?;
     catalog::register(&mut table)?;
     agents::register(&mut table)?;
+    mcp::register(&mut table)?;
     config::register(&mut table)?;
     plugins::register(&mut table)?;
     crate::protocol::core_events(&mut table);

@@ -29,6 +29,8 @@ pub trait LiveHost: Send + Sync + 'static {
     fn is_shutting_down(&self) -> bool;
     /// A key under `agent` changed: rebuild what depends on it.
     fn agent_changed(&self, config: &Config);
+    /// `mcp_servers` changed: start, stop or restart servers to match.
+    fn mcp_changed(&self, config: &Config);
     /// The `plugins` configuration changed.
     fn plugins_changed(&self);
 }
@@ -161,6 +163,9 @@ pub fn apply<G: LiveHost>(gw: &Arc<G>, loaded: Loaded) -> Change {
     gw.set_config(loaded.config, loaded.hash.clone());
     if agent_changed {
         gw.agent_changed(&new_config);
+    }
+    if changed.iter().any(|p| p.starts_with("mcp_servers")) {
+        gw.mcp_changed(&new_config);
     }
     if plugins_changed {
         gw.plugins_changed();

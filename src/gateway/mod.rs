@@ -85,6 +85,7 @@ pub struct Gateway {
     health_dirty: Arc<Notify>,
     store: Arc<Store>,
     agent: crate::agent::Agent,
+    mcp: crate::mcp::McpManager,
     live: crate::config::live::Live,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     plugins_notify: Notify,
@@ -112,8 +113,16 @@ impl Gateway {
     ) -> Arc<Self> {
         let agent = crate::agent::Agent::new(&loaded.config);
         let live = crate::config::live::Live::new(&loaded);
+        let mcp = {
+            let hub = hub.clone();
+            crate::mcp::McpManager::new(move |changed| {
+                hub.emit(None, &changed);
+            })
+        };
+        mcp.apply(&loaded.config.mcp_servers);
         Arc::new(Self {
             agent,
+            mcp,
             live,
             watcher: Mutex::new(None),
             plugins_notify: Notify::new(),
@@ -339,7 +348,12 @@ impl Gateway {
         self.plugins_notify.notified().await
     }
 
-    /// The agent (provider, tools, runs).
+    /// The MCP servers' manager.
+    pub fn mcp(&self) -> &crate::mcp::McpManager {
+        &self.mcp
+    }
+
+    /// The agent (providers, tools, runs).
     pub fn agent(&self) -> &crate::agent::Agent {
         &self.agent
     }
@@ -376,6 +390,7 @@ impl Gateway {
             w.take();
         }
         crate::plugins::stop_all(self);
+        self.mcp.shutdown().await;
         self.index_stop.cancel();
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -385,6 +400,9 @@ impl Gateway {
 }
 
 impl crate::agent::AgentHost for Gateway {
+    fn mcp_tools(&self, servers: Option<&[String]>) -> Vec<Arc<dyn crate::agent::tools::Tool>> {
+        self.mcp.tools(servers)
+    }
     fn agent(&self) -> &crate::agent::Agent {
         Gateway::agent(self)
     }
@@ -432,6 +450,9 @@ impl crate::config::live::LiveHost for Gateway {
     }
     fn is_shutting_down(&self) -> bool {
         Gateway::is_shutting_down(self)
+    }
+    fn mcp_changed(&self, config: &Config) {
+        self.mcp.apply(&config.mcp_servers);
     }
     fn agent_changed(&self, config: &Config) {
         // Runs in progress keep the provider they started with.

@@ -3,49 +3,8 @@
 
 use std::sync::Arc;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use crate::config::McpServerConfig;
-
-/// Where a server is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum McpState {
-    /// Being started for the first time since it was configured.
-    Starting,
-    /// Initialized; its tools are offered.
-    Running,
-    /// Crashed, hung or wrote garbage; restarting after a backoff (its tools fail meanwhile).
-    Restarting,
-    /// Its last start failed (`error` says why); retried with backoff.
-    Failed,
-    /// Disabled, removed or shut down.
-    Stopped,
-}
-
-impl McpState {
-    /// The protocol name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Restarting => "restarting",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-        }
-    }
-}
-
-/// How a server is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum McpTransport {
-    /// A child process speaking on its stdin and stdout (`command`).
-    Stdio,
-    /// Streamable HTTP (`url`).
-    Http,
-}
+pub use crate::protocol::{McpChanged, McpServerStatus, McpState, McpTransport};
 
 impl McpTransport {
     /// The transport `config` names.
@@ -56,33 +15,6 @@ impl McpTransport {
             Self::Stdio
         }
     }
-}
-
-/// One entry of `mcp.list`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct McpServerStatus {
-    /// The server's name (its `[mcp_servers.<name>]`).
-    pub name: String,
-    /// `stdio` or `http`.
-    pub transport: McpTransport,
-    /// Where it is.
-    pub state: McpState,
-    /// The names of its tools as offered to the model (`<server>__<tool>`).
-    pub tools: Vec<String>,
-    /// Why it is not running, when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The `mcp.changed` event: a server's state or tools changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct McpChanged {
-    /// The server's name.
-    pub server: String,
-    /// Where it is now.
-    pub state: McpState,
-    /// Its offered tool names now.
-    pub tools: Vec<String>,
 }
 
 /// What the manager calls on every change (from its own tasks; keep it quick).

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::chat::ChatEvent;
 use super::config::ConfigChangedEvent;
 use super::gateway::{Health, PresenceEvent};
+use super::mcp::McpChanged;
 use super::plugins::PluginsChangedEvent;
 use super::sessions::SessionsChangedEvent;
 use super::subscriptions::{GapEvent, ShutdownEvent, TickEvent};
@@ -52,4 +53,5 @@ events! {
     ChatEvent => "chat", "A chat payload; the envelope carries sessionKey.";
     PluginsChangedEvent => "plugins.changed", "A plugin changed state (starting, running, restarting, failed, stopped).";
     ConfigChangedEvent => "config.changed", "The configuration changed (a file edit or config.patch).";
+    McpChanged => "mcp.changed", "An MCP server changed state or tools.";
 }

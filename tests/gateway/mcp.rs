@@ -713,3 +713,95 @@ async fn the_cost_of_a_stdio_call() {
     assert!(per_call < Duration::from_millis(50), "{per_call:?}");
     h.mcp.shutdown().await;
 }
+
+/// The gateway's side: `mcp.list`, `tools.catalog` and `agents.list` entries, a run calling an
+/// MCP tool (echo's `/tool`), an agent limited to no server, and `mcp.changed` on a hot removal.
+#[tokio::test]
+async fn the_gateway_offers_mcp_tools_to_its_agents_and_lists_them() {
+    let gw = crate::common::start(|c| {
+        c.mcp_servers
+            .insert("everything".into(), stdio(&["node", &everything()]));
+        c.agents.insert(
+            "plain".into(),
+            clawgate::config::AgentConfig {
+                mcp_servers: Some(Vec::new()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let mut ws = crate::common::RawWs::connect(gw.addr()).await;
+    ws.subscribe(json!({"events": ["mcp.changed"]})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let server = loop {
+        let list = ws.call("mcp.list", json!({})).await;
+        let server = list["result"]["servers"][0].clone();
+        if server["state"] == "running" {
+            break server;
+        }
+        assert!(Instant::now() < deadline, "not running: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(server["name"], "everything");
+    assert_eq!(server["transport"], "stdio");
+    assert!(
+        server["tools"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("everything__echo"))),
+        "{server}"
+    );
+    let catalog = ws.call("tools.catalog", json!({})).await;
+    let echo = catalog["result"]["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "everything__echo").cloned())
+        .expect("the MCP tool is in the catalogue");
+    assert_eq!(echo["source"], "mcp:everything");
+    let plain = ws.call("tools.catalog", json!({"agent": "plain"})).await;
+    assert!(
+        !plain.to_string().contains("everything__"),
+        "an agent with mcp_servers = [] is offered none: {plain}"
+    );
+    let agents = ws.call("agents.list", json!({})).await["result"]["agents"].clone();
+    let main = agents
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["id"] == "main").cloned())
+        .expect("main");
+    assert!(
+        main["tools"].to_string().contains("everything__echo"),
+        "{main}"
+    );
+
+    // A run of the echo provider calls the MCP tool and answers with its result.
+    let payloads = ws
+        .stream_run(json!({"sessionKey": "m", "message": "/tool everything__echo {\"message\": \"via mcp\"}"}))
+        .await;
+    let end = payloads
+        .iter()
+        .find(|p| p["state"] == "tool_end")
+        .expect("tool_end");
+    assert_eq!(end["isError"], false, "{end}");
+    assert!(
+        end["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("via mcp")),
+        "{end}"
+    );
+
+    // Removed from the configuration: stopped, announced, and its tools gone.
+    let hash = ws.call("config.get", json!({})).await["result"]["hash"].clone();
+    let patched = ws
+        .call(
+            "config.patch",
+            json!({"patch": {"mcp_servers": {"everything": null}}, "baseHash": hash}),
+        )
+        .await;
+    assert!(patched.get("result").is_some(), "{patched}");
+    loop {
+        let p = ws.next_payload_of("mcp.changed").await;
+        if p["server"] == "everything" && p["state"] == "stopped" {
+            break;
+        }
+    }
+    let catalog = ws.call("tools.catalog", json!({})).await;
+    assert!(!catalog.to_string().contains("everything__"), "{catalog}");
+}

@@ -50,6 +50,32 @@ export type GapReason1 = "lagged" | "expired" | "restart";
  */
 export type InjectRole1 = "assistant" | "system";
 /**
+ * Where it is now.
+ */
+export type McpState = "starting" | "running" | "restarting" | "failed" | "stopped";
+/**
+ * Where it is.
+ */
+export type McpState1 = "starting" | "running" | "restarting" | "failed" | "stopped";
+/**
+ * `stdio` or `http`.
+ */
+export type McpTransport = "stdio" | "http";
+/**
+ * Where a server is.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "McpState".
+ */
+export type McpState2 = "starting" | "running" | "restarting" | "failed" | "stopped";
+/**
+ * How a server is reached.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "McpTransport".
+ */
+export type McpTransport1 = "stdio" | "http";
+/**
  * Joined or left.
  */
 export type PresenceState = "joined" | "left";
@@ -963,6 +989,57 @@ export interface HelloSnapshot1 {
   seq: number;
 }
 /**
+ * The `mcp.changed` event: a server's state or tools changed.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "McpChanged".
+ */
+export interface McpChangedEvent {
+  /**
+   * The server's name.
+   */
+  server: string;
+  state: McpState;
+  /**
+   * Its offered tool names now.
+   */
+  tools: string[];
+}
+/**
+ * Result of `mcp.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "McpListResult".
+ */
+export interface McpListResult {
+  /**
+   * Every configured MCP server, by name.
+   */
+  servers: McpServerStatus[];
+}
+/**
+ * One entry of `mcp.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "McpServerStatus".
+ */
+export interface McpServerStatus {
+  /**
+   * Why it is not running, when it is not.
+   */
+  error?: string | null;
+  /**
+   * The server's name (its `[mcp_servers.<name>]`).
+   */
+  name: string;
+  state: McpState1;
+  /**
+   * The names of its tools as offered to the model (`<server>__<tool>`).
+   */
+  tools: string[];
+  transport: McpTransport;
+}
+/**
  * One model of `models.list`.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -1569,6 +1646,7 @@ export interface Calls {
   "gateway.hello": { params: HelloParams; result: HelloResult };
   "gateway.presence": { params: NoParams; result: PresenceResult };
   "gateway.status": { params: NoParams; result: StatusResult };
+  "mcp.list": { params: NoParams; result: McpListResult };
   "models.list": { params: AgentParams; result: ModelsListResult };
   "plugins.list": { params: NoParams; result: PluginsListResult };
   "rpc.discover": { params: NoParams; result: OpenRpcDocument };
@@ -1607,6 +1685,7 @@ export const SCOPES = {
   "gateway.hello": "read",
   "gateway.presence": "read",
   "gateway.status": "read",
+  "mcp.list": "read",
   "models.list": "read",
   "plugins.list": "read",
   "rpc.discover": "read",
@@ -1668,6 +1747,10 @@ export function bindMethods(t: Transport) {
       /** Where the gateway listens, its data directory, provider, plugins and pending restarts. */
       status: (params?: Calls["gateway.status"]["params"]) => t.call("gateway.status", params ?? ({} as Calls["gateway.status"]["params"])),
     },
+    mcp: {
+      /** The configured MCP servers: transport, state, the tools offered as <server>__<tool>. */
+      list: (params?: Calls["mcp.list"]["params"]) => t.call("mcp.list", params ?? ({} as Calls["mcp.list"]["params"])),
+    },
     models: {
       /** Models of the configured provider (echo is an offline stand-in). */
       list: (params?: Calls["models.list"]["params"]) => t.call("models.list", params ?? ({} as Calls["models.list"]["params"])),
@@ -1699,7 +1782,7 @@ export function bindMethods(t: Transport) {
       reset: (params: Calls["sessions.reset"]["params"]) => t.call("sessions.reset", params ?? ({} as Calls["sessions.reset"]["params"])),
     },
     tools: {
-      /** Tools the agent can call, built-in and from plugins. */
+      /** Tools the agent can call: built-in, from plugins and from its MCP servers (`mcp:<server>`). */
       catalog: (params?: Calls["tools.catalog"]["params"]) => t.call("tools.catalog", params ?? ({} as Calls["tools.catalog"]["params"])),
     },
   };

@@ -70,6 +70,7 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "gateway.hello": ("read", None, None),
     "gateway.presence": ("read", None, None),
     "gateway.status": ("read", None, None),
+    "mcp.list": ("read", None, None),
     "models.list": ("read", None, None),
     "plugins.list": ("read", None, None),
     "rpc.discover": ("read", None, None),
@@ -90,6 +91,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "config.changed": models.ConfigChangedEvent,
     "gap": models.GapEvent,
     "health": models.Health,
+    "mcp.changed": models.McpChanged,
     "plugins.changed": models.PluginsChangedEvent,
     "presence": models.PresenceEvent,
     "sessions.changed": models.SessionsChangedEvent,
@@ -413,6 +415,20 @@ class GatewayMethods:
         return models.StatusResult.model_validate(await self._client.call("gateway.status", None))
 
 
+class McpMethods:
+    """Methods of the `mcp` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list(self) -> models.McpListResult:
+        """`mcp.list`: The configured MCP servers: transport, state, the tools offered as <server>__<tool>.
+
+        Scope: read.
+        """
+        return models.McpListResult.model_validate(await self._client.call("mcp.list", None))
+
+
 class ModelsMethods:
     """Methods of the `models` namespace."""
 
@@ -617,7 +633,7 @@ class ToolsMethods:
         self._client = client
 
     async def catalog(self, *, agent: str | None | Unset = UNSET) -> models.ToolsCatalogResult:
-        """`tools.catalog`: Tools the agent can call, built-in and from plugins.
+        """`tools.catalog`: Tools the agent can call: built-in, from plugins and from its MCP servers (`mcp:<server>`).
 
         Scope: read.
 
@@ -637,6 +653,7 @@ class Namespaces:
     config: ConfigMethods
     events: EventsMethods
     gateway: GatewayMethods
+    mcp: McpMethods
     models: ModelsMethods
     plugins: PluginsMethods
     rpc: RpcMethods
@@ -650,6 +667,7 @@ class Namespaces:
         self.config = ConfigMethods(client)
         self.events = EventsMethods(client)
         self.gateway = GatewayMethods(client)
+        self.mcp = McpMethods(client)
         self.models = ModelsMethods(client)
         self.plugins = PluginsMethods(client)
         self.rpc = RpcMethods(client)

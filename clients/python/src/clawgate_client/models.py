@@ -471,6 +471,48 @@ class InjectRole(str, Enum):
     """
 
 
+class McpState(str, Enum):
+    """
+    Where a server is.
+    """
+
+    starting = 'starting'
+    """
+    Being started for the first time since it was configured.
+    """
+    running = 'running'
+    """
+    Initialized; its tools are offered.
+    """
+    restarting = 'restarting'
+    """
+    Crashed, hung or wrote garbage; restarting after a backoff (its tools fail meanwhile).
+    """
+    failed = 'failed'
+    """
+    Its last start failed (`error` says why); retried with backoff.
+    """
+    stopped = 'stopped'
+    """
+    Disabled, removed or shut down.
+    """
+
+
+class McpTransport(str, Enum):
+    """
+    How a server is reached.
+    """
+
+    stdio = 'stdio'
+    """
+    A child process speaking on its stdin and stdout (`command`).
+    """
+    http = 'http'
+    """
+    Streamable HTTP (`url`).
+    """
+
+
 class MessageError(BaseModel):
     """
     An error recorded on a message.
@@ -1493,6 +1535,60 @@ class HelloSnapshot(BaseModel):
     """
 
 
+class McpChanged(BaseModel):
+    """
+    The `mcp.changed` event: a server's state or tools changed.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    server: str
+    """
+    The server's name.
+    """
+    state: McpState
+    """
+    Where it is now.
+    """
+    tools: list[str]
+    """
+    Its offered tool names now.
+    """
+
+
+class McpServerStatus(BaseModel):
+    """
+    One entry of `mcp.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    error: str | None = None
+    """
+    Why it is not running, when it is not.
+    """
+    name: str
+    """
+    The server's name (its `[mcp_servers.<name>]`).
+    """
+    state: McpState
+    """
+    Where it is.
+    """
+    tools: list[str]
+    """
+    The names of its tools as offered to the model (`<server>__<tool>`).
+    """
+    transport: McpTransport
+    """
+    `stdio` or `http`.
+    """
+
+
 class PresenceEvent(BaseModel):
     """
     Payload of `presence`.
@@ -1759,4 +1855,19 @@ class HelloResult(BaseModel):
     snapshot: HelloSnapshot
     """
     State to resume from.
+    """
+
+
+class McpListResult(BaseModel):
+    """
+    Result of `mcp.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    servers: list[McpServerStatus]
+    """
+    Every configured MCP server, by name.
     """
