@@ -692,28 +692,6 @@ async fn a_server_down_keeps_its_tools_offered_and_their_calls_say_why() {
     h.mcp.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cost_of_a_stdio_call() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let log = dir.path().join("rogue.log");
-    let h = Harness::with(&[("rogue", rogue(&log))]);
-    h.running("rogue").await;
-    let echo = h.tool("rogue__echo");
-    for _ in 0..20 {
-        ok_text(&echo.call(json!({"text": "warm"}), ctx()).await);
-    }
-    let n = 200;
-    let started = Instant::now();
-    for i in 0..n {
-        let out = echo.call(json!({"text": i.to_string()}), ctx()).await;
-        assert_eq!(ok_text(&out), i.to_string());
-    }
-    let per_call = started.elapsed() / n;
-    eprintln!("MCP stdio round trip (rogue echo, sequential): {per_call:?} per call");
-    assert!(per_call < Duration::from_millis(50), "{per_call:?}");
-    h.mcp.shutdown().await;
-}
-
 /// The gateway's side: `mcp.list`, `tools.catalog` and `agents.list` entries, a run calling an
 /// MCP tool (echo's `/tool`), an agent limited to no server, and `mcp.changed` on a hot removal.
 #[tokio::test]
