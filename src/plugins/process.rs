@@ -511,6 +511,12 @@ fn contribution<G: PluginHost>(
                 "tools[{i}].name {local:?}: use letters, digits, _ and -"
             ));
         }
+        if local.contains("__") {
+            // `<server>__<tool>` names the tools of MCP servers: a plugin's could collide.
+            return Err(format!(
+                "tools[{i}].name {local:?}: `__` is reserved for MCP tools (<server>__<tool>)"
+            ));
+        }
         out.tools.push(Arc::new(PluginTool {
             plugin: plugin.to_string(),
             local: local.to_string(),

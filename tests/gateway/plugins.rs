@@ -204,9 +204,11 @@ async fn name_collisions_are_refused_and_reported() {
     let reserved = unruly(&gw, "sessions", 1000, &[]);
     // A namespace version 2 reserves for the gateway is refused too.
     let reserved_v2 = unruly(&gw, "mcp", 1000, &[]);
+    // A tool named like an MCP tool (`<server>__<tool>`) could collide with one.
+    let mcp_like = unruly(&gw, "tooly", 1000, &[("UNRULY_TOOL", "files__read")]);
     patch(
         &mut ws,
-        json!({"plugins": [colliding, reserved, reserved_v2]}),
+        json!({"plugins": [colliding, reserved, reserved_v2, mcp_like]}),
     )
     .await;
     wait_state(&mut watcher, "test", "failed").await;
@@ -233,7 +235,11 @@ async fn name_collisions_are_refused_and_reported() {
         "wrote",
         "the original stays"
     );
-    for name in ["sessions", "mcp"] {
+    for (name, needle) in [
+        ("sessions", "`sessions` is a reserved namespace"),
+        ("mcp", "`mcp` is a reserved namespace"),
+        ("tooly", "`__` is reserved for MCP tools"),
+    ] {
         loop {
             let l = ws.call("plugins.list", json!({})).await;
             let p = l["result"]["plugins"]
@@ -245,9 +251,7 @@ async fn name_collisions_are_refused_and_reported() {
                 .unwrap_or_default();
             if p["state"] == "failed" {
                 assert!(
-                    p["error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains(&format!("`{name}` is a reserved namespace"))),
+                    p["error"].as_str().is_some_and(|e| e.contains(needle)),
                     "{p}"
                 );
                 break;

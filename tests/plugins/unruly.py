@@ -21,7 +21,8 @@ for line in sys.stdin:
         send({"jsonrpc": "2.0", "id": rid, "result": {
             "methods": [{"name": n, "scope": "read", "summary": n} for n in ("ok", "crash", "hang", "garbage", "noisy", "chatty")]
             + ([{"name": os.environ["UNRULY_EXTRA"], "scope": "read", "summary": "x"}] if os.environ.get("UNRULY_EXTRA") else []),
-            "tools": [], "events": []}})
+            "tools": ([{"name": os.environ["UNRULY_TOOL"], "description": "x", "inputSchema": {"type": "object"}}] if os.environ.get("UNRULY_TOOL") else []),
+            "events": []}})
     elif method == "ok":
         send({"jsonrpc": "2.0", "id": rid, "result": {"pid": os.getpid()}})
     elif method == "crash":
