@@ -137,6 +137,15 @@ impl schemars::JsonSchema for RawDocument {
     }
 }
 
+/// The version-2 capabilities switched on in `config`.
+fn features(config: &crate::config::Config) -> Vec<String> {
+    let mut features = vec!["agents".to_string(), "compaction".to_string()];
+    if config.mcp_servers.values().any(|s| s.enabled) {
+        features.push("mcp".into());
+    }
+    features
+}
+
 /// Registers the `gateway.*` methods and `rpc.discover`.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     table.method::<Hello, _, _>(|ctx: CallContext, params: HelloParams| async move {
@@ -187,6 +196,7 @@ fn hello(ctx: CallContext, params: HelloParams) -> Result<HelloResult> {
         },
         methods: table.names().to_vec(),
         events: table.events().to_vec(),
+        features: features(&config),
         policy: Policy {
             max_payload_bytes: config.gateway.max_payload_bytes as u64,
             max_batch: config.gateway.max_batch as u64,

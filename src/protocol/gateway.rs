@@ -131,6 +131,10 @@ pub struct HelloResult {
     pub methods: Vec<String>,
     /// Every event name.
     pub events: Vec<String>,
+    /// What this gateway has switched on (`"agents"`, `"compaction"`, `"mcp"` when an MCP
+    /// server is enabled, ...); an open list: a client must accept names it does not know.
+    #[serde(default)]
+    pub features: Vec<String>,
     /// Limits.
     pub policy: Policy,
     /// State to resume from.

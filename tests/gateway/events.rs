@@ -315,6 +315,11 @@ async fn presence_health_and_tick_events() {
         .to_string();
     assert_eq!(hello["result"]["protocol"], 1);
     assert_eq!(
+        hello["result"]["features"],
+        serde_json::json!(["agents", "compaction"]),
+        "no MCP server configured: no \"mcp\""
+    );
+    assert_eq!(
         hello["result"]["snapshot"]["epoch"],
         gw.running.gateway.hub().epoch()
     );

@@ -709,6 +709,13 @@ async fn the_gateway_offers_mcp_tools_to_its_agents_and_lists_them() {
     })
     .await;
     let mut ws = crate::common::RawWs::connect(gw.addr()).await;
+    let hello = ws.call("gateway.hello", json!({})).await;
+    assert!(
+        hello["result"]["features"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("mcp"))),
+        "{hello}"
+    );
     ws.subscribe(json!({"events": ["mcp.changed"]})).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let server = loop {

@@ -839,6 +839,11 @@ export interface HelloResult {
    */
   events: string[];
   /**
+   * What this gateway has switched on (`"agents"`, `"compaction"`, `"mcp"` when an MCP
+   * server is enabled, ...); an open list: a client must accept names it does not know.
+   */
+  features?: string[];
+  /**
    * Every callable method, plugin methods included.
    */
   methods: string[];

@@ -1836,6 +1836,11 @@ class HelloResult(BaseModel):
     """
     Every event name.
     """
+    features: list[str] | None = []
+    """
+    What this gateway has switched on (`"agents"`, `"compaction"`, `"mcp"` when an MCP
+    server is enabled, ...); an open list: a client must accept names it does not know.
+    """
     methods: list[str]
     """
     Every callable method, plugin methods included.
