@@ -322,6 +322,8 @@ async fn run_loop<G: LoopHost>(
         if let Some(u) = usage {
             total.input_tokens += u.input_tokens;
             total.output_tokens += u.output_tokens;
+            total.cache_read_tokens += u.cache_read_tokens;
+            total.cache_write_tokens += u.cache_write_tokens;
             any_usage = true;
         }
         let mut all_calls: Vec<ToolCall> = calls.clone();

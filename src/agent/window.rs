@@ -30,12 +30,11 @@ fn chars_of(messages: &[TranscriptMessage]) -> usize {
     messages.iter().map(message_chars).sum()
 }
 
-/// Tokens a model call reported reading: its input, cache reads and writes included (the
-/// providers report them inside `inputTokens` today: OpenAI's `prompt_tokens` counts cached
-/// tokens, and no Anthropic request asks for caching; a `Usage` that gains separate cache
-/// counts adds them here).
+/// Tokens a model call reported reading: its input, cache reads and writes included
+/// (OpenAI's `prompt_tokens` already counts cached tokens; Anthropic reports them apart, as
+/// `cacheReadTokens` and `cacheWriteTokens`).
 pub fn input_tokens(usage: &Usage) -> u64 {
-    usage.input_tokens
+    usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
 }
 
 /// The estimate of the next model call's context, in tokens: the later of the last turn's
@@ -125,6 +124,17 @@ pub fn dropped_summary(previous: Option<&str>, dropped: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_reads_and_writes_count_as_input() {
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_tokens: 100,
+            cache_write_tokens: 1000,
+        };
+        assert_eq!(input_tokens(&usage), 1110);
+    }
     use crate::protocol::{CompactionReason, ToolCall};
     use crate::store::transcript::CompactionLine;
 
@@ -201,6 +211,7 @@ mod tests {
         answer.usage = Some(Usage {
             input_tokens: 1000,
             output_tokens: 2,
+            ..Default::default()
         });
         let ctx = context(vec![
             msg(Role::User, &"x".repeat(4000)),
@@ -222,6 +233,7 @@ mod tests {
         later.usage = Some(Usage {
             input_tokens: 70,
             output_tokens: 1,
+            ..Default::default()
         });
         ctx.messages.push(later);
         assert_eq!(estimate(&ctx), 70 + 2);

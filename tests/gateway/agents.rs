@@ -293,3 +293,29 @@ async fn a_version_one_file_is_migrated_at_start_with_a_backup() {
     );
     assert_eq!(std::fs::read_to_string(&config).expect("read"), both);
 }
+
+#[tokio::test]
+async fn anthropic_cache_tokens_are_kept_in_the_usage() {
+    let mut events = anthropic::reply(&["cached"]);
+    events[0] = format!(
+        "event: message_start\ndata: {}\n\n",
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-test", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 40}}})
+    );
+    let fake = FakeProvider::start(vec![Script::sse(events)]).await;
+    let gw = start(|c: &mut Config| {
+        *c.default_agent_mut() = fake_agent(ProviderKind::Anthropic, &fake);
+    })
+    .await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let payloads = ws
+        .stream_run(json!({"sessionKey": "c", "message": "hi"}))
+        .await;
+    let last = payloads.last().expect("a terminal payload");
+    assert_eq!(last["state"], "final", "{last}");
+    assert_eq!(last["usage"]["inputTokens"], 7, "{last}");
+    assert_eq!(last["usage"]["cacheReadTokens"], 900, "{last}");
+    assert_eq!(last["usage"]["cacheWriteTokens"], 40, "{last}");
+    let stored = gw.transcript("c").whole().messages();
+    let assistant = stored.last().expect("the answer");
+    assert_eq!(assistant["usage"]["cacheReadTokens"], 900, "{assistant}");
+}

@@ -435,6 +435,14 @@ export interface ToolCall {
  */
 export interface Usage {
   /**
+   * Input tokens read from the provider's prompt cache (not counted in `inputTokens`).
+   */
+  cacheReadTokens?: number;
+  /**
+   * Input tokens written to the provider's prompt cache (not counted in `inputTokens`).
+   */
+  cacheWriteTokens?: number;
+  /**
    * Tokens read.
    */
   inputTokens: number;

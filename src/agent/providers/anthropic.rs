@@ -173,6 +173,14 @@ impl Provider for Anthropic {
                             v["message"]["usage"]["input_tokens"].as_u64().unwrap_or(0);
                         usage.output_tokens =
                             v["message"]["usage"]["output_tokens"].as_u64().unwrap_or(0);
+                        // Anthropic counts cached input apart from `input_tokens`.
+                        usage.cache_read_tokens = v["message"]["usage"]["cache_read_input_tokens"]
+                            .as_u64()
+                            .unwrap_or(0);
+                        usage.cache_write_tokens =
+                            v["message"]["usage"]["cache_creation_input_tokens"]
+                                .as_u64()
+                                .unwrap_or(0);
                     }
                     "content_block_start" => {
                         let index = v["index"].as_u64().unwrap_or(0);
@@ -243,6 +251,12 @@ impl Provider for Anthropic {
                         }
                         if let Some(n) = v["usage"]["input_tokens"].as_u64() {
                             usage.input_tokens = n;
+                        }
+                        if let Some(n) = v["usage"]["cache_read_input_tokens"].as_u64() {
+                            usage.cache_read_tokens = n;
+                        }
+                        if let Some(n) = v["usage"]["cache_creation_input_tokens"].as_u64() {
+                            usage.cache_write_tokens = n;
                         }
                         stop = match v["delta"]["stop_reason"].as_str() {
                             Some("max_tokens") => Some(StopReason::MaxTokens),

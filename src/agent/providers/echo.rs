@@ -117,6 +117,7 @@ impl Provider for Echo {
             let usage = Usage {
                 input_tokens: request.messages.iter().map(|m| words(&m.content)).sum(),
                 output_tokens: words(&text),
+                ..Default::default()
             };
             for event in [
                 ProviderEvent::Text(text),
@@ -159,6 +160,7 @@ impl Provider for Echo {
                 .send(Ok(ProviderEvent::Usage(Usage {
                     input_tokens,
                     output_tokens,
+                    ..Default::default()
                 })))
                 .await;
             let _ = tx.send(Ok(ProviderEvent::Stop(StopReason::EndTurn))).await;

@@ -174,6 +174,7 @@ impl Provider for OpenAi {
                     usage = Some(Usage {
                         input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
                         output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+                        ..Default::default()
                     });
                 }
                 // `choices` may be absent, null or empty (the usage chunk).

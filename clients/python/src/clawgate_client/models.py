@@ -1384,6 +1384,18 @@ class Usage(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    cache_read_tokens: Annotated[int | None, Field(alias='cacheReadTokens', ge=0)] = (
+        None
+    )
+    """
+    Input tokens read from the provider's prompt cache (not counted in `inputTokens`).
+    """
+    cache_write_tokens: Annotated[int | None, Field(alias='cacheWriteTokens', ge=0)] = (
+        None
+    )
+    """
+    Input tokens written to the provider's prompt cache (not counted in `inputTokens`).
+    """
     input_tokens: Annotated[int, Field(alias='inputTokens', ge=0)]
     """
     Tokens read.
