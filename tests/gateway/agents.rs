@@ -319,3 +319,55 @@ async fn anthropic_cache_tokens_are_kept_in_the_usage() {
     let assistant = stored.last().expect("the answer");
     assert_eq!(assistant["usage"]["cacheReadTokens"], 900, "{assistant}");
 }
+
+#[tokio::test]
+async fn a_run_keeps_its_agents_provider_across_a_reload() {
+    let before = FakeProvider::start(vec![
+        Script::sse(openai::reply(&["from ", "before"])).paced(150),
+    ])
+    .await;
+    let after = FakeProvider::start(vec![Script::sse(openai::reply(&["from after"]))]).await;
+    let gw = start(|c: &mut Config| {
+        c.agents
+            .insert("gpt".into(), fake_agent(ProviderKind::Openai, &before));
+    })
+    .await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    ws.subscribe(json!({"events": ["chat"]})).await;
+    let sent = ws
+        .call(
+            "chat.send",
+            json!({"sessionKey": "g", "message": "one", "agent": "gpt"}),
+        )
+        .await;
+    let run = sent["result"]["runId"].as_str().expect("runId").to_string();
+    loop {
+        let p = ws.next_payload_of("chat").await;
+        if p["runId"] == run.as_str() && p["state"] == "delta" {
+            break;
+        }
+    }
+    // Mid-run, the agent's provider moves to another server.
+    let hash = ws.call("config.get", json!({})).await["result"]["hash"].clone();
+    let patched = ws
+        .call(
+            "config.patch",
+            json!({"patch": {"agents": {"gpt": {"base_url": format!("http://{}/v1", after.addr)}}}, "baseHash": hash}),
+        )
+        .await;
+    assert!(patched.get("result").is_some(), "{patched}");
+    let end = loop {
+        let p = ws.next_payload_of("chat").await;
+        if p["runId"] == run.as_str() && p["state"] == "final" {
+            break p;
+        }
+    };
+    assert_eq!(end["message"]["content"], "from before", "{end}");
+    // The next run uses the new one.
+    let payloads = ws
+        .stream_run(json!({"sessionKey": "g", "message": "two"}))
+        .await;
+    assert_eq!(last_text(&payloads), "from after");
+    assert_eq!(before.seen().len(), 1);
+    assert_eq!(after.seen().len(), 1);
+}
