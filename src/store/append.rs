@@ -129,10 +129,9 @@ impl Store {
         if writer.is_none() {
             let lines = t.entry().lines;
             let path = t.path.clone();
-            let opened = tokio::task::spawn_blocking(move || Writer::open(&path, lines))
-                .await
-                .map_err(StoreError::internal)?
-                .map_err(|e| self.health.error(what, &e))?;
+            let opened = self
+                .blocking(what, move || Writer::open(&path, lines))
+                .await?;
             *writer = Some(opened);
         }
         writer

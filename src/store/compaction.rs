@@ -103,14 +103,11 @@ impl Store {
         let entry = t.entry();
         let path = t.path.clone();
         let end = entry.len;
-        let (compaction, messages, since) =
-            tokio::task::spawn_blocking(move || read_context(&path, end))
-                .await
-                .map_err(StoreError::internal)?
-                .map_err(|e| {
-                    self.health
-                        .error(&format!("cannot read session `{key}`"), &e)
-                })?;
+        let (compaction, messages, since) = self
+            .blocking(&format!("cannot read session `{key}`"), move || {
+                read_context(&path, end)
+            })
+            .await?;
         Ok(StoredContext {
             session_id: entry.session_id,
             compaction,

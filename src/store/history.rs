@@ -41,15 +41,11 @@ impl Store {
             has_more,
             found,
             compactions,
-        } = tokio::task::spawn_blocking(move || {
-            read_history(&path, end, limit, before.as_deref(), max_bytes)
-        })
-        .await
-        .map_err(StoreError::internal)?
-        .map_err(|e| {
-            self.health
-                .error(&format!("cannot read session `{key}`"), &e)
-        })?;
+        } = self
+            .blocking(&format!("cannot read session `{key}`"), move || {
+                read_history(&path, end, limit, before.as_deref(), max_bytes)
+            })
+            .await?;
         if !found {
             return Err(StoreError::NoMessage {
                 key: key.to_string(),

@@ -70,13 +70,10 @@ impl Store {
             .ok_or_else(|| StoreError::no_session(key))?;
         let path = t.path.clone();
         let end = t.entry().len;
-        tokio::task::spawn_blocking(move || scan(&path, end, n))
-            .await
-            .map_err(StoreError::internal)?
-            .map_err(|e| {
-                self.health
-                    .error(&format!("cannot read session `{key}`"), &e)
-            })
+        self.blocking(&format!("cannot read session `{key}`"), move || {
+            scan(&path, end, n)
+        })
+        .await
     }
 }
 

@@ -104,13 +104,12 @@ impl Store {
         messages: Vec<TranscriptMessage>,
     ) -> Result<Session, StoreError> {
         let fresh = self.fresh(key, agent, label, model, forked_from, messages)?;
-        let writer = tokio::task::spawn_blocking({
-            let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
-            move || Writer::create(&path, &header, &lines)
-        })
-        .await
-        .map_err(StoreError::internal)?
-        .map_err(|e| self.health.error(what, &e))?;
+        let writer = self
+            .blocking(what, {
+                let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
+                move || Writer::create(&path, &header, &lines)
+            })
+            .await?;
         self.health.succeeded();
         Ok(self.install(key, fresh.path, fresh.entry, writer))
     }
@@ -196,17 +195,13 @@ impl Store {
         let archive = self
             .dir
             .join(format!("{}.jsonl.reset.{}", entry.session_id, now_ms()));
-        let swapped = tokio::task::spawn_blocking({
-            let (dir, from) = (self.dir.clone(), old.path.clone());
-            let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
-            move || swap_in(&dir, &from, &archive, &path, &header, &lines)
-        })
-        .await
-        .map_err(StoreError::internal)?
-        .map_err(|e| {
-            self.health
-                .error(&format!("cannot reset session `{key}`"), &e)
-        })?;
+        let swapped = self
+            .blocking(&format!("cannot reset session `{key}`"), {
+                let (dir, from) = (self.dir.clone(), old.path.clone());
+                let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
+                move || swap_in(&dir, &from, &archive, &path, &header, &lines)
+            })
+            .await?;
         old.retired.store(true, Ordering::Release);
         *old_writer = None;
         drop(old_writer);
@@ -233,16 +228,11 @@ impl Store {
             t.entry().session_id,
             now_ms()
         ));
-        tokio::task::spawn_blocking({
+        self.blocking(&format!("cannot delete session `{key}`"), {
             let (dir, from) = (self.dir.clone(), t.path.clone());
             move || rename_durably(&dir, &from, &target)
         })
-        .await
-        .map_err(StoreError::internal)?
-        .map_err(|e| {
-            self.health
-                .error(&format!("cannot delete session `{key}`"), &e)
-        })?;
+        .await?;
         t.retired.store(true, Ordering::Release);
         *writer = None;
         drop(writer);
@@ -278,13 +268,11 @@ impl Store {
         let entry = t.entry();
         let path = t.path.clone();
         let end = entry.len;
-        let all = tokio::task::spawn_blocking(move || read_messages(&path, end))
-            .await
-            .map_err(StoreError::internal)?
-            .map_err(|e| {
-                self.health
-                    .error(&format!("cannot read session `{key}`"), &e)
-            })?;
+        let all = self
+            .blocking(&format!("cannot read session `{key}`"), move || {
+                read_messages(&path, end)
+            })
+            .await?;
         let messages: Vec<TranscriptMessage> = match at_message_id {
             None => all,
             Some(id) => {

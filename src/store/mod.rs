@@ -75,6 +75,19 @@ pub struct Store {
 }
 
 impl Store {
+    /// Runs file work off the async threads; an I/O failure is recorded in the storage health
+    /// under `what` (the session and operation, never a path) and comes back as its error.
+    pub(super) async fn blocking<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(StoreError::internal)?
+            .map_err(|e| self.health.error(what, &e))
+    }
+
     /// Whether the store can write: `false` from a write that failed for want of storage (a
     /// full disk, too few descriptors, an I/O error) until a write succeeds again.
     pub fn writable(&self) -> bool {
