@@ -91,6 +91,10 @@ pub enum Error {
         /// The scope the method needs.
         required: crate::protocol::Scope,
     },
+    /// The caller may not do this (its token is not among those allowed), though its scope
+    /// would let it call the method.
+    #[error("{0}")]
+    Refused(String),
     /// No such thing.
     #[error("{0}")]
     NotFound(String),
@@ -166,7 +170,7 @@ impl Error {
             Self::ResponseTooLarge { .. } => code::RESPONSE_TOO_LARGE,
             Self::Busy(_) => code::BUSY,
             Self::Unauthorized(_) => code::UNAUTHORIZED,
-            Self::Forbidden { .. } => code::FORBIDDEN,
+            Self::Forbidden { .. } | Self::Refused(_) => code::FORBIDDEN,
             Self::NotFound(_) => code::NOT_FOUND,
             Self::Conflict(_) | Self::RunActive { .. } => code::CONFLICT,
             Self::RateLimited { .. } => code::RATE_LIMITED,
@@ -188,7 +192,7 @@ impl Error {
             Self::ResponseTooLarge { .. } => "response_too_large",
             Self::Busy(_) => "busy",
             Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden { .. } => "forbidden",
+            Self::Forbidden { .. } | Self::Refused(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) | Self::RunActive { .. } => "conflict",
             Self::RateLimited { .. } => "rate_limited",

@@ -44,6 +44,11 @@ impl Emitter {
         self
     }
 
+    /// Publishes another event of the run's session (`approvals.changed`, `injected`).
+    pub(super) fn publish<E: crate::protocol::Event>(&self, event: &E) {
+        self.hub.emit(Some(&self.session_key), event);
+    }
+
     /// The run this emitter publishes for.
     pub(super) fn run_id(&self) -> &str {
         &self.run_id

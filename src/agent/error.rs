@@ -49,4 +49,25 @@ pub enum AgentError {
     /// The model could not summarise the session (`sessions.compact`); nothing was written.
     #[error("the summary call failed: {}", .0.message)]
     Summary(super::providers::ProviderError),
+    /// No approval of that id is known.
+    #[error("no approval `{0}`")]
+    NoSuchApproval(String),
+    /// The approval was already resolved.
+    #[error("approval `{approval_id}` is already resolved ({state:?})")]
+    ApprovalResolved {
+        /// The approval.
+        approval_id: String,
+        /// How it was resolved.
+        state: crate::protocol::ApprovalState,
+    },
+    /// The caller's token is not among the agent's `tools.approvers`.
+    #[error(
+        "the token `{token}` is not among the approvers of approval `{approval_id}` (tools.approvers)"
+    )]
+    NotApprover {
+        /// The approval.
+        approval_id: String,
+        /// The caller's token name.
+        token: String,
+    },
 }

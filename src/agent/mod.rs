@@ -6,26 +6,28 @@
 //! until the model stops calling tools or `agent.max_turns` is reached. Every run owns one
 //! cancellation token that reaches the provider stream and every tool.
 //!
-//! The files, top down: `runs` (the manager and the lane workers) knows the host
-//! ([`AgentHost`]); below it, `run_loop` (one run) sees the host only as what the loop needs;
-//! then `compaction` (the summary that replaces the older part of a context), `turn` (one
-//! streamed model call), `tool_call` (one tool call under cancellation), `context` and `window`
+//! The files, top down: `runs` (the manager and the lane workers: steering, suspending and
+//! resuming after a restart, `runs.*`) knows the host ([`AgentHost`]); below it, `run_loop`
+//! (one run, with its markers) sees the host only as what the loop needs; `tool_call` (a turn's
+//! calls, asking a person where `policy` says so, through `approvals`); then `compaction` (the summary that replaces the older part of a context), `turn` (one
+//! streamed model call), `context` and `window`
 //! (what the model is sent, and its estimate), `output` (the cut of stored tool output), `emit`
 //! (a run's `chat` payloads) and `state` (the manager's bookkeeping).
 
 pub mod providers;
 pub mod tools;
 
+pub mod approvals;
 mod compaction;
 mod context;
 mod emit;
 mod error;
 pub mod instructions;
 mod output;
+pub mod policy;
 mod run_loop;
 mod runs;
 mod state;
-mod tool_call;
 mod turn;
 pub mod window;
 
@@ -75,6 +77,9 @@ impl<G: AgentHost> run_loop::LoopHost for G {
     }
     fn tools(&self, agent: &crate::config::AgentConfig) -> Arc<Vec<Arc<dyn tools::Tool>>> {
         self.agent().tools_for(self, agent)
+    }
+    fn approvals(&self) -> &approvals::Approvals {
+        self.agent().approvals()
     }
     fn data_dir(&self) -> &PathBuf {
         AgentHost::data_dir(self)

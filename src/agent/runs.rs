@@ -2,30 +2,32 @@
 //! time, later sends wait in order; a repeated idempotency key starts nothing), aborts runs,
 //! and drives each lane with one worker task.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, OnRestart};
 use crate::events::Envelope;
-use crate::protocol::{ChatEvent, RunOutcome, RunStatus};
+use crate::protocol::{ChatEvent, RunEntry, RunOutcome, RunPhase, RunStatus, SendMode};
 use crate::store::transcript::CompactionLine;
 
 use super::AgentHost;
+use super::approvals::Approvals;
 use super::compaction::{CompactError, Compactor};
 use super::emit::{Emitter, error_event};
 use super::error::AgentError;
+use super::policy::ToolPolicy;
 use super::providers::{ErrorKind, Provider, ProviderError};
-use super::run_loop::run;
+use super::run_loop::{RunEnd, RunInput, run};
 use super::state::{
     IDEMPOTENCY_KEYS, IdempotencyCache, Pending, RunRecord, RunState, SendOutcome, SendRequest,
-    State,
+    State, Steer,
 };
 use super::tools::{self, Tool};
 
@@ -34,6 +36,7 @@ pub struct Agent {
     providers: ArcSwap<BTreeMap<String, Arc<dyn Provider>>>,
     tools: ArcSwap<Vec<Arc<dyn Tool>>>,
     state: Mutex<State>,
+    approvals: Approvals,
 }
 
 impl Agent {
@@ -43,6 +46,7 @@ impl Agent {
             providers: ArcSwap::from_pointee(providers_of(config)),
             tools: ArcSwap::from_pointee(tools::builtin()),
             state: Mutex::new(State::default()),
+            approvals: Approvals::default(),
         }
     }
 
@@ -90,19 +94,26 @@ impl Agent {
     }
 
     /// The tools offered to `agent`'s model: the built-in and plugin tools, then those of its
-    /// MCP servers (`mcp_servers`, default all).
+    /// MCP servers (`mcp_servers`, default all), without those its `tools.deny` names.
     pub fn tools_for<G: AgentHost>(
         &self,
         gw: &G,
         agent: &crate::config::AgentConfig,
     ) -> Arc<Vec<Arc<dyn Tool>>> {
         let mcp = gw.mcp_tools(agent.mcp_servers.as_deref());
-        if mcp.is_empty() {
+        if mcp.is_empty() && agent.tools.deny.is_empty() {
             return self.tools();
         }
+        let policy = ToolPolicy::new(&agent.tools);
         let mut all = self.tools().as_ref().clone();
         all.extend(mcp);
+        all.retain(|t| !policy.denied(&t.spec().name));
         Arc::new(all)
+    }
+
+    /// The approvals of every run.
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
     }
 
     /// Replaces the tool list (plugins).
@@ -119,7 +130,8 @@ impl Agent {
             .count() as u64
     }
 
-    /// Starts (or queues) a run; a repeated idempotency key starts nothing.
+    /// Starts (or queues, or steers into the active run) a run; a repeated idempotency key
+    /// starts nothing. Answers once a run that starts now has its message on disk.
     pub async fn send<G: AgentHost>(
         &self,
         gw: &Arc<G>,
@@ -149,79 +161,134 @@ impl Agent {
             "cannot start a run in session `{}`",
             request.session_key
         ))?;
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let (done, _) = watch::channel(false);
-        let position;
+        let (outcome, written, interrupted) = self.enqueue(gw, request)?;
+        if let Some(active) = interrupted {
+            // Its partial text is kept; the new run starts before any queued one.
+            self.abort(gw, Some(&active), None).await?;
+        }
+        if let Some(rx) = written {
+            // Acknowledged only once its message is durable (or the run failed to write it).
+            let _ = rx.await;
+        }
+        Ok(outcome)
+    }
+
+    /// Puts a send in its lane under the manager's lock, as its mode says: the answer, the
+    /// signal of its first write (a run that starts now), and the run it interrupts.
+    #[allow(clippy::type_complexity)]
+    fn enqueue<G: AgentHost>(
+        &self,
+        gw: &Arc<G>,
+        request: SendRequest,
+    ) -> Result<(SendOutcome, Option<oneshot::Receiver<()>>, Option<String>), AgentError> {
+        let key = request.session_key.clone();
+        let mut state = self.state();
+        // Checked under the lock `shutdown` takes, so no run starts after shutdown began.
+        if gw.is_shutting_down() {
+            return Err(AgentError::ShuttingDown);
+        }
+        if let Some(idem) = &request.idempotency_key
+            && let Some(existing) = state.existing_run(&key, idem)
         {
-            let mut state = self.state();
-            // Checked under the lock `abort_all` takes, so no run starts after shutdown began.
-            if gw.is_shutting_down() {
-                return Err(AgentError::ShuttingDown);
-            }
-            if let Some(key) = &request.idempotency_key {
-                // Checked and inserted under one lock: two sends of one key cannot both start.
-                if let Some(existing) = state.existing_run(&request.session_key, key) {
-                    return Ok(existing);
-                }
-                let cache = state
-                    .idempotency
-                    .entry(request.session_key.clone())
-                    .or_default();
-                cache.insert(key.clone(), run_id.clone(), None);
-            }
-            let seq = Arc::new(AtomicU64::new(0));
-            state.runs.insert(
-                run_id.clone(),
-                RunRecord {
-                    session_key: request.session_key.clone(),
-                    seq: seq.clone(),
-                    state: RunState::Queued,
-                    cancel: CancellationToken::new(),
-                    aborted: Arc::new(AtomicBool::new(false)),
-                    ended: Arc::new(AtomicBool::new(false)),
-                    done,
-                    terminal: None,
-                },
-            );
-            let lane = state.lanes.entry(request.session_key.clone()).or_default();
-            // A placeholder (empty) `running` means the worker has not popped the queue yet.
-            position = lane.queue.len()
-                + usize::from(lane.running.as_ref().is_some_and(|r| !r.is_empty()));
-            let start_worker = lane.running.is_none() && lane.queue.is_empty();
-            lane.queue.push_back(Pending {
-                run_id: run_id.clone(),
-                request: request.clone(),
-            });
-            if start_worker {
-                lane.running = Some(String::new());
-            }
-            if position > 0 {
-                // Published under the lock: nothing of this run can come before it.
-                let emitter = Emitter::with_seq(gw.hub(), &request.session_key, &run_id, seq);
-                emitter.emit(ChatEvent {
-                    position: Some(position as u64),
-                    ..emitter.base("queued")
+            // Checked again under this lock: two sends of one key cannot both start.
+            return Ok((existing, None, None));
+        }
+        let active = state.in_progress(&key);
+        match request.mode {
+            SendMode::Reject => {
+                let busy = active.clone().or_else(|| {
+                    state
+                        .lanes
+                        .get(&key)
+                        .and_then(|l| l.queue.front().map(|p| p.run_id.clone()))
                 });
+                if let Some(run_id) = busy {
+                    return Err(AgentError::RunActive { key, run_id });
+                }
             }
-            drop(state);
-            if start_worker {
-                let gw = gw.clone();
-                let key = request.session_key.clone();
-                tokio::spawn(async move { lane_worker(gw, key).await });
+            SendMode::Steer => {
+                if let Some(active) = &active
+                    && let Some(record) = state.runs.get(active)
+                {
+                    let mut inbox = record.ctl.inbox();
+                    if !inbox.closed {
+                        inbox.steered.push_back(Steer {
+                            message: request.message.clone(),
+                            idempotency_key: request.idempotency_key.clone(),
+                        });
+                        drop(inbox);
+                        if let Some(idem) = &request.idempotency_key {
+                            state.remember_key(&key, idem, active);
+                        }
+                        let outcome = SendOutcome {
+                            run_id: active.clone(),
+                            status: RunStatus::Steered,
+                            outcome: None,
+                        };
+                        return Ok((outcome, None, None));
+                    }
+                }
             }
+            SendMode::Queue | SendMode::Interrupt => {}
+        }
+        let interrupt = request.mode == SendMode::Interrupt && active.is_some();
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        if let Some(idem) = &request.idempotency_key {
+            state.remember_key(&key, idem, &run_id);
+        }
+        let (tx, rx) = oneshot::channel();
+        let record = RunRecord::new(&key, request.agent.clone());
+        let seq = record.ctl.seq.clone();
+        state.runs.insert(run_id.clone(), record);
+        let lane = state.lanes.entry(key.clone()).or_default();
+        // A placeholder (empty) `running` means the worker has not popped the queue yet.
+        let position = if interrupt {
+            0
+        } else {
+            lane.queue.len() + usize::from(lane.running.as_ref().is_some_and(|r| !r.is_empty()))
+        };
+        let start_worker = lane.running.is_none() && lane.queue.is_empty();
+        let pending = Pending {
+            run_id: run_id.clone(),
+            request,
+            resume: None,
+            written: (position == 0).then_some(tx),
+            fail: None,
+        };
+        if interrupt {
+            lane.queue.push_front(pending);
+        } else {
+            lane.queue.push_back(pending);
+        }
+        if start_worker {
+            lane.running = Some(String::new());
         }
         if position > 0 {
-            return Ok(SendOutcome {
-                run_id,
-                status: RunStatus::Queued,
-                outcome: None,
+            // Published under the lock: nothing of this run can come before it.
+            let emitter = Emitter::with_seq(gw.hub(), &key, &run_id, seq);
+            emitter.emit(ChatEvent {
+                position: Some(position as u64),
+                ..emitter.base("queued")
             });
         }
-        Ok(SendOutcome {
+        drop(state);
+        if start_worker {
+            let gw = gw.clone();
+            let key = key.clone();
+            tokio::spawn(async move { lane_worker(gw, key).await });
+        }
+        let status = if position > 0 {
+            RunStatus::Queued
+        } else {
+            RunStatus::Started
+        };
+        let outcome = SendOutcome {
             run_id,
-            status: RunStatus::Started,
+            status,
             outcome: None,
-        })
+        };
+        let written = (position == 0).then_some(rx);
+        Ok((outcome, written, if interrupt { active } else { None }))
     }
 
     /// Loads the idempotency keys of `key`'s current transcript (once per sessionId).
@@ -245,7 +312,7 @@ impl Agent {
         if cache.session_id != session_id {
             *cache = IdempotencyCache::for_session(session_id);
             for (idem, run_id, outcome) in found {
-                cache.insert(idem, run_id, Some(outcome));
+                cache.insert(idem, run_id, outcome);
             }
         }
         Ok(())
@@ -305,13 +372,13 @@ impl Agent {
                 }
                 match state.runs.get(&id) {
                     Some(r) if r.state == RunState::InFlight => {
-                        r.aborted.store(true, Ordering::Release);
-                        r.cancel.cancel();
+                        r.ctl.aborted.store(true, Ordering::Release);
+                        r.ctl.cancel.cancel();
                         waits.push(r.done.subscribe());
                         aborted.push(id.clone());
                         None
                     }
-                    Some(r) if removed => Some((r.session_key.clone(), r.seq.clone())),
+                    Some(r) if removed => Some((r.session_key.clone(), r.ctl.seq.clone())),
                     _ => None,
                 }
             };
@@ -332,18 +399,12 @@ impl Agent {
     /// first one queued behind it; none when idle.
     pub fn active_run(&self, key: &str) -> Option<String> {
         let state = self.state();
-        let lane = state.lanes.get(key)?;
-        let in_progress = |id: &String| {
-            !id.is_empty()
-                && state
-                    .runs
-                    .get(id)
-                    .is_some_and(|r| !r.ended.load(Ordering::Acquire))
-        };
-        lane.running
-            .clone()
-            .filter(in_progress)
-            .or_else(|| lane.queue.front().map(|p| p.run_id.clone()))
+        state.in_progress(key).or_else(|| {
+            state
+                .lanes
+                .get(key)
+                .and_then(|l| l.queue.front().map(|p| p.run_id.clone()))
+        })
     }
 
     /// Compacts `key`'s context now (`sessions.compact`), with the session's model; `None`
@@ -398,12 +459,233 @@ impl Agent {
         }))
     }
 
-    /// Aborts every run (shutdown).
-    pub async fn abort_all<G: AgentHost>(&self, gw: &Arc<G>) {
+    /// Shutdown: suspends the active runs of agents with `on_restart = "resume"` (no terminal
+    /// payload; the next start resumes them), aborts the others, drops every queued run with
+    /// its `aborted`; returns the runs suspended.
+    pub async fn shutdown<G: AgentHost>(&self, gw: &Arc<G>) -> Vec<String> {
+        let config = gw.config();
+        let mut suspended = Vec::new();
+        let mut waits = Vec::new();
+        {
+            let state = self.state();
+            for key in state.lanes.keys() {
+                let Some(active) = state.in_progress(key) else {
+                    continue;
+                };
+                let Some(record) = state.runs.get(&active) else {
+                    continue;
+                };
+                let resumes = record
+                    .agent_id
+                    .as_deref()
+                    .and_then(|id| config.agent(id))
+                    .is_some_and(|a| a.on_restart == OnRestart::Resume);
+                if resumes && record.state == RunState::InFlight {
+                    record.ctl.suspended.store(true, Ordering::Release);
+                    record.ctl.cancel.cancel();
+                    waits.push(record.done.subscribe());
+                    suspended.push(active);
+                }
+            }
+        }
         let keys: Vec<String> = self.state().lanes.keys().cloned().collect();
         for key in keys {
+            // The suspended runs are no longer active: this drops the queues, aborts the rest.
             let _ = self.abort(gw, None, Some(&key)).await;
         }
+        for mut rx in waits {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|d| *d)).await;
+        }
+        suspended
+    }
+
+    /// Starts again, at the head of `key`'s queue, each steered message a run never read
+    /// (in order): each is a run of its own, and its idempotency key now answers that run.
+    fn requeue<G: AgentHost>(&self, gw: &Arc<G>, key: &str, leftover: Vec<Steer>) {
+        if leftover.is_empty() || gw.is_shutting_down() {
+            return;
+        }
+        let mut state = self.state();
+        let agent = state
+            .runs
+            .values()
+            .find(|r| r.session_key == key && r.agent_id.is_some())
+            .and_then(|r| r.agent_id.clone());
+        for (i, steer) in leftover.into_iter().enumerate() {
+            let run_id = uuid::Uuid::new_v4().simple().to_string();
+            if let Some(idem) = &steer.idempotency_key {
+                state.remember_key(key, idem, &run_id);
+            }
+            state
+                .runs
+                .insert(run_id.clone(), RunRecord::new(key, agent.clone()));
+            let request = SendRequest {
+                session_key: key.to_string(),
+                message: steer.message,
+                idempotency_key: steer.idempotency_key,
+                model: None,
+                agent: agent.clone(),
+                mode: SendMode::Queue,
+            };
+            let lane = state.lanes.entry(key.to_string()).or_default();
+            lane.queue.insert(
+                i.min(lane.queue.len()),
+                Pending {
+                    run_id,
+                    request,
+                    resume: None,
+                    written: None,
+                    fail: None,
+                },
+            );
+        }
+    }
+
+    /// At startup: every run the transcripts show started (or suspended) and never ended is
+    /// resumed, once, with its own `runId`; one already resumed once, or of an agent with
+    /// `on_restart = "fail"` or no longer configured, ends `error {kind: "interrupted"}`.
+    /// Returns how many runs it took up.
+    pub fn resume_all<G: AgentHost>(&self, gw: &Arc<G>) -> usize {
+        let config = gw.config();
+        let mut taken = 0;
+        for (key, _session_id, open) in gw.store().open_runs() {
+            let fail = match config.agent(&open.agent_id) {
+                None => Some(format!(
+                    "its agent `{}` is no longer configured",
+                    open.agent_id
+                )),
+                Some(a) if a.on_restart == OnRestart::Fail => {
+                    Some("its agent says on_restart = \"fail\"".to_string())
+                }
+                Some(_) if open.attempt >= 1 => Some("it was already resumed once".to_string()),
+                Some(_) => None,
+            };
+            let request = SendRequest {
+                session_key: key.clone(),
+                message: String::new(),
+                idempotency_key: open.idempotency_key.clone(),
+                model: open.model.clone(),
+                agent: Some(open.agent_id.clone()),
+                mode: SendMode::Queue,
+            };
+            let mut state = self.state();
+            if state.runs.contains_key(&open.run_id) {
+                continue;
+            }
+            state.runs.insert(
+                open.run_id.clone(),
+                RunRecord::new(&key, Some(open.agent_id.clone())),
+            );
+            let lane = state.lanes.entry(key.clone()).or_default();
+            let start_worker = lane.running.is_none() && lane.queue.is_empty();
+            lane.queue.push_back(Pending {
+                run_id: open.run_id.clone(),
+                request,
+                resume: Some(open.attempt + 1),
+                written: None,
+                fail,
+            });
+            if start_worker {
+                lane.running = Some(String::new());
+            }
+            drop(state);
+            if start_worker {
+                let gw = gw.clone();
+                tokio::spawn(async move { lane_worker(gw, key).await });
+            }
+            taken += 1;
+        }
+        if taken > 0 {
+            tracing::info!(runs = taken, "taking up runs a restart interrupted");
+        }
+        taken
+    }
+
+    /// The runs queued, running or waiting for a person (of `session_key` only, when given).
+    pub fn runs_list(&self, session_key: Option<&str>) -> Vec<RunEntry> {
+        let state = self.state();
+        let mut keys: Vec<&String> = state.lanes.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .filter(|key| session_key.is_none_or(|k| k == key.as_str()))
+            .flat_map(|key| self.runs_list_locked(&state, key))
+            .collect()
+    }
+
+    /// One run: in progress, finished (in memory or in the run index), or `-32022`.
+    pub fn run_get<G: AgentHost>(&self, gw: &G, run_id: &str) -> Result<RunEntry, AgentError> {
+        {
+            let state = self.state();
+            if let Some(record) = state.runs.get(run_id) {
+                if let RunState::Done(outcome) = record.state {
+                    return Ok(RunEntry {
+                        run_id: run_id.to_string(),
+                        session_key: record.session_key.clone(),
+                        agent_id: record.agent_id.clone(),
+                        state: RunPhase::Done,
+                        position: None,
+                        started_at: None,
+                        turn: None,
+                        outcome: Some(outcome),
+                    });
+                }
+                let key = record.session_key.clone();
+                if let Some(entry) = self
+                    .runs_list_locked(&state, &key)
+                    .into_iter()
+                    .find(|e| e.run_id == run_id)
+                {
+                    return Ok(entry);
+                }
+            }
+        }
+        match gw.store().finished_run(run_id) {
+            Some(done) => Ok(RunEntry {
+                run_id: run_id.to_string(),
+                session_key: done.session_key,
+                agent_id: Some(done.agent_id),
+                state: RunPhase::Done,
+                position: None,
+                started_at: None,
+                turn: None,
+                outcome: Some(done.outcome),
+            }),
+            None => Err(AgentError::NoSuchRun(run_id.to_string())),
+        }
+    }
+
+    fn runs_list_locked(&self, state: &State, key: &str) -> Vec<RunEntry> {
+        let Some(lane) = state.lanes.get(key) else {
+            return Vec::new();
+        };
+        let running = lane.running.iter().filter(|id| !id.is_empty());
+        let queued = lane.queue.iter().map(|p| &p.run_id);
+        running
+            .chain(queued)
+            .enumerate()
+            .filter_map(|(ahead, id)| state.entry(id, ahead as u64))
+            .collect()
+    }
+
+    /// While the active run of `key` waits for a person, `message` (an inject) is kept to be
+    /// written right after that turn's tool results, and answered at once: the message with
+    /// its id. `None` when no run of the session waits (write it now, at the boundary).
+    pub fn defer_inject(
+        &self,
+        key: &str,
+        mut message: crate::protocol::TranscriptMessage,
+    ) -> Option<crate::protocol::TranscriptMessage> {
+        let state = self.state();
+        let active = state.in_progress(key)?;
+        let record = state.runs.get(&active)?;
+        let mut inbox = record.ctl.inbox();
+        if !inbox.waiting {
+            return None;
+        }
+        message.id = uuid::Uuid::new_v4().simple().to_string();
+        message.ts = crate::util::now_ms();
+        inbox.deferred.push(message.clone());
+        Some(message)
     }
 
     /// Records how `run_id` ended.
@@ -423,16 +705,11 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
             match lane.queue.pop_front() {
                 Some(p) => {
                     lane.running = Some(p.run_id.clone());
-                    let record = state.runs.get_mut(&p.run_id).map(|r| {
+                    let ctl = state.runs.get_mut(&p.run_id).map(|r| {
                         r.state = RunState::InFlight;
-                        (
-                            r.cancel.clone(),
-                            r.aborted.clone(),
-                            r.seq.clone(),
-                            r.ended.clone(),
-                        )
+                        r.ctl.clone()
                     });
-                    record.map(|(c, a, q, e)| (p, c, a, q, e))
+                    ctl.map(|c| (p, c))
                 }
                 None => {
                     state.lanes.remove(&key);
@@ -440,28 +717,59 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
                 }
             }
         };
-        let Some((pending, cancel, aborted, seq, ended)) = next else {
+        let Some((pending, ctl)) = next else {
             continue;
         };
         gw.set_active_runs(gw.agent().active_runs());
         let run_id = pending.run_id.clone();
-        let emitter = Arc::new(Emitter::with_seq(gw.hub(), &key, &run_id, seq).marking_end(ended));
+        let emitter = Arc::new(
+            Emitter::with_seq(gw.hub(), &key, &run_id, ctl.seq.clone())
+                .marking_end(ctl.ended.clone()),
+        );
+        let input = RunInput {
+            request: pending.request,
+            resume: pending.resume,
+            written: pending.written,
+            fail: pending.fail,
+        };
         // In its own task: a panic in a tool or provider ends this run, not the lane.
         let task = {
-            let (gw, emitter, cancel) = (gw.clone(), emitter.clone(), cancel.clone());
-            tokio::spawn(async move { run(&gw, &emitter, pending.request, cancel, aborted).await })
+            let (gw, emitter, ctl) = (gw.clone(), emitter.clone(), ctl.clone());
+            tokio::spawn(async move { run(&gw, &emitter, input, ctl).await })
         };
-        let (outcome, terminal) = match task.await {
-            Ok(done) => done,
+        let end = match task.await {
+            Ok(end) => end,
             Err(err) => {
                 tracing::error!(run = %run_id, %err, "a run failed unexpectedly");
-                cancel.cancel();
+                ctl.cancel.cancel();
                 let error =
                     ProviderError::new(ErrorKind::Internal, "the run failed unexpectedly", false);
-                (RunOutcome::Error, error_event(&emitter, &error))
+                RunEnd::Ended {
+                    outcome: RunOutcome::Error,
+                    terminal: error_event(&emitter, &error),
+                    leftover: Vec::new(),
+                }
             }
         };
-        gw.agent().finish(&run_id, outcome, terminal);
+        match end {
+            RunEnd::Ended {
+                outcome,
+                terminal,
+                leftover,
+            } => {
+                let agent = gw.agent();
+                agent.finish(&run_id, outcome, terminal);
+                agent.requeue(&gw, &key, leftover);
+            }
+            RunEnd::Suspended => {
+                // Shutdown: the process ends; the next start resumes it.
+                if let Some(r) = gw.agent().state().runs.get(&run_id) {
+                    let _ = r.done.send(true);
+                }
+                gw.set_active_runs(gw.agent().active_runs());
+                return;
+            }
+        }
         gw.store().publish_updated(&key);
         gw.set_active_runs(gw.agent().active_runs());
     }

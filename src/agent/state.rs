@@ -1,16 +1,18 @@
 //! The run manager's bookkeeping, behind the agent's one lock: what a send asked for, a record
-//! per run (state, cancellation, `runSeq`), a lane per session (the run in flight and the queue
-//! behind it), and the idempotency keys of each session's current transcript.
+//! per run (state, and the controls it shares with the running loop), a lane per session (the
+//! run in flight and the queue behind it), and the idempotency keys of each session's current
+//! transcript.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Envelope;
-use crate::protocol::{RunOutcome, RunStatus};
+use crate::protocol::{RunEntry, RunOutcome, RunPhase, RunStatus, SendMode, TranscriptMessage};
 
 /// Idempotency keys remembered per session.
 pub(super) const IDEMPOTENCY_KEYS: usize = 1000;
@@ -30,6 +32,8 @@ pub struct SendRequest {
     pub model: Option<String>,
     /// The agent the call names (the run manager sets the session's own before the run).
     pub agent: Option<String>,
+    /// What to do while a run of the session is active.
+    pub mode: SendMode,
 }
 
 /// What `chat.send` answers.
@@ -51,24 +55,130 @@ pub(super) enum RunState {
     Done(RunOutcome),
 }
 
+/// A message given to a run in progress (`mode: "steer"`), written at its next boundary.
+#[derive(Debug, Clone)]
+pub(super) struct Steer {
+    pub(super) message: String,
+    pub(super) idempotency_key: Option<String>,
+}
+
+/// What reaches a run in progress from outside, behind its own small lock.
+#[derive(Default)]
+pub(super) struct Inbox {
+    /// Steered messages not yet written.
+    pub(super) steered: VecDeque<Steer>,
+    /// The run is ending: a steer now starts a run of its own.
+    pub(super) closed: bool,
+    /// Set while the run waits for a person (under this lock, so that an inject sees it).
+    pub(super) waiting: bool,
+    /// Messages injected while the run waited for a person, written after its tool results.
+    pub(super) deferred: Vec<TranscriptMessage>,
+}
+
+/// Time a run spent waiting for a person (which does not count against its run timeout).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Pause {
+    pub(super) total: Duration,
+    pub(super) since: Option<Instant>,
+}
+
+/// What a run in progress and its manager share.
+pub(super) struct RunCtl {
+    pub(super) cancel: CancellationToken,
+    /// Stopped by `chat.abort` (or a reset, a delete, an interrupt).
+    pub(super) aborted: AtomicBool,
+    /// Stopped by a shutdown that suspends it (it resumes at the next start).
+    pub(super) suspended: AtomicBool,
+    /// The next `runSeq`, shared by every emitter of the run.
+    pub(super) seq: Arc<AtomicU64>,
+    /// Set when its terminal payload is published (before the lane worker records the end).
+    pub(super) ended: Arc<AtomicBool>,
+    /// The model call it is at.
+    pub(super) turn: AtomicU32,
+    /// When it started (ms since the epoch; 0 while queued).
+    pub(super) started_at: AtomicU64,
+    pub(super) inbox: Mutex<Inbox>,
+    pub(super) pause: watch::Sender<Pause>,
+}
+
+impl RunCtl {
+    pub(super) fn new() -> Self {
+        Self {
+            cancel: CancellationToken::new(),
+            aborted: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            seq: Arc::new(AtomicU64::new(0)),
+            ended: Arc::new(AtomicBool::new(false)),
+            turn: AtomicU32::new(0),
+            started_at: AtomicU64::new(0),
+            inbox: Mutex::new(Inbox::default()),
+            pause: watch::Sender::new(Pause::default()),
+        }
+    }
+
+    /// The inbox, locked (a panic while it was held does not poison it).
+    pub(super) fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether it waits for a person now.
+    pub(super) fn is_waiting(&self) -> bool {
+        self.inbox().waiting
+    }
+
+    /// Starts or ends a wait for a person: the run timeout stops counting meanwhile.
+    pub(super) fn set_waiting(&self, waiting: bool) {
+        self.inbox().waiting = waiting;
+        self.pause.send_modify(|p| match (waiting, p.since) {
+            (true, None) => p.since = Some(Instant::now()),
+            (false, Some(since)) => {
+                p.total += since.elapsed();
+                p.since = None;
+            }
+            _ => {}
+        });
+    }
+
+    /// Whether the run was stopped to be suspended.
+    pub(super) fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+}
+
 /// What the manager knows of one run.
 pub(super) struct RunRecord {
     pub(super) session_key: String,
-    /// The next `runSeq`, shared by every emitter of the run.
-    pub(super) seq: Arc<AtomicU64>,
+    pub(super) agent_id: Option<String>,
     pub(super) state: RunState,
-    pub(super) cancel: CancellationToken,
-    pub(super) aborted: Arc<AtomicBool>,
-    /// Set when its terminal payload is published (before the lane worker records the end).
-    pub(super) ended: Arc<AtomicBool>,
+    pub(super) ctl: Arc<RunCtl>,
     pub(super) done: watch::Sender<bool>,
     pub(super) terminal: Option<Arc<Envelope>>,
+}
+
+impl RunRecord {
+    /// A new record of a run of `session_key`, queued.
+    pub(super) fn new(session_key: &str, agent_id: Option<String>) -> Self {
+        Self {
+            session_key: session_key.to_string(),
+            agent_id,
+            state: RunState::Queued,
+            ctl: Arc::new(RunCtl::new()),
+            done: watch::Sender::new(false),
+            terminal: None,
+        }
+    }
 }
 
 /// A run waiting in its lane.
 pub(super) struct Pending {
     pub(super) run_id: String,
     pub(super) request: SendRequest,
+    /// Resuming after a restart: the attempt (1 for the first).
+    pub(super) resume: Option<u32>,
+    /// Told once the run's first lines (its marker and user message) are on disk.
+    pub(super) written: Option<oneshot::Sender<()>>,
+    /// Resuming is refused (why): the run ends `error {kind: "interrupted"}`.
+    pub(super) fail: Option<String>,
 }
 
 /// A session's lane: the run in flight (empty while the worker has not popped the queue yet)
@@ -120,6 +230,61 @@ pub(super) struct State {
 }
 
 impl State {
+    /// The run of `key` in progress: started (or about to), its terminal payload not yet out.
+    pub(super) fn in_progress(&self, key: &str) -> Option<String> {
+        let lane = self.lanes.get(key)?;
+        lane.running.clone().filter(|id| {
+            !id.is_empty()
+                && self
+                    .runs
+                    .get(id)
+                    .is_some_and(|r| !r.ctl.ended.load(Ordering::Acquire))
+        })
+    }
+
+    /// `runs.*`'s entry of the run `id` in progress, `position` runs ahead of it if queued.
+    pub(super) fn entry(&self, id: &str, position: u64) -> Option<RunEntry> {
+        let record = self.runs.get(id)?;
+        let ctl = &record.ctl;
+        let (state, position, started_at, turn) = match record.state {
+            RunState::Queued => (RunPhase::Queued, Some(position), None, None),
+            RunState::InFlight => {
+                let started = ctl.started_at.load(Ordering::Relaxed);
+                let phase = if ctl.is_waiting() {
+                    RunPhase::WaitingApproval
+                } else {
+                    RunPhase::Running
+                };
+                (
+                    phase,
+                    None,
+                    (started > 0).then_some(started),
+                    Some(ctl.turn.load(Ordering::Relaxed)),
+                )
+            }
+            RunState::Done(_) => return None,
+        };
+        Some(RunEntry {
+            run_id: id.to_string(),
+            session_key: record.session_key.clone(),
+            agent_id: record.agent_id.clone(),
+            state,
+            position,
+            started_at,
+            turn,
+            outcome: None,
+        })
+    }
+
+    /// Remembers that `idem` of session `key` answers `run_id`.
+    pub(super) fn remember_key(&mut self, key: &str, idem: &str, run_id: &str) {
+        self.idempotency.entry(key.to_string()).or_default().insert(
+            idem.to_string(),
+            run_id.to_string(),
+            None,
+        );
+    }
+
     /// The run an idempotency key of `session_key` already started, with its status now.
     pub(super) fn existing_run(&self, session_key: &str, key: &str) -> Option<SendOutcome> {
         let (run_id, outcome) = self
@@ -131,10 +296,8 @@ impl State {
             Some(RunState::Queued) => (RunStatus::Queued, None),
             Some(RunState::InFlight) => (RunStatus::InFlight, None),
             Some(RunState::Done(o)) => (RunStatus::Done, Some(o)),
-            None => (
-                RunStatus::Done,
-                Some(outcome.unwrap_or(RunOutcome::Aborted)),
-            ),
+            // Neither in memory nor ended in the transcript: a run no restart resumed.
+            None => (RunStatus::Done, Some(outcome.unwrap_or(RunOutcome::Error))),
         };
         Some(SendOutcome {
             run_id,

@@ -8,7 +8,8 @@ use crate::events::Filter;
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
 use crate::protocol::Event;
 use crate::protocol::{
-    ChatAbortParams, ChatAbortResult, ChatSendParams, ChatSendResult, EventEnvelope,
+    ChatAbortParams, ChatAbortResult, ChatSendParams, ChatSendResult, ChatStreamParams,
+    EventEnvelope,
 };
 use crate::protocol::{
     ChatEvent, ChatHistoryParams, ChatHistoryResult, ChatInjectParams, ChatInjectResult,
@@ -20,6 +21,10 @@ use crate::rpc::{
     DuplicateMethod, Example, Method, Scope, Subscription, SubscriptionSink, SubscriptionTask,
 };
 use crate::store::NewMessage;
+
+/// How often an inject waiting for a message boundary looks whether the run now waits for a
+/// person (it is then answered at once).
+const INJECT_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// `chat.history`.
 pub struct HistoryMethod;
@@ -87,17 +92,23 @@ impl Subscription for Stream {
     const UNSUBSCRIBE: &'static str = "chat.unstream";
     const NOTIFICATION: &'static str = "chat.event";
     const SCOPE: Scope = Scope::Write;
-    const SUMMARY: &'static str =
-        "Sends like chat.send, then streams that run's chat envelopes until its terminal payload.";
-    const ERRORS: &'static [i32] = &[code::UPSTREAM, code::WEBSOCKET_REQUIRED];
-    type Params = ChatSendParams;
+    const SUMMARY: &'static str = "Sends like chat.send (or, with runId alone, joins that run), then streams that run's chat envelopes until its terminal payload.";
+    const ERRORS: &'static [i32] = &[code::UPSTREAM, code::WEBSOCKET_REQUIRED, code::NOT_FOUND];
+    type Params = ChatStreamParams;
     type Item = EventEnvelope;
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "stream",
-            params: json!({"message": "Hello"}),
-            result: json!("7a1c9e0b2d3f4a5b"),
-        }]
+        vec![
+            Example {
+                name: "stream",
+                params: json!({"message": "Hello"}),
+                result: json!("7a1c9e0b2d3f4a5b"),
+            },
+            Example {
+                name: "rejoin",
+                params: json!({"runId": "9b2f0c1e4d5a4b3c8e7f6a5b4c3d2e1f"}),
+                result: json!("8b2d0f1c3e4a5b6c"),
+            },
+        ]
     }
 }
 
@@ -144,6 +155,7 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
                 idempotency_key: p.idempotency_key.map(String::from),
                 model: p.model.map(String::from),
                 agent: p.agent.map(String::from),
+                mode: p.mode.unwrap_or_default(),
             },
         )
         .await?;
@@ -155,8 +167,55 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
     })
 }
 
-fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionTask>> {
+/// The send a `chat.stream` asks for, or the run it rejoins (`runId` alone).
+enum StreamTarget {
+    Send(ChatSendParams),
+    Join(String),
+}
+
+fn stream_target(p: ChatStreamParams) -> Result<StreamTarget> {
+    match (p.run_id, p.message) {
+        (Some(run_id), None) => {
+            let extra = [
+                ("sessionKey", p.session_key.is_some()),
+                ("idempotencyKey", p.idempotency_key.is_some()),
+                ("model", p.model.is_some()),
+                ("agent", p.agent.is_some()),
+                ("mode", p.mode.is_some()),
+            ];
+            match extra.iter().find(|(_, set)| *set) {
+                Some((name, _)) => Err(Error::invalid_params(
+                    *name,
+                    "runId joins a run: give it alone",
+                )),
+                None => Ok(StreamTarget::Join(run_id)),
+            }
+        }
+        (Some(_), Some(_)) => Err(Error::invalid_params(
+            "runId",
+            "give either message (to send) or runId (to join a run), not both",
+        )),
+        (None, Some(message)) => Ok(StreamTarget::Send(ChatSendParams {
+            session_key: p.session_key,
+            message,
+            idempotency_key: p.idempotency_key,
+            model: p.model,
+            agent: p.agent,
+            mode: p.mode,
+        })),
+        (None, None) => Err(Error::invalid_params(
+            "message",
+            "expected a message to send, or runId to join a run",
+        )),
+    }
+}
+
+fn stream(ctx: CallContext, p: ChatStreamParams) -> BoxFuture<Result<SubscriptionTask>> {
     Box::pin(async move {
+        let p = match stream_target(p)? {
+            StreamTarget::Send(p) => p,
+            StreamTarget::Join(run_id) => return join(&ctx, run_id),
+        };
         let session_key = String::from(p.session_key.clone().unwrap_or_else(SessionKey::main));
         // Subscribe before sending, so no payload of the run can be missed.
         let filter = Filter::new(
@@ -172,33 +231,71 @@ fn stream(ctx: CallContext, p: ChatSendParams) -> BoxFuture<Result<SubscriptionT
         let result = send(&ctx, p).await?;
         // This run's events only, ending with its last one.
         sub.only_run(&result.run_id);
-        let gateway = ctx.gateway.clone();
-        let run_id = result.run_id.clone();
-        let done = (result.status == RunStatus::Done).then(|| {
-            let terminal = gateway.agent().run_info(&run_id).and_then(|(_, t)| t);
-            (terminal, result.outcome.unwrap_or(RunOutcome::Aborted))
-        });
-        if let Some((terminal, outcome)) = done {
-            // A resend of a finished key gets the terminal payload alone; after a restart only
-            // its outcome is known. Nothing else of the session is wanted.
+        if result.status == RunStatus::Done {
+            // A resend of a finished key gets the terminal payload alone.
             drop(sub);
-            let task: SubscriptionTask = Box::new(move |sink: SubscriptionSink| {
-                Box::pin(async move {
-                    let _ = match terminal {
-                        Some(env) => sink.send_raw(&env.json).await,
-                        None => {
-                            let json =
-                                synthesized_terminal(&gateway, &session_key, &run_id, outcome);
-                            sink.send_raw(&json).await
-                        }
-                    };
-                })
-            });
-            return Ok(task);
+            let outcome = result.outcome.unwrap_or(RunOutcome::Aborted);
+            return Ok(terminal_only(&ctx, session_key, result.run_id, outcome));
         }
         let task: SubscriptionTask =
             Box::new(move |sink: SubscriptionSink| Box::pin(super::events::pump(sub, sink)));
         Ok(task)
+    })
+}
+
+/// `chat.stream {runId}`: that run's next payloads, or its terminal payload alone when done.
+fn join(ctx: &CallContext, run_id: String) -> Result<SubscriptionTask> {
+    let gateway = &ctx.gateway;
+    let entry = gateway.agent().run_get(gateway.as_ref(), &run_id)?;
+    if entry.state != crate::protocol::RunPhase::Done {
+        let filter = Filter::new(
+            Some(&[ChatEvent::NAME.to_string()]),
+            Some(entry.session_key.clone()),
+        )
+        .map_err(|_| Error::internal("chat filter"))?;
+        let mut sub = gateway
+            .hub()
+            .subscribe(filter, None, None)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        sub.only_run(&run_id);
+        // Subscribed first: if it ended meanwhile, its terminal payload is all there is.
+        if !gateway
+            .agent()
+            .run_info(&run_id)
+            .is_some_and(|(done, _)| done)
+        {
+            let task: SubscriptionTask =
+                Box::new(move |sink: SubscriptionSink| Box::pin(super::events::pump(sub, sink)));
+            return Ok(task);
+        }
+    }
+    let outcome = match gateway.agent().run_get(gateway.as_ref(), &run_id)?.outcome {
+        Some(outcome) => outcome,
+        None => RunOutcome::Aborted,
+    };
+    Ok(terminal_only(ctx, entry.session_key, run_id, outcome))
+}
+
+/// A subscription that sends a finished run's terminal payload and nothing else; after a
+/// restart only its outcome is known, and the payload says just that.
+fn terminal_only(
+    ctx: &CallContext,
+    session_key: String,
+    run_id: String,
+    outcome: RunOutcome,
+) -> SubscriptionTask {
+    let gateway = ctx.gateway.clone();
+    let terminal = gateway.agent().run_info(&run_id).and_then(|(_, t)| t);
+    Box::new(move |sink: SubscriptionSink| {
+        Box::pin(async move {
+            let _ = match terminal {
+                Some(env) => sink.send_raw(&env.json).await,
+                None => {
+                    let json = synthesized_terminal(&gateway, &session_key, &run_id, outcome);
+                    sink.send_raw(&json).await
+                }
+            };
+        })
     })
 }
 
@@ -289,14 +386,30 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
             p.agent.as_deref(),
         )?;
         store.ensure(&p.session_key, &agent).await?;
-        // Never between a tool call and its result.
-        let _boundary = store.hold_boundary(&p.session_key).await;
         let role = match p.role {
             InjectRole::Assistant => Role::Assistant,
             InjectRole::System => Role::System,
         };
         let mut new = NewMessage::new(role, p.content);
         new.message.label = label.map(String::from);
+        // Never between a tool call and its result; but while a run waits for a person it is
+        // answered at once and written after that turn's results (looked at again while the
+        // boundary is busy, since a run may begin to wait meanwhile).
+        let _boundary = loop {
+            if let Some(message) = ctx
+                .gateway
+                .agent()
+                .defer_inject(&p.session_key, new.message.clone())
+            {
+                return Ok(ChatInjectResult {
+                    message_id: message.id,
+                });
+            }
+            let boundary = store.hold_boundary(&p.session_key);
+            if let Ok(guard) = tokio::time::timeout(INJECT_RECHECK, boundary).await {
+                break guard;
+            }
+        };
         let written = store.append(&p.session_key, vec![new]).await?;
         let Some(message) = written.into_iter().next() else {
             return Err(Error::internal("nothing was written"));

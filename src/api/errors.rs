@@ -59,7 +59,11 @@ impl From<AgentError> for Error {
                 message,
                 retryable: true,
             },
-            AgentError::NoSuchRun(_) | AgentError::NoSuchAgent(_) => Error::NotFound(message),
+            AgentError::NoSuchRun(_)
+            | AgentError::NoSuchAgent(_)
+            | AgentError::NoSuchApproval(_) => Error::NotFound(message),
+            AgentError::ApprovalResolved { .. } => Error::Conflict(message),
+            AgentError::NotApprover { .. } => Error::Refused(message),
             AgentError::OtherAgent { .. } => Error::Conflict(message),
             AgentError::AgentRemoved { .. } => Error::Unavailable {
                 message,

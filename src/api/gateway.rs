@@ -139,7 +139,9 @@ impl schemars::JsonSchema for RawDocument {
 
 /// The version-2 capabilities switched on in `config`.
 fn features(config: &crate::config::Config) -> Vec<String> {
-    let mut features = vec!["agents".to_string(), "compaction".to_string()];
+    let mut features = ["agents", "compaction", "approvals", "steering", "resume"]
+        .map(String::from)
+        .to_vec();
     if config.mcp_servers.values().any(|s| s.enabled) {
         features.push("mcp".into());
     }

@@ -1,6 +1,7 @@
 //! The core namespaces, one file each, assembled into the method table.
 
 pub mod agents;
+pub mod approvals;
 pub mod catalog;
 pub mod chat;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod events;
 pub mod gateway;
 pub mod mcp;
 pub mod plugins;
+pub mod runs;
 pub mod sessions;
 
 use crate::gateway::Table as MethodTable;
@@ -24,6 +26,8 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     catalog::register(&mut table)?;
     agents::register(&mut table)?;
     mcp::register(&mut table)?;
+    approvals::register(&mut table)?;
+    runs::register(&mut table)?;
     config::register(&mut table)?;
     plugins::register(&mut table)?;
     crate::protocol::core_events(&mut table);

@@ -262,16 +262,52 @@ pub enum ExecMode {
     /// The `exec` tool is refused.
     #[default]
     Off,
+    /// Each `exec` call waits for a person's approval.
+    Ask,
     /// The `exec` tool runs commands in the workspace.
     On,
 }
 
 /// `[agent.tools]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
-    /// Whether the `exec` tool may run.
+    /// Whether the `exec` tool may run: `off`, `ask` (each call waits for a person) or `on`.
     pub exec: ExecMode,
+    /// Globs over tool names (`*` any run of characters) never offered to the model; deny
+    /// wins over ask.
+    pub deny: Vec<String>,
+    /// Globs over tool names whose every call waits for a person's approval.
+    pub ask: Vec<String>,
+    /// How long a call waits for a person before it is denied, in ms.
+    pub approval_timeout_ms: u64,
+    /// The token names that may resolve this agent's approvals (default: any token with
+    /// `write`; in auth mode `none` the resolver is `local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Vec<String>>,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            exec: ExecMode::Off,
+            deny: Vec::new(),
+            ask: Vec::new(),
+            approval_timeout_ms: 600_000,
+            approvers: None,
+        }
+    }
+}
+
+/// `agents.<id>.on_restart`: what a restart does to a run it interrupted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRestart {
+    /// Shutdown suspends the run; the next start resumes it, once.
+    #[default]
+    Resume,
+    /// The run ends `error {kind: "interrupted"}`.
+    Fail,
 }
 
 /// `[agents.<id>]` (version 1: `[agent]`).
@@ -311,6 +347,8 @@ pub struct AgentConfig {
     pub workspace: Option<PathBuf>,
     /// Tool settings.
     pub tools: ToolsConfig,
+    /// What a gateway restart does to a run in progress.
+    pub on_restart: OnRestart,
 }
 
 impl Default for AgentConfig {
@@ -331,6 +369,7 @@ impl Default for AgentConfig {
             run_timeout_ms: 600_000,
             workspace: None,
             tools: ToolsConfig::default(),
+            on_restart: OnRestart::Resume,
         }
     }
 }

@@ -155,6 +155,7 @@ mod tests {
         hub.shutdown(ShutdownEvent {
             reason: "test".into(),
             restart_expected_ms: None,
+            suspended_runs: Vec::new(),
         });
         // What was queued, then the gap of what was lost, then the shutdown: nothing silent.
         assert_eq!(next_event(&mut sub).await["seq"], 1);
@@ -181,6 +182,7 @@ mod tests {
         hub.shutdown(ShutdownEvent {
             reason: "test".into(),
             restart_expected_ms: None,
+            suspended_runs: Vec::new(),
         });
         assert_eq!(next_event(&mut sub).await["payload"], "aborted");
         assert!(

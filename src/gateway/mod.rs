@@ -358,18 +358,25 @@ impl Gateway {
         &self.agent
     }
 
-    /// Graceful shutdown: refuse new calls, abort runs (their partial text is kept, each gets
-    /// its `aborted`), tell every subscriber, close connections.
+    /// The name of the token `cred` presented (`None` with auth off).
+    pub fn token_name(&self, cred: &crate::rpc::auth::Credential) -> Option<String> {
+        crate::rpc::auth::token_name(&self.config(), cred)
+    }
+
+    /// Graceful shutdown: refuse new calls, suspend the runs of agents with `on_restart =
+    /// "resume"` and abort the others (their partial text is kept, each gets its `aborted`),
+    /// tell every subscriber (naming the runs suspended), close connections.
     pub async fn shutdown(self: &Arc<Self>, reason: &str) {
         if self.shutting_down.is_cancelled() {
             return;
         }
         tracing::info!(reason, "shutting down");
         self.shutting_down.cancel();
-        self.agent.abort_all(self).await;
+        let suspended_runs = self.agent.shutdown(self).await;
         self.hub.shutdown(ShutdownEvent {
             reason: reason.to_string(),
             restart_expected_ms: None,
+            suspended_runs,
         });
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(3), self.tasks.wait())
@@ -643,6 +650,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
     crate::agent::tools::warn_about_workspace(&*gateway);
     gateway.ready.store(true, Ordering::Release);
+    gateway.agent().resume_all(&gateway);
     Ok(Running { gateway, addr })
 }
 

@@ -43,6 +43,8 @@ pub struct RemoteTool {
     pub description: String,
     /// JSON Schema of its input.
     pub input_schema: Value,
+    /// The server's `annotations.readOnlyHint`: the tool changes nothing.
+    pub read_only: bool,
 }
 
 /// What tool calls use of a live connection.
@@ -324,10 +326,16 @@ pub fn parse_tools_page(page: &Value) -> Result<(Vec<RemoteTool>, Option<String>
                 Some(schema @ Value::Object(_)) => schema.clone(),
                 _ => serde_json::json!({"type": "object"}),
             };
+            let read_only = tool
+                .get("annotations")
+                .and_then(|a| a.get("readOnlyHint"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             Some(RemoteTool {
                 name,
                 description,
                 input_schema,
+                read_only,
             })
         })
         .collect();

@@ -49,6 +49,10 @@ impl Tool for McpTool {
         format!("mcp:{}", self.server.name)
     }
 
+    fn read_only(&self) -> bool {
+        self.offered.remote.read_only
+    }
+
     fn call(&self, input: Value, ctx: ToolContext) -> ToolFuture {
         let server = self.server.clone();
         let tool = self.offered.remote.name.clone();

@@ -204,8 +204,9 @@ pub struct ChatEvent {
     /// 0, 1, 2... per run, absent for `injected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_seq: Option<u64>,
-    /// `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
-    /// `injected`, `compacted`.
+    /// `queued`, `started`, `resumed`, `delta`, `approval_requested`, `approval_resolved`,
+    /// `tool_start`, `tool_end`, `steered`, `final`, `aborted`, `error`, `injected`,
+    /// `compacted`.
     pub state: String,
     /// `queued`: runs ahead of this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,10 +214,10 @@ pub struct ChatEvent {
     /// `started`: the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// `started`: the agent running it.
+    /// `started`, `resumed`: the agent running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
-    /// `started`: the user message, as written.
+    /// `started`, `steered`: the user message, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_message: Option<TranscriptMessage>,
     /// `delta`, `tool_start`, `tool_end`, `compacted` (in a run): the model call, from 0.
@@ -264,6 +265,21 @@ pub struct ChatEvent {
     /// `compacted`: `auto`, `manual` or `overflow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<CompactionReason>,
+    /// `approval_requested`, `approval_resolved`: the approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// `approval_requested`: when the call is denied unless resolved first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// `approval_resolved`: `allow` or `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<super::approvals::ApprovalDecision>,
+    /// `approval_resolved`: a token name, `local`, `timeout` or `abort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// `resumed`: 1 for the first resumption after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// The error of a failed run.
@@ -299,6 +315,53 @@ pub struct ChatSendParams {
     /// existing session it must be the session's own (else `-32023`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentId>,
+    /// What to do while a run of the session is active (default `queue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SendMode>,
+}
+
+/// What `chat.send` does while a run of the session is active (idempotency is checked first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(title = "SendMode")]
+pub enum SendMode {
+    /// Wait in order behind it.
+    #[default]
+    Queue,
+    /// Give the message to the active run at its next message boundary.
+    Steer,
+    /// Abort the active run (its partial text kept) and start before any queued run.
+    Interrupt,
+    /// Refuse (`-32023` with `data.activeRunId`).
+    Reject,
+}
+
+/// Params of `chat.stream`: those of `chat.send`, or `runId` alone to rejoin a run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "ChatStreamParams")]
+pub struct ChatStreamParams {
+    /// The session (default `main`; created if missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<SessionKey>,
+    /// The user's message, at most 1 MiB (absent with `runId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageText>,
+    /// A repeated key within the session starts no second run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// A model for this run only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
+    /// The agent (as in `chat.send`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentId>,
+    /// What to do while a run of the session is active (as in `chat.send`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SendMode>,
+    /// Alone: join this run (its next payloads), or get its terminal payload when it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// Where a run is.
@@ -314,6 +377,8 @@ pub enum RunStatus {
     InFlight,
     /// (A repeated key) it has ended.
     Done,
+    /// (`mode: "steer"`) the message was handed to the active run, whose id this is.
+    Steered,
 }
 
 /// How a run ended.

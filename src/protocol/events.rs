@@ -7,6 +7,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::approvals::ApprovalsChangedEvent;
 use super::chat::ChatEvent;
 use super::config::ConfigChangedEvent;
 use super::gateway::{Health, PresenceEvent};
@@ -54,4 +55,5 @@ events! {
     PluginsChangedEvent => "plugins.changed", "A plugin changed state (starting, running, restarting, failed, stopped).";
     ConfigChangedEvent => "config.changed", "The configuration changed (a file edit or config.patch).";
     McpChanged => "mcp.changed", "An MCP server changed state or tools.";
+    ApprovalsChangedEvent => "approvals.changed", "An approval was requested or resolved.";
 }

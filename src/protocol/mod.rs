@@ -4,6 +4,7 @@
 //! (camelCase on the wire); params reject unknown fields so a typo never falls back to a default.
 
 mod agents;
+mod approvals;
 mod chat;
 mod common;
 mod compaction;
@@ -13,6 +14,7 @@ mod gateway;
 mod mcp;
 mod models;
 mod plugins;
+mod runs;
 mod schema;
 mod scope;
 mod sessions;
@@ -21,6 +23,7 @@ mod tools;
 mod values;
 
 pub use agents::*;
+pub use approvals::*;
 pub use chat::*;
 pub use common::*;
 pub use compaction::*;
@@ -30,6 +33,7 @@ pub use gateway::*;
 pub use mcp::*;
 pub use models::*;
 pub use plugins::*;
+pub use runs::*;
 pub use schema::schema_settings;
 pub use scope::Scope;
 pub use sessions::*;

@@ -98,4 +98,7 @@ pub struct ShutdownEvent {
     /// When it expects to be back, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_expected_ms: Option<u64>,
+    /// The runs suspended by this shutdown (resumed at the next start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspended_runs: Vec<String>,
 }

@@ -122,6 +122,24 @@ impl TokenTable {
     }
 }
 
+/// The name of the token a credential presented under `config` (the first of that value);
+/// `None` in auth mode `none` or for a token no longer accepted.
+pub fn token_name(config: &Config, cred: &Credential) -> Option<String> {
+    let (AuthMode::Token, Credential::Token(digest)) = (config.gateway.auth.mode, cred) else {
+        return None;
+    };
+    config
+        .gateway
+        .auth
+        .tokens
+        .iter()
+        .find(|t| {
+            let candidate: [u8; 32] = Sha256::digest(t.token.as_bytes()).into();
+            bool::from(candidate.ct_eq(digest))
+        })
+        .map(|t| t.name.clone())
+}
+
 /// Checks the credentials of a request against `config`.
 pub fn authenticate(config: &Config, token: Option<&str>) -> Result<Credential, Refusal> {
     TokenTable::new(config).authenticate(token)

@@ -8,7 +8,6 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use super::Store;
 use super::error::StoreError;
@@ -116,24 +115,19 @@ impl Store {
         })
     }
 
-    /// Appends a compaction line to `key`'s transcript (only to `session_id`'s, when given: a
-    /// compaction never lands in the transcript that replaced its own after a reset); returns it.
+    /// Appends a compaction line to `key`'s transcript (only to `session_id`'s, when given,
+    /// else to the transcript current at the call: a compaction never lands in the transcript
+    /// that replaced its own after a reset, [`StoreError::Archived`]); returns it.
     pub async fn append_compaction(
         &self,
         key: &str,
         session_id: Option<&str>,
         new: NewCompaction,
     ) -> Result<CompactionLine, StoreError> {
-        let t = self
-            .lookup(key)
-            .ok_or_else(|| StoreError::no_session(key))?;
-        let archived = || StoreError::Archived {
-            key: key.to_string(),
-            session_id: session_id.unwrap_or_default().to_string(),
+        let pinned = match session_id {
+            Some(id) => id.to_string(),
+            None => self.get(key)?.session_id,
         };
-        if session_id.is_some_and(|id| t.entry().session_id != id) {
-            return Err(archived());
-        }
         let line = CompactionLine {
             id: uuid::Uuid::new_v4().simple().to_string(),
             ts: now_ms(),
@@ -144,24 +138,11 @@ impl Store {
             reason: new.reason,
             usage: new.usage,
         };
-        let bytes = transcript::compaction_line(&line).map_err(StoreError::internal)?;
-        let mut writer = t.writer.lock().await;
-        if t.retired.load(Ordering::Acquire) {
-            return Err(match session_id {
-                Some(_) => archived(),
-                None => StoreError::no_session(key),
-            });
-        }
         let what = format!("cannot compact session `{key}`");
-        let w = self.open_writer(&t, &mut writer, &what).await?;
-        let len = self.append_lines(&t, w, bytes, 1, &what).await?;
-        let lines = w.lines();
-        t.update(|e| {
-            e.len = len;
-            e.lines = lines;
-        });
-        drop(writer);
-        self.mark_dirty();
+        self.write_lines(key, Some(&pinned), &what, |_| {
+            Ok((vec![Line::Compaction(Box::new(line.clone()))], ()))
+        })
+        .await?;
         Ok(line)
     }
 }

@@ -1,5 +1,6 @@
 //! File-system steps the store takes as wholes: a private directory, the data directory's
-//! lock, a durable swap or rename of transcripts, and a probe of whether writing works again.
+//! lock, a durable swap or rename of transcripts, the replacement of a snapshot file (the
+//! indexes), and a probe of whether writing works again.
 //!
 //! Each step either completes, flushed, or leaves the names as they were.
 
@@ -24,6 +25,33 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     {
         std::fs::create_dir_all(dir)
     }
+}
+
+/// Replaces the file `name` of `dir` with `bytes`: written under a temporary name, flushed,
+/// renamed into place, and the directory flushed. A failed write leaves no temporary file.
+pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
+        if let Err(err) = written {
+            // A partial copy on a full disk would only hold space.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    crate::util::sync_dir(dir)
 }
 
 /// Takes the data directory's advisory lock (released by the OS when the process dies).

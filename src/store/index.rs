@@ -1,4 +1,5 @@
-//! The session index (`sessions/index.json`): its file, and the loop that keeps it fresh.
+//! The session index (`sessions/index.json`): its file, and the loop that keeps it (and the
+//! run index, `runs`) fresh.
 //!
 //! The index is only a startup accelerator: it may lag behind the transcripts by
 //! [`INDEX_INTERVAL`], and a missing, damaged or unknown one is rebuilt from them at open.
@@ -13,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Store;
 use super::entry::Entry;
-use super::fs::probe_write;
+use super::fs::{probe_write, replace_file};
+use super::runs::write_runs;
 
 /// How long the index may lag behind the transcripts (it is only a startup accelerator).
 const INDEX_INTERVAL: Duration = Duration::from_secs(2);
@@ -53,33 +55,17 @@ pub(super) fn read_index(dir: &Path) -> Vec<Entry> {
 /// Writes `index` to `dir` under a temporary name, flushes it, renames it into place and
 /// flushes the directory.
 pub(super) fn write_index(dir: &Path, index: &IndexFile) -> io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("index.json.tmp-{}", std::process::id()));
     let bytes = serde_json::to_vec(index).map_err(io::Error::other)?;
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let written = options.open(&tmp).and_then(|mut file| {
-            file.write_all(&bytes)?;
-            file.sync_all()
-        });
-        if let Err(err) = written {
-            // A partial copy on a full disk would only hold space.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err);
-        }
-    }
-    std::fs::rename(&tmp, dir.join("index.json"))?;
-    crate::util::sync_dir(dir)
+    replace_file(dir, "index.json", &bytes)
 }
 
 impl Store {
-    /// Writes the index if it changed since the last write; `Ok(true)` when it wrote.
+    /// Writes the index if it changed since the last write, the run index first when it
+    /// changed too; `Ok(true)` when it wrote.
+    ///
+    /// The entries are taken before the finished runs, and a write folds its end markers into
+    /// the run index before it moves its entry on, so `runs.json` always holds every run ended
+    /// within the lengths `index.json` records.
     pub fn flush_index(&self) -> io::Result<bool> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
@@ -88,6 +74,21 @@ impl Store {
             Ok(s) => s.values().map(|t| t.entry()).collect(),
             Err(_) => return Ok(false),
         };
+        let runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_changed();
+        if let Some(runs) = runs
+            && let Err(err) = write_runs(&self.dir, runs)
+        {
+            self.runs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .mark_changed();
+            self.mark_dirty();
+            return Err(err);
+        }
         let result = write_index(
             &self.dir,
             &IndexFile {

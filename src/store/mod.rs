@@ -14,10 +14,12 @@
 //!
 //! The files, one job each: [`Store`] itself and its lookups here; `open` (start-up, with
 //! `recovery` and `index`), `lifecycle` (create, ensure, reset, delete, fork), `append`
-//! (messages and label/model changes), `history` and `read` (reading back), `compaction` (the
-//! context a model call is sent, and compaction lines), `list` and
-//! `cursor` (listing), `idempotency` (runs and their outcomes), `publish` (events); below them
-//! `entry`, `live`, `keys`, `fs`, [`health`], [`error`] and the file format, [`transcript`].
+//! (messages, run/tool/approval markers and label/model changes, through one locked write),
+//! `history` and `read` (reading back), `compaction` (the context a model call is sent, and
+//! compaction lines), `list` and `cursor` (listing), `idempotency` (runs and their outcomes),
+//! `trail` (what resuming a run and remembered approvals need), `publish` (events); below them
+//! `entry` (with the open runs), `runs` (the run index), `live`, `keys`, `fs`, [`health`],
+//! [`error`] and the file format, [`transcript`] (with `markers`).
 //! The files below never name [`Store`], so no two files of the store import each other.
 
 mod append;
@@ -34,10 +36,13 @@ mod keys;
 mod lifecycle;
 mod list;
 mod live;
+mod markers;
 mod open;
 mod publish;
 mod read;
 mod recovery;
+mod runs;
+mod trail;
 pub mod transcript;
 
 use std::collections::HashMap;
@@ -48,12 +53,16 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Notify;
 
-pub use append::NewMessage;
+pub use append::{NewMessage, Record};
 pub use compaction::{NewCompaction, StoredContext};
+pub use entry::OpenRun;
 pub use error::{KeyArg, MessageArg, OpenError, StoreError};
 pub use fs::create_private_dir;
 pub use history::History;
 pub use list::Page;
+pub use runs::FinishedRun;
+pub use trail::RunTrail;
+pub use transcript::{ApprovalLine, RunMarker, RunMarkerState, ToolMarker};
 
 use crate::events::EventHub;
 use crate::protocol::Session;
@@ -71,6 +80,8 @@ pub struct Store {
     changed: Arc<Notify>,
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     health: StorageHealth,
+    /// The most recent finished runs (`runs.json`).
+    runs: Mutex<runs::RunIndex>,
     _lock: File,
 }
 
@@ -127,6 +138,43 @@ impl Store {
             .ok_or_else(|| StoreError::no_session(key))
     }
 
+    /// The runs started and not ended, as `(session key, session id, run)`: after a crash or a
+    /// suspend, the runs to resume (or to end).
+    pub fn open_runs(&self) -> Vec<(String, String, OpenRun)> {
+        let Ok(sessions) = self.sessions.read() else {
+            return Vec::new();
+        };
+        let mut open = Vec::new();
+        for t in sessions.values() {
+            let entry = t.entry();
+            for run in entry.open_runs {
+                open.push((entry.key.clone(), entry.session_id.clone(), run));
+            }
+        }
+        open.sort_by(|a, b| (a.2.started_at, &a.2.run_id).cmp(&(b.2.started_at, &b.2.run_id)));
+        open
+    }
+
+    /// How the run `run_id` ended, if it is among the most recent finished runs kept (a run
+    /// still open, or never seen, is `None`).
+    pub fn finished_run(&self, run_id: &str) -> Option<FinishedRun> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+    }
+
+    /// Adds runs that ended to the run index (before their entry moves on: see `flush_index`).
+    fn record_finished(&self, ended: Vec<FinishedRun>) {
+        if ended.is_empty() {
+            return;
+        }
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        for run in ended {
+            runs.insert(run);
+        }
+    }
+
     /// The live transcript of `key`.
     fn lookup(&self, key: &str) -> Option<Arc<Transcript>> {
         self.sessions.read().ok().and_then(|s| s.get(key).cloned())
@@ -166,7 +214,7 @@ mod test_support {
             .expect("sessions dir")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with("index.json"))
+            .filter(|n| !n.starts_with("index.json") && !n.starts_with("runs.json"))
             .collect();
         names.sort();
         names

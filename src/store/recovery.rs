@@ -1,17 +1,19 @@
 //! Entries rebuilt from the transcripts themselves at open: a whole file the index does not
-//! know, the tail appended since the index was written, and the older of two files that claim
-//! one key set aside.
+//! know, the tail appended since the index was written (with the runs their end markers
+//! finished, for the run index), and the older of two files that claim one key set aside.
 
 use std::path::{Path, PathBuf};
 
 use super::entry::Entry;
 use super::keys::recovered_key;
+use super::runs::FinishedRun;
 use super::transcript::{self, Line};
 use crate::protocol::validate_session_key;
 use crate::util::now_ms;
 
-/// Reads a whole transcript into an entry; `None` (with a warning) when it is unusable.
-pub(super) fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
+/// Reads a whole transcript into an entry, adding the runs it finished to `ended`; `None`
+/// (with a warning) when it is unusable.
+pub(super) fn scan_whole(path: &Path, id: &str, ended: &mut Vec<FinishedRun>) -> Option<Entry> {
     let mut entry: Option<Entry> = None;
     let mut pending: Vec<Line> = Vec::new();
     let result = transcript::scan_forward(path, 0, 1, |l| match l.line {
@@ -46,7 +48,7 @@ pub(super) fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
             }
             if !matches!(other, Line::Header(_)) {
                 match entry.as_mut() {
-                    Some(e) => e.apply(&other),
+                    Some(e) => ended.extend(e.apply(&other)),
                     None => pending.push(other),
                 }
             }
@@ -68,7 +70,7 @@ pub(super) fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
         Entry::new(recovered_key(id), id, created.unwrap_or_else(now_ms))
     });
     for line in &pending {
-        entry.apply(line);
+        ended.extend(entry.apply(line));
     }
     // A torn tail is excluded from `len` only for reading; the writer appends after it.
     entry.len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(len);
@@ -76,8 +78,9 @@ pub(super) fn scan_whole(path: &Path, id: &str) -> Option<Entry> {
     Some(entry)
 }
 
-/// Brings an entry up to date with bytes appended after `known.len`.
-pub(super) fn catch_up(path: &Path, known: Entry) -> Option<Entry> {
+/// Brings an entry up to date with bytes appended after `known.len`, adding the runs they
+/// finished to `ended`.
+pub(super) fn catch_up(path: &Path, known: Entry, ended: &mut Vec<FinishedRun>) -> Option<Entry> {
     let mut entry = known;
     let start = entry.len;
     let first = entry.lines + 1;
@@ -88,7 +91,7 @@ pub(super) fn catch_up(path: &Path, known: Entry) -> Option<Entry> {
         Line::Unknown(kind) => {
             tracing::warn!(file = %path.display(), line = l.number, kind, "skipping a line of unknown type");
         }
-        line => entry.apply(line),
+        line => ended.extend(entry.apply(line)),
     });
     match result {
         Ok((_, lines)) => {

@@ -4,8 +4,10 @@
 //! (`fdatasync`) before the call that wrote it is answered. Readers skip a torn or unparsable
 //! line with a warning and keep every valid line; nothing here ever truncates or rewrites bytes.
 //!
-//! One file of about 670 lines (a fifth of them tests) because the line format, the one writer
-//! and the two readers change together: a change of the format is a change of all three.
+//! One file of about 700 lines (a fifth of them tests) because the line format, the one writer
+//! and the two readers change together: a change of the format is a change of all three. The
+//! run, tool and approval lines and the serializer of every typed line are in `markers`
+//! (re-exported here).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -14,11 +16,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::markers::tagged_line;
+pub use super::markers::{
+    ApprovalLine, RunMarker, RunMarkerState, ToolMarker, approval_line, run_line, tool_line,
+};
 use crate::protocol::{Compaction, CompactionReason, Patch, TranscriptMessage, Usage};
 
-/// The format version new transcripts are written with. Version 2 adds `compaction` lines; a
-/// header cannot be rewritten in an append-only file, so every new transcript says 2 from the
-/// start. Readers take both (1 is 2 without compactions).
+/// The format version new transcripts are written with. Version 2 adds `compaction`, `run`,
+/// `tool` and `approval` lines; a header cannot be rewritten in an append-only file, so every
+/// new transcript says 2 from the start. Readers take both (1 is 2 without those lines).
 pub const HEADER_VERSION: u32 = 2;
 
 /// Line 1 of a transcript.
@@ -131,6 +137,12 @@ pub enum Line {
     Meta(Meta),
     /// A compaction (version 2).
     Compaction(Box<CompactionLine>),
+    /// A run marker (version 2).
+    Run(RunMarker),
+    /// A tool marker (version 2).
+    Tool(ToolMarker),
+    /// An approval asked or resolved (version 2).
+    Approval(Box<ApprovalLine>),
     /// Valid JSON with a `type` this version does not know; kept on disk, ignored.
     Unknown(String),
     /// Not a valid line (torn, garbage); kept on disk, ignored.
@@ -144,7 +156,21 @@ enum Known {
     Message(Box<TranscriptMessage>),
     Meta(Meta),
     Compaction(Box<CompactionLine>),
+    Run(RunMarker),
+    Tool(ToolMarker),
+    Approval(Box<ApprovalLine>),
 }
+
+/// The `type`s this version reads; a line of another type is [`Line::Unknown`].
+const KNOWN_TYPES: [&str; 7] = [
+    "session",
+    "message",
+    "meta",
+    "compaction",
+    "run",
+    "tool",
+    "approval",
+];
 
 #[derive(Deserialize)]
 struct Probe {
@@ -159,23 +185,16 @@ pub fn parse_line(bytes: &[u8]) -> Line {
         Ok(Known::Message(m)) => Line::Message(m),
         Ok(Known::Meta(m)) => Line::Meta(m),
         Ok(Known::Compaction(c)) => Line::Compaction(c),
+        Ok(Known::Run(r)) => Line::Run(r),
+        Ok(Known::Tool(t)) => Line::Tool(t),
+        Ok(Known::Approval(a)) => Line::Approval(a),
         Err(err) => match serde_json::from_slice::<Probe>(bytes) {
             Ok(Probe {
                 kind: Some(serde_json::Value::String(kind)),
-            }) if !matches!(kind.as_str(), "session" | "message" | "meta" | "compaction") => {
-                Line::Unknown(kind)
-            }
+            }) if !KNOWN_TYPES.contains(&kind.as_str()) => Line::Unknown(kind),
             _ => Line::Bad(err.to_string()),
         },
     }
-}
-
-#[derive(Serialize)]
-struct Tagged<'a, T: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    inner: &'a T,
 }
 
 /// The header as a line (with its newline).
@@ -198,10 +217,18 @@ pub fn compaction_line(compaction: &CompactionLine) -> io::Result<Vec<u8>> {
     tagged_line("compaction", compaction)
 }
 
-fn tagged_line<T: Serialize>(kind: &'static str, inner: &T) -> io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(&Tagged { kind, inner }).map_err(io::Error::other)?;
-    line.push(b'\n');
-    Ok(line)
+/// Any parsed line written back (with its newline); an unknown or bad line has no form.
+pub fn line_bytes(line: &Line) -> io::Result<Vec<u8>> {
+    match line {
+        Line::Header(h) => header_line(h),
+        Line::Message(m) => message_line(m),
+        Line::Meta(m) => meta_line(m),
+        Line::Compaction(c) => compaction_line(c),
+        Line::Run(r) => run_line(r),
+        Line::Tool(t) => tool_line(t),
+        Line::Approval(a) => approval_line(a),
+        Line::Unknown(_) | Line::Bad(_) => Err(io::Error::other("not a line this version writes")),
+    }
 }
 
 /// Creates a file readable and writable by its owner only, for appending, failing if it exists.
@@ -308,6 +335,8 @@ impl Staged {
             len: self.len,
             lines: self.lines,
             needs_newline: false,
+            #[cfg(test)]
+            appends: 0,
         })
     }
 
@@ -324,6 +353,9 @@ pub struct Writer {
     len: u64,
     lines: u64,
     needs_newline: bool,
+    /// Calls of [`append`](Self::append) (each one write and one flush), for tests.
+    #[cfg(test)]
+    pub(crate) appends: u64,
 }
 
 impl Writer {
@@ -361,6 +393,8 @@ impl Writer {
             len,
             lines,
             needs_newline,
+            #[cfg(test)]
+            appends: 0,
         })
     }
 
@@ -394,6 +428,10 @@ impl Writer {
         }
         let file = self.file.clone();
         let written = buf.len() as u64;
+        #[cfg(test)]
+        {
+            self.appends += 1;
+        }
         let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
             (&*file).write_all(&buf)?;
             file.sync_data()

@@ -829,7 +829,12 @@ async fn shutdown_aborts_runs_and_keeps_partial_text() {
         Script::sse(anthropic::reply(&slow_refs)).paced(50),
     ])
     .await;
-    let gw = start(|c| use_fake(c, Wire::Anthropic, &fake)).await;
+    // Version 1's rule, kept for agents with `on_restart = "fail"` (the default suspends).
+    let gw = start(|c| {
+        use_fake(c, Wire::Anthropic, &fake);
+        c.default_agent_mut().on_restart = clawgate::config::OnRestart::Fail;
+    })
+    .await;
     let mut watcher = RawWs::connect(gw.addr()).await;
     watcher.subscribe(json!({"events": ["chat"]})).await;
     // A streamed run on another session: its stream ends with its `aborted`.

@@ -316,7 +316,7 @@ async fn presence_health_and_tick_events() {
     assert_eq!(hello["result"]["protocol"], 1);
     assert_eq!(
         hello["result"]["features"],
-        serde_json::json!(["agents", "compaction"]),
+        serde_json::json!(["agents", "compaction", "approvals", "steering", "resume"]),
         "no MCP server configured: no \"mcp\""
     );
     assert_eq!(

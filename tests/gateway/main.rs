@@ -2,6 +2,7 @@
 
 mod agent;
 mod agents;
+mod approvals;
 mod auth;
 mod common;
 mod compaction;
@@ -14,7 +15,9 @@ mod jsonrpc;
 mod mcp;
 mod plugins;
 mod process;
+mod resume;
 mod rust_client;
 mod sessions;
+mod steering;
 mod store_failures;
 mod tools_confinement;

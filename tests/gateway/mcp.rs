@@ -34,7 +34,7 @@ fn installed(relative: &str) -> String {
     path.display().to_string()
 }
 
-fn everything() -> String {
+pub fn everything() -> String {
     installed("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
 }
 

@@ -6,8 +6,8 @@ use clawgate::api::gateway::{HealthMethod, Hello};
 use clawgate::api::sessions::Get;
 use clawgate::client::GatewayClient;
 use clawgate::protocol::{
-    ChatInjectParams, ChatSendParams, ClientInfo, HelloParams, InjectRole, NoParams, RunStatus,
-    SessionKeyParams, SubscribeParams,
+    ChatInjectParams, ChatSendParams, ChatStreamParams, ClientInfo, HelloParams, InjectRole,
+    NoParams, RunStatus, SessionKeyParams, SubscribeParams,
 };
 
 use crate::common::start;
@@ -71,17 +71,20 @@ async fn typed_calls_subscriptions_and_errors() {
             idempotency_key: None,
             model: None,
             agent: None,
+            mode: None,
         })
         .await
         .expect("send");
     assert_eq!(sent.status, RunStatus::Started);
     let mut stream = client
-        .subscribe::<Stream>(&ChatSendParams {
+        .subscribe::<Stream>(&ChatStreamParams {
             session_key: Some("rc2".parse().expect("a valid key")),
-            message: "streamed".parse().expect("a valid text"),
+            message: Some("streamed".parse().expect("a valid text")),
             idempotency_key: None,
             model: None,
             agent: None,
+            mode: None,
+            run_id: None,
         })
         .await
         .expect("stream");

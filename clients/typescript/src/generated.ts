@@ -2,6 +2,35 @@
 /* eslint-disable */
 
 /**
+ * How a person (or the timeout, or an abort) resolved an approval.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalDecision".
+ */
+export type ApprovalDecision = "allow" | "deny";
+/**
+ * `pending`, `allowed` or `denied`.
+ */
+export type ApprovalState = "pending" | "allowed" | "denied";
+/**
+ * What `remember` may say.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalRemember".
+ */
+export type ApprovalRemember = "session";
+/**
+ * Where an approval stands: waiting for a person, or resolved one way or the other.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalState".
+ */
+export type ApprovalState1 = "pending" | "allowed" | "denied";
+/**
+ * How a person (or the timeout, or an abort) resolved an approval.
+ */
+export type ApprovalDecision1 = "allow" | "deny";
+/**
  * Who wrote it.
  */
 export type Role = "user" | "assistant" | "system" | "tool";
@@ -21,6 +50,13 @@ export type CompactionReason1 = "auto" | "manual" | "overflow";
  */
 export type InjectRole = "assistant" | "system";
 /**
+ * What `chat.send` does while a run of the session is active (idempotency is checked first).
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "SendMode".
+ */
+export type SendMode = "queue" | "steer" | "interrupt" | "reject";
+/**
  * How a run ended.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -30,7 +66,7 @@ export type RunOutcome = "final" | "aborted" | "error";
 /**
  * Where the run is.
  */
-export type RunStatus = "started" | "queued" | "in_flight" | "done";
+export type RunStatus = "started" | "queued" | "in_flight" | "done" | "steered";
 /**
  * Why.
  */
@@ -94,12 +130,23 @@ export type PresenceState1 = "joined" | "left";
  */
 export type Role1 = "user" | "assistant" | "system" | "tool";
 /**
+ * `queued`, `running`, `waiting_approval` or (`runs.get`) `done`.
+ */
+export type RunPhase = "queued" | "running" | "waiting_approval" | "done";
+/**
+ * Where a run is, as `runs.*` tell it.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "RunPhase".
+ */
+export type RunPhase1 = "queued" | "running" | "waiting_approval" | "done";
+/**
  * Where a run is.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "RunStatus".
  */
-export type RunStatus1 = "started" | "queued" | "in_flight" | "done";
+export type RunStatus1 = "started" | "queued" | "in_flight" | "done" | "steered";
 /**
  * Why a session changed.
  *
@@ -169,6 +216,187 @@ export interface AgentsListResult {
   agents: AgentInfo[];
 }
 /**
+ * A tool call that waits (or waited) for a person.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "Approval".
+ */
+export interface Approval {
+  /**
+   * Its agent.
+   */
+  agentId: string;
+  /**
+   * The approval's id.
+   */
+  approvalId: string;
+  /**
+   * Once resolved: who resolved it (a token name, `local`, `timeout` or `abort`).
+   */
+  by?: string | null;
+  /**
+   * Once resolved: the decision.
+   */
+  decision?: ApprovalDecision | null;
+  /**
+   * When it is denied unless resolved first.
+   */
+  expiresAt: number;
+  /**
+   * The call's input.
+   */
+  input: {
+    [k: string]: unknown;
+  };
+  /**
+   * The tool.
+   */
+  name: string;
+  /**
+   * Once resolved: why, when the resolver said.
+   */
+  reason?: string | null;
+  /**
+   * When it was asked (ms since the epoch).
+   */
+  requestedAt: number;
+  /**
+   * The run that made the call.
+   */
+  runId: string;
+  /**
+   * Its session.
+   */
+  sessionKey: string;
+  state: ApprovalState;
+  /**
+   * The call.
+   */
+  toolCallId: string;
+}
+/**
+ * Payload of `approvals.changed`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalsChangedEvent".
+ */
+export interface ApprovalsChangedEvent {
+  approval: Approval1;
+}
+/**
+ * A tool call that waits (or waited) for a person.
+ */
+export interface Approval1 {
+  /**
+   * Its agent.
+   */
+  agentId: string;
+  /**
+   * The approval's id.
+   */
+  approvalId: string;
+  /**
+   * Once resolved: who resolved it (a token name, `local`, `timeout` or `abort`).
+   */
+  by?: string | null;
+  /**
+   * Once resolved: the decision.
+   */
+  decision?: ApprovalDecision | null;
+  /**
+   * When it is denied unless resolved first.
+   */
+  expiresAt: number;
+  /**
+   * The call's input.
+   */
+  input: {
+    [k: string]: unknown;
+  };
+  /**
+   * The tool.
+   */
+  name: string;
+  /**
+   * Once resolved: why, when the resolver said.
+   */
+  reason?: string | null;
+  /**
+   * When it was asked (ms since the epoch).
+   */
+  requestedAt: number;
+  /**
+   * The run that made the call.
+   */
+  runId: string;
+  /**
+   * Its session.
+   */
+  sessionKey: string;
+  state: ApprovalState;
+  /**
+   * The call.
+   */
+  toolCallId: string;
+}
+/**
+ * Params of `approvals.get`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalsGetParams".
+ */
+export interface ApprovalsGetParams {
+  /**
+   * The approval.
+   */
+  approvalId: string;
+}
+/**
+ * Params of `approvals.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalsListParams".
+ */
+export interface ApprovalsListParams {
+  /**
+   * Only this session's.
+   */
+  sessionKey?: string | null;
+}
+/**
+ * Result of `approvals.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalsListResult".
+ */
+export interface ApprovalsListResult {
+  /**
+   * The pending approvals, oldest first.
+   */
+  approvals: Approval[];
+}
+/**
+ * Params of `approvals.resolve`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ApprovalsResolveParams".
+ */
+export interface ApprovalsResolveParams {
+  /**
+   * The approval.
+   */
+  approvalId: string;
+  decision: ApprovalDecision1;
+  /**
+   * Why (the model sees it in a deny's tool result).
+   */
+  reason?: string | null;
+  /**
+   * With `allow`: allow this tool for the rest of the session.
+   */
+  remember?: ApprovalRemember | null;
+}
+/**
  * Params of `chat.abort` (at least one field).
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -205,13 +433,33 @@ export interface ChatAbortResult {
  */
 export interface ChatEvent {
   /**
-   * `started`: the agent running it.
+   * `started`, `resumed`: the agent running it.
    */
   agentId?: string | null;
+  /**
+   * `approval_requested`, `approval_resolved`: the approval.
+   */
+  approvalId?: string | null;
+  /**
+   * `resumed`: 1 for the first resumption after a restart.
+   */
+  attempt?: number | null;
+  /**
+   * `approval_resolved`: a token name, `local`, `timeout` or `abort`.
+   */
+  by?: string | null;
+  /**
+   * `approval_resolved`: `allow` or `deny`.
+   */
+  decision?: ApprovalDecision | null;
   /**
    * `error`: what failed.
    */
   error?: RunError | null;
+  /**
+   * `approval_requested`: when the call is denied unless resolved first.
+   */
+  expiresAt?: number | null;
   /**
    * `tool_start`: its input.
    */
@@ -263,8 +511,9 @@ export interface ChatEvent {
    */
   sessionKey: string;
   /**
-   * `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
-   * `injected`, `compacted`.
+   * `queued`, `started`, `resumed`, `delta`, `approval_requested`, `approval_resolved`,
+   * `tool_start`, `tool_end`, `steered`, `final`, `aborted`, `error`, `injected`,
+   * `compacted`.
    */
   state: string;
   /**
@@ -296,7 +545,7 @@ export interface ChatEvent {
    */
   usage?: Usage | null;
   /**
-   * `started`: the user message, as written.
+   * `started`, `steered`: the user message, as written.
    */
   userMessage?: TranscriptMessage | null;
 }
@@ -584,6 +833,10 @@ export interface ChatSendParams {
    */
   message: string;
   /**
+   * What to do while a run of the session is active (default `queue`).
+   */
+  mode?: SendMode | null;
+  /**
    * A model for this run only.
    */
   model?: string | null;
@@ -612,6 +865,42 @@ export interface ChatSendResult {
    */
   sessionKey: string;
   status: RunStatus;
+}
+/**
+ * Params of `chat.stream`: those of `chat.send`, or `runId` alone to rejoin a run.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ChatStreamParams".
+ */
+export interface ChatStreamParams {
+  /**
+   * The agent (as in `chat.send`).
+   */
+  agent?: string | null;
+  /**
+   * A repeated key within the session starts no second run.
+   */
+  idempotencyKey?: string | null;
+  /**
+   * The user's message, at most 1 MiB (absent with `runId`).
+   */
+  message?: string | null;
+  /**
+   * What to do while a run of the session is active (as in `chat.send`).
+   */
+  mode?: SendMode | null;
+  /**
+   * A model for this run only.
+   */
+  model?: string | null;
+  /**
+   * Alone: join this run (its next payloads), or get its terminal payload when it is done.
+   */
+  runId?: string | null;
+  /**
+   * The session (default `main`; created if missing).
+   */
+  sessionKey?: string | null;
 }
 /**
  * Who a client says it is (`gateway.hello`).
@@ -1252,6 +1541,79 @@ export interface ProviderInfo {
   name: string;
 }
 /**
+ * One run.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "RunEntry".
+ */
+export interface RunEntry {
+  /**
+   * Its agent.
+   */
+  agentId?: string | null;
+  /**
+   * `done`: how it ended.
+   */
+  outcome?: RunOutcome | null;
+  /**
+   * `queued`: runs ahead of it.
+   */
+  position?: number | null;
+  /**
+   * The run.
+   */
+  runId: string;
+  /**
+   * Its session.
+   */
+  sessionKey: string;
+  /**
+   * When it started (ms since the epoch).
+   */
+  startedAt?: number | null;
+  state: RunPhase;
+  /**
+   * The model call it is at, from 0.
+   */
+  turn?: number | null;
+}
+/**
+ * Params of `runs.get`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "RunsGetParams".
+ */
+export interface RunsGetParams {
+  /**
+   * The run.
+   */
+  runId: string;
+}
+/**
+ * Params of `runs.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "RunsListParams".
+ */
+export interface RunsListParams {
+  /**
+   * Only this session's.
+   */
+  sessionKey?: string | null;
+}
+/**
+ * Result of `runs.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "RunsListResult".
+ */
+export interface RunsListResult {
+  /**
+   * The runs queued, running or waiting for an approval.
+   */
+  runs: RunEntry[];
+}
+/**
  * The server part of a hello result.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -1503,6 +1865,10 @@ export interface ShutdownEvent {
    * When it expects to be back, if it does.
    */
   restartExpectedMs?: number | null;
+  /**
+   * The runs suspended by this shutdown (resumed at the next start).
+   */
+  suspendedRuns?: string[];
 }
 /**
  * Result of `gateway.status`.
@@ -1648,6 +2014,9 @@ export interface UnsubscribeParams {
 /** Every call: params and result types. */
 export interface Calls {
   "agents.list": { params: NoParams; result: AgentsListResult };
+  "approvals.get": { params: ApprovalsGetParams; result: Approval };
+  "approvals.list": { params: ApprovalsListParams; result: ApprovalsListResult };
+  "approvals.resolve": { params: ApprovalsResolveParams; result: Approval };
   "chat.abort": { params: ChatAbortParams; result: ChatAbortResult };
   "chat.history": { params: ChatHistoryParams; result: ChatHistoryResult };
   "chat.inject": { params: ChatInjectParams; result: ChatInjectResult };
@@ -1663,6 +2032,8 @@ export interface Calls {
   "models.list": { params: AgentParams; result: ModelsListResult };
   "plugins.list": { params: NoParams; result: PluginsListResult };
   "rpc.discover": { params: NoParams; result: OpenRpcDocument };
+  "runs.get": { params: RunsGetParams; result: RunEntry };
+  "runs.list": { params: RunsListParams; result: RunsListResult };
   "sessions.compact": { params: SessionsCompactParams; result: SessionsCompactResult };
   "sessions.create": { params: SessionsCreateParams; result: Session };
   "sessions.delete": { params: SessionKeyParams; result: DeletedResult };
@@ -1676,13 +2047,16 @@ export interface Calls {
 
 /** Every subscription: params, item and unsubscribe method. */
 export interface Subscriptions {
-  "chat.stream": { params: ChatSendParams; item: EventEnvelope; unsubscribe: "chat.unstream" };
+  "chat.stream": { params: ChatStreamParams; item: EventEnvelope; unsubscribe: "chat.unstream" };
   "events.subscribe": { params: SubscribeParams; item: EventEnvelope; unsubscribe: "events.unsubscribe" };
 }
 
 /** The scope each method needs. */
 export const SCOPES = {
   "agents.list": "read",
+  "approvals.get": "read",
+  "approvals.list": "read",
+  "approvals.resolve": "write",
   "chat.abort": "write",
   "chat.history": "read",
   "chat.inject": "write",
@@ -1702,6 +2076,8 @@ export const SCOPES = {
   "models.list": "read",
   "plugins.list": "read",
   "rpc.discover": "read",
+  "runs.get": "read",
+  "runs.list": "read",
   "sessions.compact": "write",
   "sessions.create": "write",
   "sessions.delete": "write",
@@ -1726,6 +2102,14 @@ export function bindMethods(t: Transport) {
       /** The configured agents: provider, model, workspace and the tools each model is offered. */
       list: (params?: Calls["agents.list"]["params"]) => t.call("agents.list", params ?? ({} as Calls["agents.list"]["params"])),
     },
+    approvals: {
+      /** One approval, pending or resolved lately. */
+      get: (params: Calls["approvals.get"]["params"]) => t.call("approvals.get", params ?? ({} as Calls["approvals.get"]["params"])),
+      /** The pending approvals (of one session, when given), oldest first. */
+      list: (params?: Calls["approvals.list"]["params"]) => t.call("approvals.list", params ?? ({} as Calls["approvals.list"]["params"])),
+      /** Allows or denies a pending tool call (remember: "session" allows that tool for the rest of the session). */
+      resolve: (params: Calls["approvals.resolve"]["params"]) => t.call("approvals.resolve", params ?? ({} as Calls["approvals.resolve"]["params"])),
+    },
     chat: {
       /** Aborts a run (and, with sessionKey, drops that session's queued runs). */
       abort: (params?: Calls["chat.abort"]["params"]) => t.call("chat.abort", params ?? ({} as Calls["chat.abort"]["params"])),
@@ -1735,8 +2119,8 @@ export function bindMethods(t: Transport) {
       inject: (params: Calls["chat.inject"]["params"]) => t.call("chat.inject", params ?? ({} as Calls["chat.inject"]["params"])),
       /** Hands a message to the agent; answers at once, the run streams `chat` events. */
       send: (params: Calls["chat.send"]["params"]) => t.call("chat.send", params ?? ({} as Calls["chat.send"]["params"])),
-      /** Sends like chat.send, then streams that run's chat envelopes until its terminal payload. */
-      stream: (params: Subscriptions["chat.stream"]["params"]) => t.subscribe("chat.stream", params ?? ({} as Subscriptions["chat.stream"]["params"]), "chat.unstream"),
+      /** Sends like chat.send (or, with runId alone, joins that run), then streams that run's chat envelopes until its terminal payload. */
+      stream: (params?: Subscriptions["chat.stream"]["params"]) => t.subscribe("chat.stream", params ?? ({} as Subscriptions["chat.stream"]["params"]), "chat.unstream"),
     },
     config: {
       /** The effective configuration (secrets redacted), the file's hash and path, and the keys set by environment or flags. */
@@ -1775,6 +2159,12 @@ export function bindMethods(t: Transport) {
     rpc: {
       /** The OpenRPC document of every method callable now, plugin methods included. */
       discover: (params?: Calls["rpc.discover"]["params"]) => t.call("rpc.discover", params ?? ({} as Calls["rpc.discover"]["params"])),
+    },
+    runs: {
+      /** One run: where it is, or (state done) how it ended, also after a restart. */
+      get: (params: Calls["runs.get"]["params"]) => t.call("runs.get", params ?? ({} as Calls["runs.get"]["params"])),
+      /** The runs queued, running or waiting for an approval (of one session, when given). */
+      list: (params?: Calls["runs.list"]["params"]) => t.call("runs.list", params ?? ({} as Calls["runs.list"]["params"])),
     },
     sessions: {
       /** Replaces the older part of a session's context with a summary by its model now; the transcript keeps every message. */

@@ -112,9 +112,27 @@ pub enum ErrorKind {
     Upstream,
     /// A bug of ours.
     Internal,
+    /// A gateway restart interrupted the run, and it was not resumed.
+    Interrupted,
 }
 
 impl ErrorKind {
+    /// The kind named `name` (as [`Self::as_str`] writes it); `internal` for a name unknown.
+    pub fn from_name(name: &str) -> Self {
+        [
+            Self::Auth,
+            Self::RateLimited,
+            Self::Timeout,
+            Self::ContextLength,
+            Self::StreamCut,
+            Self::Upstream,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+        .unwrap_or(Self::Internal)
+    }
+
     /// The protocol's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,6 +143,7 @@ impl ErrorKind {
             Self::StreamCut => "stream_cut",
             Self::Upstream => "upstream",
             Self::Internal => "internal",
+            Self::Interrupted => "interrupted",
         }
     }
 }

@@ -33,7 +33,7 @@ impl Tool for Exec {
     }
     fn call(&self, input: Value, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
-            if ctx.exec != ExecMode::On {
+            if ctx.exec == ExecMode::Off {
                 return ToolOutput::err(
                     "exec is off: set agent.tools.exec = \"on\" in the config to allow it",
                 );

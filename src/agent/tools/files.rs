@@ -53,6 +53,10 @@ use unsupported::{fs_list, fs_read, fs_write};
 /// `read_file`.
 pub(super) struct ReadFile;
 impl Tool for ReadFile {
+    fn read_only(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "read_file".into(),
@@ -130,6 +134,10 @@ impl Tool for WriteFile {
 /// `list_dir`.
 pub(super) struct ListDir;
 impl Tool for ListDir {
+    fn read_only(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "list_dir".into(),

@@ -79,6 +79,12 @@ pub trait Tool: Send + Sync {
     fn source(&self) -> String {
         "builtin".into()
     }
+    /// Whether it changes nothing (`read_file`, `list_dir`, an MCP tool with `readOnlyHint`):
+    /// such a call is run again after a restart; any other is marked started before it runs
+    /// and never run twice.
+    fn read_only(&self) -> bool {
+        false
+    }
     /// Runs the tool.
     fn call(&self, input: Value, ctx: ToolContext) -> ToolFuture;
 }

@@ -67,6 +67,24 @@ impl Transcript {
         Self::read(transcript_path(data_dir, session_id))
     }
 
+    /// Reads the live transcript of session `key` in `data_dir` (the one whose header names
+    /// it and is newest).
+    pub fn of_key(data_dir: &Path, key: &str) -> Transcript {
+        transcript_files(data_dir)
+            .into_iter()
+            .map(Transcript::read)
+            .filter(|t| t.header["key"] == key)
+            .max_by_key(|t| t.header["createdAt"].as_u64().unwrap_or(0))
+            .unwrap_or_else(|| panic!("no transcript of session `{key}`"))
+    }
+
+    /// The lines of `type` (`run`, `tool`, `approval`, ...), in file order.
+    pub fn of_type(&self, kind: &str) -> Vec<Value> {
+        self.values(
+            |l| matches!(l, Line::Message(v) | Line::Meta(v) | Line::Other(v) if v["type"] == kind),
+        )
+    }
+
     pub fn parse(path: &Path, text: &str) -> Transcript {
         let mut header = Value::Null;
         let mut lines = Vec::new();

@@ -55,6 +55,9 @@ def _as_any(value: Any) -> Any:
 # name -> (scope, subscription notification or None, unsubscribe method or None)
 METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "agents.list": ("read", None, None),
+    "approvals.get": ("read", None, None),
+    "approvals.list": ("read", None, None),
+    "approvals.resolve": ("write", None, None),
     "chat.abort": ("write", None, None),
     "chat.history": ("read", None, None),
     "chat.inject": ("write", None, None),
@@ -74,6 +77,8 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "models.list": ("read", None, None),
     "plugins.list": ("read", None, None),
     "rpc.discover": ("read", None, None),
+    "runs.get": ("read", None, None),
+    "runs.list": ("read", None, None),
     "sessions.compact": ("write", None, None),
     "sessions.create": ("write", None, None),
     "sessions.delete": ("write", None, None),
@@ -87,6 +92,7 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
 
 # event name -> payload model (from x-events)
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "approvals.changed": models.ApprovalsChangedEvent,
     "chat": models.ChatEvent,
     "config.changed": models.ConfigChangedEvent,
     "gap": models.GapEvent,
@@ -112,6 +118,69 @@ class AgentsMethods:
         Scope: read.
         """
         return models.AgentsListResult.model_validate(await self._client.call("agents.list", None))
+
+
+class ApprovalsMethods:
+    """Methods of the `approvals` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def get(self, *, approval_id: str) -> models.Approval:
+        """`approvals.get`: One approval, pending or resolved lately.
+
+        Scope: read.
+
+        Args:
+            approval_id: The approval. (wire `approvalId`, required)
+        """
+        return models.Approval.model_validate(
+            await self._client.call("approvals.get", wire_params({"approvalId": approval_id}))
+        )
+
+    async def list(self, *, session_key: str | None | Unset = UNSET) -> models.ApprovalsListResult:
+        """`approvals.list`: The pending approvals (of one session, when given), oldest first.
+
+        Scope: read.
+
+        Args:
+            session_key: Only this session's. (wire `sessionKey`, optional)
+        """
+        return models.ApprovalsListResult.model_validate(
+            await self._client.call("approvals.list", wire_params({"sessionKey": session_key}))
+        )
+
+    async def resolve(
+        self,
+        *,
+        approval_id: str,
+        decision: models.ApprovalDecision | str,
+        reason: str | None | Unset = UNSET,
+        remember: models.ApprovalRemember | str | None | Unset = UNSET,
+    ) -> models.Approval:
+        """`approvals.resolve`: Allows or denies a pending tool call (remember: "session" allows that tool for the rest of the session).
+
+        Scope: write.
+
+        Args:
+            approval_id: The approval. (wire `approvalId`, required)
+            decision: `allow` or `deny`. (wire `decision`, required)
+            reason: Why (the model sees it in a deny's tool result). (wire `reason`, optional)
+            remember: With `allow`: allow this tool for the rest of the session. (wire `remember`, optional)
+        """
+        return models.Approval.model_validate(
+            await self._client.call(
+                "approvals.resolve",
+                wire_params(
+                    {
+                        "approvalId": approval_id,
+                        "decision": decision,
+                        "reason": reason,
+                        "remember": remember,
+                    }
+                ),
+            )
+        )
 
 
 class ChatMethods:
@@ -202,6 +271,7 @@ class ChatMethods:
         message: str,
         agent: str | None | Unset = UNSET,
         idempotency_key: str | None | Unset = UNSET,
+        mode: models.SendMode | str | None | Unset = UNSET,
         model: str | None | Unset = UNSET,
         session_key: str | None | Unset = UNSET,
     ) -> models.ChatSendResult:
@@ -214,6 +284,7 @@ class ChatMethods:
         existing session it must be the session's own (else `-32023`). (wire `agent`, optional)
             idempotency_key: A repeated key within the session starts no second run. (wire `idempotencyKey`, optional)
             message: The user's message, at most 1 MiB. (wire `message`, required)
+            mode: What to do while a run of the session is active (default `queue`). (wire `mode`, optional)
             model: A model for this run only. (wire `model`, optional)
             session_key: The session (default `main`; created if missing). (wire `sessionKey`, optional)
         """
@@ -225,6 +296,7 @@ class ChatMethods:
                         "message": message,
                         "agent": agent,
                         "idempotencyKey": idempotency_key,
+                        "mode": mode,
                         "model": model,
                         "sessionKey": session_key,
                     }
@@ -235,32 +307,37 @@ class ChatMethods:
     def stream(
         self,
         *,
-        message: str,
         agent: str | None | Unset = UNSET,
         idempotency_key: str | None | Unset = UNSET,
+        message: str | None | Unset = UNSET,
+        mode: models.SendMode | str | None | Unset = UNSET,
         model: str | None | Unset = UNSET,
+        run_id: str | None | Unset = UNSET,
         session_key: str | None | Unset = UNSET,
     ) -> Subscription:
-        """`chat.stream`: Sends like chat.send, then streams that run's chat envelopes until its terminal payload.
+        """`chat.stream`: Sends like chat.send (or, with runId alone, joins that run), then streams that run's chat envelopes until its terminal payload.
 
         Scope: write.
 
         Args:
-            agent: The agent: of the session this call creates (default `gateway.default_agent`); for an
-        existing session it must be the session's own (else `-32023`). (wire `agent`, optional)
+            agent: The agent (as in `chat.send`). (wire `agent`, optional)
             idempotency_key: A repeated key within the session starts no second run. (wire `idempotencyKey`, optional)
-            message: The user's message, at most 1 MiB. (wire `message`, required)
+            message: The user's message, at most 1 MiB (absent with `runId`). (wire `message`, optional)
+            mode: What to do while a run of the session is active (as in `chat.send`). (wire `mode`, optional)
             model: A model for this run only. (wire `model`, optional)
+            run_id: Alone: join this run (its next payloads), or get its terminal payload when it is done. (wire `runId`, optional)
             session_key: The session (default `main`; created if missing). (wire `sessionKey`, optional)
         """
         return self._client._subscription(
             "chat.stream",
             wire_params(
                 {
-                    "message": message,
                     "agent": agent,
                     "idempotencyKey": idempotency_key,
+                    "message": message,
+                    "mode": mode,
                     "model": model,
+                    "runId": run_id,
                     "sessionKey": session_key,
                 }
             ),
@@ -478,6 +555,37 @@ class RpcMethods:
         return _as_dict(await self._client.call("rpc.discover", None))
 
 
+class RunsMethods:
+    """Methods of the `runs` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def get(self, *, run_id: str) -> models.RunEntry:
+        """`runs.get`: One run: where it is, or (state done) how it ended, also after a restart.
+
+        Scope: read.
+
+        Args:
+            run_id: The run. (wire `runId`, required)
+        """
+        return models.RunEntry.model_validate(
+            await self._client.call("runs.get", wire_params({"runId": run_id}))
+        )
+
+    async def list(self, *, session_key: str | None | Unset = UNSET) -> models.RunsListResult:
+        """`runs.list`: The runs queued, running or waiting for an approval (of one session, when given).
+
+        Scope: read.
+
+        Args:
+            session_key: Only this session's. (wire `sessionKey`, optional)
+        """
+        return models.RunsListResult.model_validate(
+            await self._client.call("runs.list", wire_params({"sessionKey": session_key}))
+        )
+
+
 class SessionsMethods:
     """Methods of the `sessions` namespace."""
 
@@ -649,6 +757,7 @@ class Namespaces:
     """The typed namespaces, mixed into `Client`."""
 
     agents: AgentsMethods
+    approvals: ApprovalsMethods
     chat: ChatMethods
     config: ConfigMethods
     events: EventsMethods
@@ -657,12 +766,14 @@ class Namespaces:
     models: ModelsMethods
     plugins: PluginsMethods
     rpc: RpcMethods
+    runs: RunsMethods
     sessions: SessionsMethods
     tools: ToolsMethods
 
     def _init_namespaces(self) -> None:
         client: Client = self  # type: ignore[assignment]
         self.agents = AgentsMethods(client)
+        self.approvals = ApprovalsMethods(client)
         self.chat = ChatMethods(client)
         self.config = ConfigMethods(client)
         self.events = EventsMethods(client)
@@ -671,5 +782,6 @@ class Namespaces:
         self.models = ModelsMethods(client)
         self.plugins = PluginsMethods(client)
         self.rpc = RpcMethods(client)
+        self.runs = RunsMethods(client)
         self.sessions = SessionsMethods(client)
         self.tools = ToolsMethods(client)

@@ -83,6 +83,108 @@ class AgentsListResult(BaseModel):
     """
 
 
+class ApprovalDecision(str, Enum):
+    """
+    How a person (or the timeout, or an abort) resolved an approval.
+    """
+
+    allow = 'allow'
+    """
+    Run the tool call.
+    """
+    deny = 'deny'
+    """
+    Do not run it: it becomes an error result saying who denied it and why.
+    """
+
+
+class ApprovalRemember(str, Enum):
+    """
+    What `remember` may say.
+    """
+
+    session = 'session'
+    """
+    Allow later calls of this tool in this session (its current sessionId) without asking.
+    """
+
+
+class ApprovalState(str, Enum):
+    """
+    Where an approval stands: waiting for a person, or resolved one way or the other.
+    """
+
+    pending = 'pending'
+    """
+    Nobody has resolved it yet; the tool call waits.
+    """
+    allowed = 'allowed'
+    """
+    Resolved `allow`: the tool call runs.
+    """
+    denied = 'denied'
+    """
+    Resolved `deny` (by a person, the timeout or an abort): the call is not run.
+    """
+
+
+class ApprovalsGetParams(BaseModel):
+    """
+    Params of `approvals.get`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    approval_id: Annotated[str, Field(alias='approvalId')]
+    """
+    The approval.
+    """
+
+
+class ApprovalsListParams(BaseModel):
+    """
+    Params of `approvals.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
+    """
+    Only this session's.
+    """
+
+
+class ApprovalsResolveParams(BaseModel):
+    """
+    Params of `approvals.resolve`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    approval_id: Annotated[str, Field(alias='approvalId')]
+    """
+    The approval.
+    """
+    decision: ApprovalDecision
+    """
+    `allow` or `deny`.
+    """
+    reason: str | None = None
+    """
+    Why (the model sees it in a deny's tool result).
+    """
+    remember: ApprovalRemember | None = None
+    """
+    With `allow`: allow this tool for the rest of the session.
+    """
+
+
 class ChatAbortParams(BaseModel):
     """
     Params of `chat.abort` (at least one field).
@@ -152,38 +254,6 @@ class ChatInjectResult(BaseModel):
     message_id: Annotated[str, Field(alias='messageId')]
     """
     The new message's id.
-    """
-
-
-class ChatSendParams(BaseModel):
-    """
-    Params of `chat.send` and `chat.stream`.
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-        populate_by_name=True,
-    )
-    agent: str | None = None
-    """
-    The agent: of the session this call creates (default `gateway.default_agent`); for an
-    existing session it must be the session's own (else `-32023`).
-    """
-    idempotency_key: Annotated[str | None, Field(alias='idempotencyKey')] = None
-    """
-    A repeated key within the session starts no second run.
-    """
-    message: str
-    """
-    The user's message, at most 1 MiB.
-    """
-    model: str | None = None
-    """
-    A model for this run only.
-    """
-    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
-    """
-    The session (default `main`; created if missing).
     """
 
 
@@ -860,6 +930,29 @@ class RunOutcome(str, Enum):
     """
 
 
+class RunPhase(str, Enum):
+    """
+    Where a run is, as `runs.*` tell it.
+    """
+
+    queued = 'queued'
+    """
+    Waiting behind another run of its session.
+    """
+    running = 'running'
+    """
+    Streaming or running tools.
+    """
+    waiting_approval = 'waiting_approval'
+    """
+    Waiting for a person to resolve an approval.
+    """
+    done = 'done'
+    """
+    Ended (only `runs.get`).
+    """
+
+
 class RunStatus(str, Enum):
     """
     Where a run is.
@@ -880,6 +973,63 @@ class RunStatus(str, Enum):
     done = 'done'
     """
     (A repeated key) it has ended.
+    """
+    steered = 'steered'
+    """
+    (`mode: "steer"`) the message was handed to the active run, whose id this is.
+    """
+
+
+class RunsGetParams(BaseModel):
+    """
+    Params of `runs.get`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    run_id: Annotated[str, Field(alias='runId')]
+    """
+    The run.
+    """
+
+
+class RunsListParams(BaseModel):
+    """
+    Params of `runs.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
+    """
+    Only this session's.
+    """
+
+
+class SendMode(str, Enum):
+    """
+    What `chat.send` does while a run of the session is active (idempotency is checked first).
+    """
+
+    queue = 'queue'
+    """
+    Wait in order behind it.
+    """
+    steer = 'steer'
+    """
+    Give the message to the active run at its next message boundary.
+    """
+    interrupt = 'interrupt'
+    """
+    Abort the active run (its partial text kept) and start before any queued run.
+    """
+    reject = 'reject'
+    """
+    Refuse (`-32023` with `data.activeRunId`).
     """
 
 
@@ -1204,6 +1354,10 @@ class ShutdownEvent(BaseModel):
     """
     When it expects to be back, if it does.
     """
+    suspended_runs: Annotated[list[str] | None, Field(alias='suspendedRuns')] = None
+    """
+    The runs suspended by this shutdown (resumed at the next start).
+    """
 
 
 class StatusResult(BaseModel):
@@ -1406,6 +1560,99 @@ class Usage(BaseModel):
     """
 
 
+class Approval(BaseModel):
+    """
+    A tool call that waits (or waited) for a person.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent_id: Annotated[str, Field(alias='agentId')]
+    """
+    Its agent.
+    """
+    approval_id: Annotated[str, Field(alias='approvalId')]
+    """
+    The approval's id.
+    """
+    by: str | None = None
+    """
+    Once resolved: who resolved it (a token name, `local`, `timeout` or `abort`).
+    """
+    decision: ApprovalDecision | None = None
+    """
+    Once resolved: the decision.
+    """
+    expires_at: Annotated[int, Field(alias='expiresAt', ge=0)]
+    """
+    When it is denied unless resolved first.
+    """
+    input: Any
+    """
+    The call's input.
+    """
+    name: str
+    """
+    The tool.
+    """
+    reason: str | None = None
+    """
+    Once resolved: why, when the resolver said.
+    """
+    requested_at: Annotated[int, Field(alias='requestedAt', ge=0)]
+    """
+    When it was asked (ms since the epoch).
+    """
+    run_id: Annotated[str, Field(alias='runId')]
+    """
+    The run that made the call.
+    """
+    session_key: Annotated[str, Field(alias='sessionKey')]
+    """
+    Its session.
+    """
+    state: ApprovalState
+    """
+    `pending`, `allowed` or `denied`.
+    """
+    tool_call_id: Annotated[str, Field(alias='toolCallId')]
+    """
+    The call.
+    """
+
+
+class ApprovalsChangedEvent(BaseModel):
+    """
+    Payload of `approvals.changed`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    approval: Approval
+    """
+    The approval as it is now.
+    """
+
+
+class ApprovalsListResult(BaseModel):
+    """
+    Result of `approvals.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    approvals: list[Approval]
+    """
+    The pending approvals, oldest first.
+    """
+
+
 class ChatInjectParams(BaseModel):
     """
     Params of `chat.inject`.
@@ -1438,6 +1685,42 @@ class ChatInjectParams(BaseModel):
     """
 
 
+class ChatSendParams(BaseModel):
+    """
+    Params of `chat.send` and `chat.stream`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    The agent: of the session this call creates (default `gateway.default_agent`); for an
+    existing session it must be the session's own (else `-32023`).
+    """
+    idempotency_key: Annotated[str | None, Field(alias='idempotencyKey')] = None
+    """
+    A repeated key within the session starts no second run.
+    """
+    message: str
+    """
+    The user's message, at most 1 MiB.
+    """
+    mode: SendMode | None = None
+    """
+    What to do while a run of the session is active (default `queue`).
+    """
+    model: str | None = None
+    """
+    A model for this run only.
+    """
+    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
+    """
+    The session (default `main`; created if missing).
+    """
+
+
 class ChatSendResult(BaseModel):
     """
     Result of `chat.send`.
@@ -1462,6 +1745,45 @@ class ChatSendResult(BaseModel):
     status: RunStatus
     """
     Where the run is.
+    """
+
+
+class ChatStreamParams(BaseModel):
+    """
+    Params of `chat.stream`: those of `chat.send`, or `runId` alone to rejoin a run.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    The agent (as in `chat.send`).
+    """
+    idempotency_key: Annotated[str | None, Field(alias='idempotencyKey')] = None
+    """
+    A repeated key within the session starts no second run.
+    """
+    message: str | None = None
+    """
+    The user's message, at most 1 MiB (absent with `runId`).
+    """
+    mode: SendMode | None = None
+    """
+    What to do while a run of the session is active (as in `chat.send`).
+    """
+    model: str | None = None
+    """
+    A model for this run only.
+    """
+    run_id: Annotated[str | None, Field(alias='runId')] = None
+    """
+    Alone: join this run (its next payloads), or get its terminal payload when it is done.
+    """
+    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
+    """
+    The session (default `main`; created if missing).
     """
 
 
@@ -1624,6 +1946,64 @@ class PresenceEvent(BaseModel):
     """
 
 
+class RunEntry(BaseModel):
+    """
+    One run.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent_id: Annotated[str | None, Field(alias='agentId')] = None
+    """
+    Its agent.
+    """
+    outcome: RunOutcome | None = None
+    """
+    `done`: how it ended.
+    """
+    position: Annotated[int | None, Field(ge=0)] = None
+    """
+    `queued`: runs ahead of it.
+    """
+    run_id: Annotated[str, Field(alias='runId')]
+    """
+    The run.
+    """
+    session_key: Annotated[str, Field(alias='sessionKey')]
+    """
+    Its session.
+    """
+    started_at: Annotated[int | None, Field(alias='startedAt', ge=0)] = None
+    """
+    When it started (ms since the epoch).
+    """
+    state: RunPhase
+    """
+    `queued`, `running`, `waiting_approval` or (`runs.get`) `done`.
+    """
+    turn: Annotated[int | None, Field(ge=0)] = None
+    """
+    The model call it is at, from 0.
+    """
+
+
+class RunsListResult(BaseModel):
+    """
+    Result of `runs.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    runs: list[RunEntry]
+    """
+    The runs queued, running or waiting for an approval.
+    """
+
+
 class TranscriptMessage(BaseModel):
     """
     One message of a transcript.
@@ -1711,11 +2091,31 @@ class ChatEvent(BaseModel):
     )
     agent_id: Annotated[str | None, Field(alias='agentId')] = None
     """
-    `started`: the agent running it.
+    `started`, `resumed`: the agent running it.
+    """
+    approval_id: Annotated[str | None, Field(alias='approvalId')] = None
+    """
+    `approval_requested`, `approval_resolved`: the approval.
+    """
+    attempt: Annotated[int | None, Field(ge=0)] = None
+    """
+    `resumed`: 1 for the first resumption after a restart.
+    """
+    by: str | None = None
+    """
+    `approval_resolved`: a token name, `local`, `timeout` or `abort`.
+    """
+    decision: ApprovalDecision | None = None
+    """
+    `approval_resolved`: `allow` or `deny`.
     """
     error: RunError | None = None
     """
     `error`: what failed.
+    """
+    expires_at: Annotated[int | None, Field(alias='expiresAt', ge=0)] = None
+    """
+    `approval_requested`: when the call is denied unless resolved first.
     """
     input: Any | None = None
     """
@@ -1767,8 +2167,9 @@ class ChatEvent(BaseModel):
     """
     state: str
     """
-    `queued`, `started`, `delta`, `tool_start`, `tool_end`, `final`, `aborted`, `error`,
-    `injected`, `compacted`.
+    `queued`, `started`, `resumed`, `delta`, `approval_requested`, `approval_resolved`,
+    `tool_start`, `tool_end`, `steered`, `final`, `aborted`, `error`, `injected`,
+    `compacted`.
     """
     stop_reason: Annotated[str | None, Field(alias='stopReason')] = None
     """
@@ -1800,7 +2201,7 @@ class ChatEvent(BaseModel):
     """
     user_message: Annotated[TranscriptMessage | None, Field(alias='userMessage')] = None
     """
-    `started`: the user message, as written.
+    `started`, `steered`: the user message, as written.
     """
 
 
