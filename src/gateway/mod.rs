@@ -647,10 +647,11 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     }
     crate::plugins::reconcile(&gateway);
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
+    // Before any call is served: a repeated key of an interrupted run finds it in progress.
+    gateway.agent().resume_all(&gateway);
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
     crate::agent::tools::warn_about_workspace(&*gateway);
     gateway.ready.store(true, Ordering::Release);
-    gateway.agent().resume_all(&gateway);
     Ok(Running { gateway, addr })
 }
 
