@@ -37,6 +37,19 @@ async fn connect(gw: &Gateway) -> (RawWs, RawWs) {
     (RawWs::connect(gw.addr).await, RawWs::connect(gw.addr).await)
 }
 
+/// The user messages of the next `n` runs to start, as `started` payloads on `events` say.
+async fn first_messages(events: &mut RawWs, n: usize) -> Vec<String> {
+    let mut starts = Vec::new();
+    while starts.len() < n {
+        let e = events.next_payload_of("chat").await;
+        if e["state"] == "started" {
+            let text = e["userMessage"]["content"].as_str().unwrap_or("");
+            starts.push(text.to_string());
+        }
+    }
+    starts
+}
+
 fn last_user_text(body: &Value) -> String {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let last = messages
@@ -180,18 +193,7 @@ async fn a_steer_past_max_turns_starts_a_run_of_its_own_at_the_head_of_the_queue
     assert_eq!(steered["result"]["status"], "steered", "{steered}");
     assert_eq!(s.end(&mut a).await["state"], "final");
     // The next run to start is the steered message's, before the one queued earlier.
-    let mut starts = Vec::new();
-    while starts.len() < 3 {
-        let e = events.next_payload_of("chat").await;
-        if e["state"] == "started" {
-            starts.push(
-                e["userMessage"]["content"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            );
-        }
-    }
+    let starts = first_messages(&mut events, 3).await;
     assert_eq!(starts, ["go", "late steer", "queued"]);
     let answer = b
         .call(
@@ -244,18 +246,7 @@ async fn interrupt_aborts_the_active_run_and_starts_before_the_queue() {
             .starts_with("long0"),
         "partial text kept: {fin}"
     );
-    let mut starts = Vec::new();
-    while starts.len() < 3 {
-        let e = events.next_payload_of("chat").await;
-        if e["state"] == "started" {
-            starts.push(
-                e["userMessage"]["content"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            );
-        }
-    }
+    let starts = first_messages(&mut events, 3).await;
     assert_eq!(starts, ["long one", "now", "queued"]);
 }
 

@@ -115,6 +115,9 @@ impl Ending {
     }
 }
 
+/// How long a resumed run waits for the tools its pending calls name to be offered again.
+const RESUME_TOOLS_WAIT: Duration = Duration::from_secs(10);
+
 /// One run in progress: what every step of it reads.
 pub(super) struct Run<'a, G: LoopHost> {
     pub(super) gw: &'a Arc<G>,
@@ -279,7 +282,20 @@ impl<G: LoopHost> Run<'_, G> {
                 Ok(Resumed::Ended(ending)) | Err(ending) => return ending,
             },
         };
-        let tool_list = self.gw.tools(&self.agent.config);
+        let pending_calls: Vec<ToolCall> = trail
+            .as_ref()
+            .and_then(|t| {
+                let calls = t.last_assistant.as_ref()?.tool_calls.as_ref()?;
+                Some(
+                    calls
+                        .iter()
+                        .filter(|c| !t.results.contains(&c.id))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        let tool_list = self.tools_for_calls(&pending_calls).await;
         let setup = ToolSetup::new(self, tool_list);
         if let Err(err) = tokio::fs::create_dir_all(&setup.ctx.workspace).await {
             tracing::warn!(run = %self.run_id, %err, "cannot create the workspace");
@@ -381,6 +397,25 @@ impl<G: LoopHost> Run<'_, G> {
             message: last_assistant.map(Box::new),
             usage: totals.usage(),
             stop: "max_turns".into(),
+        }
+    }
+
+    /// The agent's tools; when resuming with calls to answer, waited for (up to
+    /// [`RESUME_TOOLS_WAIT`]) until the tools those calls name are offered again: the plugins
+    /// and MCP servers that offer them start with the gateway, beside the resumed run.
+    async fn tools_for_calls(&self, calls: &[ToolCall]) -> Arc<Vec<Arc<dyn Tool>>> {
+        let policy = super::policy::ToolPolicy::new(&self.agent.config.tools);
+        let started = tokio::time::Instant::now();
+        loop {
+            let tools = self.gw.tools(&self.agent.config);
+            let missing = calls
+                .iter()
+                .any(|c| !policy.denied(&c.name) && !tools.iter().any(|t| t.spec().name == c.name));
+            if !missing || started.elapsed() >= RESUME_TOOLS_WAIT || self.ctl.cancel.is_cancelled()
+            {
+                return tools;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -1,4 +1,4 @@
-//! The built-in `exec` tool (off unless `agent.tools.exec = "on"`): a shell command in the
+//! The built-in `exec` tool (off unless `tools.exec` is `"on"` or `"ask"`): a shell command in the
 //! workspace, its output capped, killed with everything it started (its process group and any
 //! process carrying its marker) when it times out, when the run is aborted, or when its future
 //! is dropped.
@@ -26,7 +26,7 @@ impl Tool for Exec {
         ToolSpec {
             name: "exec".into(),
             description:
-                "Runs a shell command in the workspace (only when agent.tools.exec = \"on\")."
+                "Runs a shell command in the workspace (when tools.exec is \"on\", or \"ask\" and a person allows it)."
                     .into(),
             input_schema: json!({"type": "object", "properties": {"command": {"type": "string"}, "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 600000}}, "required": ["command"], "additionalProperties": false}),
         }
@@ -35,7 +35,7 @@ impl Tool for Exec {
         Box::pin(async move {
             if ctx.exec == ExecMode::Off {
                 return ToolOutput::err(
-                    "exec is off: set agent.tools.exec = \"on\" in the config to allow it",
+                    "exec is off: set tools.exec = \"on\" (or \"ask\") for this agent in the config to allow it",
                 );
             }
             let command = match str_arg(&input, "command") {
