@@ -62,11 +62,17 @@ def start_gateway(
     port: int = 0,
     token: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    config: str | None = None,
     timeout: float = 30.0,
 ) -> Gateway:
-    """Start `clawgate --data-dir DATA_DIR --port PORT` and wait for its `listening on` line."""
+    """Start `clawgate --data-dir DATA_DIR --port PORT` and wait for its `listening on` line.
+
+    `config` (TOML text) is written to `DATA_DIR/clawgate.toml`, the config file the gateway
+    reads by default."""
     binary = gateway_binary()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (data_dir / "clawgate.toml").write_text(config)
     # A clean environment: no CLAWGATE_* setting of the caller's leaks into the gateway.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWGATE_")}
     env["NO_COLOR"] = "1"

@@ -1,13 +1,27 @@
 // The hand-written runtime: one WebSocket, request/response by id, subscriptions as async
-// iterators, automatic reconnect that resumes `events.subscribe` with `afterSeq`/`epoch`.
+// iterators, automatic reconnect that resumes `events.subscribe` with `afterSeq`/`epoch`; and
+// the helper methods of helpers.ts (approvals, runs).
 import {
   bindMethods,
+  type Approval,
   type Calls,
+  type ChatSendResult,
   type EventEnvelope,
   type Methods,
+  type RunEntry,
   type Subscriptions,
   type Transport,
 } from "./generated.js";
+import * as helpers from "./helpers.js";
+import type {
+  ApprovalRequestsOptions,
+  ApproveOptions,
+  HelperHost,
+  RunResult,
+  SendOptions,
+  WaitForRunOptions,
+} from "./helpers.js";
+import type { ChatPayload } from "./payloads.js";
 
 /** A JSON-RPC error answered by the gateway. */
 export class ClawgateError extends Error {
@@ -136,12 +150,14 @@ export class Client implements Transport {
   private subs = new Map<string, SubState>();
   private closed = false;
   private connecting: Promise<void> | null = null;
+  private readonly host: HelperHost;
 
   private constructor(
     private readonly url: string,
     private readonly options: Required<Omit<ConnectOptions, "token">> & { token?: string },
   ) {
     this.api = bindMethods(this);
+    this.host = { api: this.api, isPassing: (err) => this.isPassing(err) };
   }
 
   /** Connects to `url` (`ws://127.0.0.1:18789/`). */
@@ -164,6 +180,61 @@ export class Client implements Transport {
   get models() { return this.api.models; }
   get tools() { return this.api.tools; }
   get rpc() { return this.api.rpc; }
+
+  /** `chat.send` with the message first: `send("hi", { sessionKey, mode: "steer" })`. */
+  send(message: string, options?: SendOptions): Promise<ChatSendResult> {
+    return helpers.send(this.host, message, options);
+  }
+
+  /** Allows a pending tool call (`remember: "session"`: that tool for the rest of the session). */
+  approve(approvalId: string, options?: ApproveOptions): Promise<Approval> {
+    return helpers.approve(this.host, approvalId, options);
+  }
+
+  /** Denies a pending tool call; the model sees `reason` in the call's error result. */
+  deny(approvalId: string, reason?: string): Promise<Approval> {
+    return helpers.deny(this.host, approvalId, reason);
+  }
+
+  /** The pending approvals (of one session, when given), oldest first. */
+  pendingApprovals(sessionKey?: string): Promise<Approval[]> {
+    return helpers.pendingApprovals(this.host, sessionKey);
+  }
+
+  /**
+   * Approval requests as they come (those already waiting first), each while still pending:
+   * `for await (const a of client.approvalRequests()) await client.approve(a.approvalId)`.
+   */
+  approvalRequests(options?: ApprovalRequestsOptions): AsyncIterableIterator<Approval> {
+    return helpers.approvalRequests(this.host, options);
+  }
+
+  /** Joins a run: its next payloads, typed, to the terminal one (alone, when it is done). */
+  rejoinRun(runId: string): AsyncIterableIterator<ChatPayload> {
+    return helpers.rejoinRun(this.host, runId);
+  }
+
+  /** How a run ends (waiting through reconnects and gateway restarts). */
+  waitForRun(runId: string, options?: WaitForRunOptions): Promise<RunResult> {
+    return helpers.waitForRun(this.host, runId, options);
+  }
+
+  /** The runs queued, running or waiting for an approval (of one session, when given). */
+  runs(sessionKey?: string): Promise<RunEntry[]> {
+    return helpers.runs(this.host, sessionKey);
+  }
+
+  /** One run: where it is, or (`state: "done"`) how it ended. */
+  run(runId: string): Promise<RunEntry> {
+    return helpers.run(this.host, runId);
+  }
+
+  /** A failure worth trying again: a dropped connection this client reconnects from, or a
+   * gateway starting or stopping (`unavailable`, retryable). */
+  private isPassing(err: unknown): boolean {
+    if (err instanceof ConnectionClosedError) return !this.closed && this.options.reconnect;
+    return err instanceof ClawgateError && err.kind === "unavailable" && err.data.retryable === true;
+  }
 
   private open(): Promise<void> {
     return new Promise((resolve, reject) => {

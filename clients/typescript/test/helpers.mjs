@@ -1,6 +1,6 @@
 // Starts a real clawgate binary for the tests and stops it afterwards.
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,9 +10,13 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const repo = join(here, "..", "..", "..");
 export const BIN = process.env.CLAWGATE_BIN ?? join(repo, "target", "debug", "clawgate");
 
-/** Starts a gateway; resolves with {url, port, dataDir, stop()}. */
-export function startGateway({ env = {}, dataDir, port = 0 } = {}) {
+/**
+ * Starts a gateway; resolves with {url, port, dataDir, stop()}. `config` (TOML text) is written
+ * to `<dataDir>/clawgate.toml`, the config file the gateway reads by default.
+ */
+export function startGateway({ env = {}, dataDir, port = 0, config } = {}) {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "clawgate-ts-"));
+  if (config !== undefined) writeFileSync(join(dir, "clawgate.toml"), config);
   const childEnv = { ...process.env, RUST_LOG: "warn", ...env };
   if (!("CLAWGATE_TOKEN" in env)) delete childEnv.CLAWGATE_TOKEN;
   const child = spawn(BIN, ["--data-dir", dir, "--port", String(port)], { env: childEnv, stdio: ["ignore", "pipe", "inherit"] });

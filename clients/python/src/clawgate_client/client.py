@@ -6,7 +6,8 @@
             ...
 
 The typed methods (`client.chat.send(...)`, `client.sessions.list(...)`, ...) live in the
-generated module `methods.py`; everything they call is here.
+generated module `methods.py`, the helpers over them (`client.approve(...)`,
+`client.wait_for_run(...)`, ...) in `helpers.py`; everything they call is here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from .errors import (
     UnavailableError,
     error_from_response,
 )
-from .methods import EVENT_PAYLOADS, Namespaces
+from .helpers import Helpers
+from .methods import EVENT_PAYLOADS
 
 __all__ = ["Client", "Subscription", "CONTROL_EVENTS", "event_payload", "is_terminal_chat"]
 
@@ -308,7 +310,7 @@ class _Connect:
         await self._client.close()
 
 
-class Client(Namespaces):
+class Client(Helpers):
     """A JSON-RPC 2.0 client of the clawgate gateway over one WebSocket.
 
     Args:
@@ -475,6 +477,18 @@ class Client(Namespaces):
     @property
     def closed(self) -> bool:
         return self._closing
+
+    def _is_passing(self, exc: BaseException) -> bool:
+        """Whether `exc` is worth trying again after a pause: the gateway is starting or stopping
+        (`unavailable`, retryable), or the connection dropped and this client is reconnecting."""
+        if isinstance(exc, UnavailableError):
+            return exc.retryable
+        if self._closing or not self.reconnect or self._failure is not None:
+            return False
+        if isinstance(exc, ConnectionLostError):
+            return True
+        # Waited for a reconnection that is still being tried.
+        return isinstance(exc, RequestTimeoutError) and self._reconnect_task is not None
 
     @property
     def orphaned_notifications(self) -> int:
