@@ -284,14 +284,21 @@ pub fn api_key(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|k| !k.trim().is_empty())
 }
 
-/// A shared HTTP client (connection pool) for providers.
+/// The HTTP client (connection pool) every provider shares, built once per process: building
+/// one reads and parses the system's CA bundle (about 50 ms), which a start or a reload with
+/// several HTTP agents would otherwise pay once per agent.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        // A stream silent this long is dead even if the agent's idle timeout is longer.
-        .read_timeout(Duration::from_secs(300))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                // A stream silent this long is dead even if the agent's idle timeout is longer.
+                .read_timeout(Duration::from_secs(300))
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+        .clone()
 }
 
 /// `Retry-After` in seconds (or the `retry-after-ms` some providers send).
