@@ -1,4 +1,4 @@
-//! Command-line interface: `serve` (the default), `call`, `schema`, `config migrate`.
+//! Command-line interface: `serve` (the default), `call`, `chat`, `schema`, `config migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,11 @@ enum Command {
         after_help = "Examples:\n  clawgate call gateway.health\n  clawgate call gateway.hello '{\"client\":{\"name\":\"me\"}}'\n  clawgate call --subscribe events.subscribe '{\"events\":[\"presence\"]}' --count 2"
     )]
     Call(CallArgs),
+    /// A terminal chat with a session: streamed answers, tool calls, approvals, reconnects.
+    #[command(
+        after_help = "Each line is sent to the session (while a reply runs, it steers it); Ctrl-C aborts the reply,\na second Ctrl-C within 2 s (or one at an idle prompt) quits. Commands: /new [KEY], /sessions,\n/switch KEY, /history [N], /abort, /quit, /help. Typed lines are kept in <data-dir>/chat_history\nwhen that directory exists (or in --history FILE).\n\nExamples:\n  clawgate chat\n  clawgate chat --session work --agent coder --url ws://127.0.0.1:18789/"
+    )]
+    Chat(ChatArgs),
     /// Writes schema/openrpc.json and the method and event tables of docs/PROTOCOL.md from the
     /// code, or checks that both are current.
     #[command(
@@ -98,6 +103,25 @@ struct CallArgs {
 }
 
 #[derive(Debug, Args)]
+struct ChatArgs {
+    /// The session to chat in (the first message creates it when it does not exist).
+    #[arg(long, value_name = "KEY", default_value = "main")]
+    session: String,
+    /// The agent of the sessions this chat creates (default: the gateway's default agent).
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    /// The gateway's URL.
+    #[arg(long, env = "CLAWGATE_URL", default_value = "ws://127.0.0.1:18789/")]
+    url: String,
+    /// Bearer token.
+    #[arg(long, env = "CLAWGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The file of typed lines (default <data-dir>/chat_history when that directory exists).
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct SchemaArgs {
     /// Fail (exit 1) if the OpenRPC document or the tables of the protocol document differ from
     /// what the code emits, instead of writing them.
@@ -138,6 +162,7 @@ pub fn main() -> ExitCode {
             runtime.block_on(serve(merged))
         }
         Some(Command::Call(args)) => runtime.block_on(call(args)),
+        Some(Command::Chat(args)) => runtime.block_on(chat(args, &cli.serve)),
         Some(Command::Schema(args)) => schema(args),
         Some(Command::Config(ConfigCommand::Migrate(args))) => migrate(&cli.serve, &args),
     };
@@ -363,6 +388,27 @@ async fn call(args: CallArgs) -> ExitCode {
         }
         Err(err) => print_error(err),
     }
+}
+
+async fn chat(args: ChatArgs, serve: &ServeArgs) -> ExitCode {
+    let history_file = args.history.or_else(|| {
+        let overrides = Overrides {
+            data_dir: serve.data_dir.clone(),
+            ..Default::default()
+        };
+        config::data_dir_of(&overrides)
+            .ok()
+            .filter(|dir| dir.is_dir())
+            .map(|dir| dir.join("chat_history"))
+    });
+    crate::chat::run(crate::chat::ChatOptions {
+        url: args.url,
+        token: args.token.filter(|t| !t.is_empty()),
+        session: args.session,
+        agent: args.agent,
+        history_file,
+    })
+    .await
 }
 
 fn print_error(err: jsonrpsee::core::client::Error) -> ExitCode {

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -4,6 +4,7 @@ mod agent;
 mod agents;
 mod approvals;
 mod auth;
+mod chat_cli;
 mod common;
 mod compaction;
 mod config;
