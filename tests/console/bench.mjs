@@ -58,7 +58,7 @@ async function loadOnce(b, url) {
     const assets = new Set();
     page.on("response", (res) => {
       const u = new URL(res.url());
-      if (u.pathname.startsWith("/console/") && /\.(m?js|css)$/.test(u.pathname)) assets.add(u.pathname);
+      if (res.ok() && u.pathname.startsWith("/console/") && /\.(m?js|css)$/.test(u.pathname)) assets.add(u.pathname);
     });
     await page.goto(url);
     await page.waitForFunction((mark) => performance.getEntriesByName(mark, "mark").length > 0, MARK, { timeout: 15_000, polling: 10 });
@@ -76,7 +76,9 @@ async function loadOnce(b, url) {
 async function sizes(gw, paths) {
   const out = [];
   for (const path of [...paths].sort()) {
-    const body = Buffer.from(await (await fetch(new URL(path, gw.url))).arrayBuffer());
+    const res = await fetch(new URL(path, gw.url));
+    const body = Buffer.from(await res.arrayBuffer());
+    if (!res.ok) throw new Error(`GET ${path} answered ${res.status}: the page names an asset the gateway does not serve`);
     out.push({ path, bytes: body.length, gzip: gzipSync(body, { level: 9 }).length });
   }
   return out;

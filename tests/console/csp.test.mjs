@@ -7,14 +7,15 @@ import { closeBrowser, connected, messages, send, until, withConsole } from "./h
 after(closeBrowser);
 
 test("CSP: a header on every console response, and no violation while the page is used", { timeout: 60_000 }, async (t) => {
-  await withConsole(t, {}, async ({ gw, page, ctx }) => {
+  await withConsole(t, {}, async ({ page, ctx }) => {
     await connected(page);
+    const origin = new URL(page.url()).origin;
     await send(page, "hello");
     await until("the answer", async () => (await messages(page)).some((m) => m.role === "assistant" && m.text === "Echo: hello" && m.id));
 
     const own = ctx.responses.filter((r) => {
       const u = new URL(r.url);
-      return u.origin === new URL(gw.url).origin && (u.pathname === "/" || u.pathname.startsWith("/console/"));
+      return u.origin === origin && (u.pathname === "/" || u.pathname.startsWith("/console/"));
     });
     assert.ok(own.some((r) => new URL(r.url).pathname === "/"), "the page itself was loaded");
     assert.ok(own.some((r) => new URL(r.url).pathname.startsWith("/console/")), "assets under /console/ were loaded");
@@ -22,7 +23,7 @@ test("CSP: a header on every console response, and no violation while the page i
       assert.ok(r.headers["content-security-policy"], `${r.url} carries a Content-Security-Policy header`);
     }
 
-    const html = await (await fetch(gw.url)).text();
+    const html = await (await fetch(`${origin}/`)).text();
     assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/i, "no inline <script>");
     assert.doesNotMatch(html, /<style[\s>]/i, "no <style> element");
     assert.doesNotMatch(html, /\sstyle\s*=/i, "no style attribute");
