@@ -28,6 +28,9 @@ export CLAWGATE_BIN="$PWD/target/debug/clawgate"
 echo "== TypeScript client"
 ./clients/typescript/test.sh
 
+echo "== web console in a browser (tests/console: chromium + playwright-core)"
+./tests/console/run.sh
+
 if [ -x clients/python/test.sh ]; then
   echo "== Python client"
   ./clients/python/test.sh
