@@ -12,7 +12,29 @@ const outPath = join(here, "..", "src", "generated.ts");
 const doc = JSON.parse(readFileSync(schemaPath, "utf8"));
 
 const rewrite = (value) => JSON.parse(JSON.stringify(value).replaceAll("#/components/schemas/", "#/definitions/"));
-const definitions = rewrite(doc.components.schemas);
+// Enum-like string fields are open (PROTOCOL.md "Version 2 additions"): a newer gateway may send
+// a value this SDK does not know. So every string enum of the schema (an `enum` of strings, or a
+// `oneOf`/`anyOf` of string `const`s) becomes its known values `| (string & {})`: any string is
+// accepted while the known values still complete and narrow (the same type as `OpenEnum<T>` of
+// src/payloads.ts).
+const OPEN_STRING = "(string & {})";
+const isStringConst = (v) => v && typeof v === "object" && typeof v.const === "string" && (v.type === undefined || v.type === "string");
+const openEnums = (node) => {
+  if (Array.isArray(node)) return node.map(openEnums);
+  if (!node || typeof node !== "object") return node;
+  const out = Object.fromEntries(Object.entries(node).map(([k, v]) => [k, openEnums(v)]));
+  for (const key of ["oneOf", "anyOf"]) {
+    if (Array.isArray(out[key]) && out[key].length > 0 && out[key].every(isStringConst)) {
+      out[key] = [...out[key], { tsType: OPEN_STRING }];
+    }
+  }
+  if (Array.isArray(out.enum) && out.enum.length > 0 && out.enum.every((v) => typeof v === "string")) {
+    const { enum: values, ...rest } = out;
+    return { ...rest, anyOf: [...values.map((v) => ({ type: "string", const: v })), { tsType: OPEN_STRING }] };
+  }
+  return out;
+};
+const definitions = openEnums(rewrite(doc.components.schemas));
 const names = Object.keys(definitions).sort();
 const root = {
   title: "ClawgateTypes",

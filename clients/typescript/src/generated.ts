@@ -7,157 +7,161 @@
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "ApprovalDecision".
  */
-export type ApprovalDecision = "allow" | "deny";
+export type ApprovalDecision = "allow" | "deny" | (string & {});
 /**
  * `pending`, `allowed` or `denied`.
  */
-export type ApprovalState = "pending" | "allowed" | "denied";
+export type ApprovalState = "pending" | "allowed" | "denied" | (string & {});
 /**
  * What `remember` may say.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "ApprovalRemember".
  */
-export type ApprovalRemember = "session";
+export type ApprovalRemember = "session" | (string & {});
 /**
  * Where an approval stands: waiting for a person, or resolved one way or the other.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "ApprovalState".
  */
-export type ApprovalState1 = "pending" | "allowed" | "denied";
+export type ApprovalState1 = "pending" | "allowed" | "denied" | (string & {});
 /**
  * How a person (or the timeout, or an abort) resolved an approval.
  */
-export type ApprovalDecision1 = "allow" | "deny";
+export type ApprovalDecision1 = "allow" | "deny" | (string & {});
 /**
  * Who wrote it.
  */
-export type Role = "user" | "assistant" | "system" | "tool";
+export type Role = "user" | "assistant" | "system" | "tool" | (string & {});
 /**
  * Why the older part of a session's context was replaced by a summary.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "CompactionReason".
  */
-export type CompactionReason = "auto" | "manual" | "overflow";
+export type CompactionReason = "auto" | "manual" | "overflow" | (string & {});
 /**
  * Why the older part of a session's context was replaced by a summary.
  */
-export type CompactionReason1 = "auto" | "manual" | "overflow";
+export type CompactionReason1 = "auto" | "manual" | "overflow" | (string & {});
 /**
  * `assistant` or `system`.
  */
-export type InjectRole = "assistant" | "system";
+export type InjectRole = "assistant" | "system" | (string & {});
 /**
  * What `chat.send` does while a run of the session is active (idempotency is checked first).
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "SendMode".
  */
-export type SendMode = "queue" | "steer" | "interrupt" | "reject";
+export type SendMode = "queue" | "steer" | "interrupt" | "reject" | (string & {});
 /**
  * How a run ended.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "RunOutcome".
  */
-export type RunOutcome = "final" | "aborted" | "error";
+export type RunOutcome = "final" | "aborted" | "error" | (string & {});
 /**
  * Where the run is.
  */
-export type RunStatus = "started" | "queued" | "in_flight" | "done" | "steered";
+export type RunStatus = "started" | "queued" | "in_flight" | "done" | "steered" | (string & {});
 /**
  * Why.
  */
-export type GapReason = "lagged" | "expired" | "restart";
+export type GapReason = "lagged" | "expired" | "restart" | (string & {});
 /**
  * Why events may be missing.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "GapReason".
  */
-export type GapReason1 = "lagged" | "expired" | "restart";
+export type GapReason1 = "lagged" | "expired" | "restart" | (string & {});
 /**
  * Who an injected message is from.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "InjectRole".
  */
-export type InjectRole1 = "assistant" | "system";
+export type InjectRole1 = "assistant" | "system" | (string & {});
 /**
  * Where it is now.
  */
-export type McpState = "starting" | "running" | "restarting" | "failed" | "stopped";
+export type McpState = "starting" | "running" | "restarting" | "failed" | "stopped" | (string & {});
 /**
  * Where it is.
  */
-export type McpState1 = "starting" | "running" | "restarting" | "failed" | "stopped";
+export type McpState1 =
+  "starting" | "running" | "restarting" | "failed" | "stopped" | (string & {});
 /**
  * `stdio` or `http`.
  */
-export type McpTransport = "stdio" | "http";
+export type McpTransport = "stdio" | "http" | (string & {});
 /**
  * Where a server is.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "McpState".
  */
-export type McpState2 = "starting" | "running" | "restarting" | "failed" | "stopped";
+export type McpState2 =
+  "starting" | "running" | "restarting" | "failed" | "stopped" | (string & {});
 /**
  * How a server is reached.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "McpTransport".
  */
-export type McpTransport1 = "stdio" | "http";
+export type McpTransport1 = "stdio" | "http" | (string & {});
 /**
  * Joined or left.
  */
-export type PresenceState = "joined" | "left";
+export type PresenceState = "joined" | "left" | (string & {});
 /**
  * Joined or left.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "PresenceState".
  */
-export type PresenceState1 = "joined" | "left";
+export type PresenceState1 = "joined" | "left" | (string & {});
 /**
  * Who wrote a message.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "Role".
  */
-export type Role1 = "user" | "assistant" | "system" | "tool";
+export type Role1 = "user" | "assistant" | "system" | "tool" | (string & {});
 /**
  * `queued`, `running`, `waiting_approval` or (`runs.get`) `done`.
  */
-export type RunPhase = "queued" | "running" | "waiting_approval" | "done";
+export type RunPhase = "queued" | "running" | "waiting_approval" | "done" | (string & {});
 /**
  * Where a run is, as `runs.*` tell it.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "RunPhase".
  */
-export type RunPhase1 = "queued" | "running" | "waiting_approval" | "done";
+export type RunPhase1 = "queued" | "running" | "waiting_approval" | "done" | (string & {});
 /**
  * Where a run is.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "RunStatus".
  */
-export type RunStatus1 = "started" | "queued" | "in_flight" | "done" | "steered";
+export type RunStatus1 = "started" | "queued" | "in_flight" | "done" | "steered" | (string & {});
 /**
  * Why a session changed.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
  * via the `definition` "SessionChangeReason".
  */
-export type SessionChangeReason = "created" | "updated" | "reset" | "deleted" | "forked";
+export type SessionChangeReason =
+  "created" | "updated" | "reset" | "deleted" | "forked" | (string & {});
 /**
  * Why a session changed.
  */
-export type SessionChangeReason1 = "created" | "updated" | "reset" | "deleted" | "forked";
+export type SessionChangeReason1 =
+  "created" | "updated" | "reset" | "deleted" | "forked" | (string & {});
 
 /**
  * One agent of `agents.list`.

@@ -10,7 +10,7 @@ import type {
   RunEntry,
   RunOutcome,
 } from "./generated.js";
-import { chatPayload, isTerminalPayload, type ChatPayload, type OpenEnum, type TerminalChatPayload } from "./payloads.js";
+import { chatPayload, isTerminalPayload, type ChatPayload, type TerminalChatPayload } from "./payloads.js";
 
 /** Options of `Client.send`: those of `chat.send` but the message (`mode` included). */
 export type SendOptions = Omit<ChatSendParams, "message">;
@@ -44,7 +44,7 @@ export interface RunResult {
   /** Its session. */
   sessionKey: string;
   /** `final`, `aborted` or `error`. */
-  outcome: OpenEnum<RunOutcome>;
+  outcome: RunOutcome;
   /**
    * The terminal payload (the answer of a `final`, the error of an `error`); absent only when the
    * gateway could tell the outcome (`runs.get`) but no longer give the payload.

@@ -13,6 +13,8 @@ import type {
 /**
  * An enum-like string: the values this SDK knows, for completion and narrowing, but any other
  * string too (the protocol's enum-like fields are open: a newer gateway may send new values).
+ * The generated enum types (`ApprovalState`, `Role`, `RunPhase`, ...) already have this form;
+ * this is for the enum-like fields the schema types as plain strings.
  */
 export type OpenEnum<T extends string> = T | (string & {});
 
@@ -100,7 +102,7 @@ export interface ApprovalResolvedPayload extends RunPayloadBase {
   /** The approval. */
   approvalId: string;
   /** `allow` or `deny`. */
-  decision: OpenEnum<ApprovalDecision>;
+  decision: ApprovalDecision;
   /** A token name, `local`, `timeout` or `abort`. */
   by: string;
 }
@@ -150,7 +152,7 @@ export interface CompactedPayload extends ChatPayloadBase {
   /** The context estimate after, in tokens. */
   tokensAfter: number;
   /** `auto`, `manual` or `overflow`. */
-  reason: OpenEnum<CompactionReason>;
+  reason: CompactionReason;
 }
 
 /** `final` (terminal): the run answered. */

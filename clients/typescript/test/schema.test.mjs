@@ -1,8 +1,10 @@
 // schema/openrpc.json is a valid OpenRPC document, complete enough to generate SDKs from.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import Ajv from "ajv";
 import metaSchemaModule from "@open-rpc/meta-schema";
 import jsonSchemaToolsMeta from "@json-schema-tools/meta-schema";
@@ -49,4 +51,32 @@ test("every component schema that becomes a type has a title", () => {
   for (const [name, schema] of Object.entries(doc.components.schemas)) {
     assert.ok(schema.title, `components.schemas.${name} has a title`);
   }
+});
+
+test("every generated enum type is open: its known values | (string & {})", () => {
+  const generated = readFileSync(join(repo, "clients", "typescript", "src", "generated.ts"), "utf8");
+  // A string-literal union, e.g. `export type ApprovalState = "pending" | "allowed" | "denied"`.
+  // Prettier may break a long one after the `=`.
+  const unions = [...generated.matchAll(/^export type (\w+) =\s+(\|?\s*"[^;]*);$/gm)].map(([all, name, type]) => [
+    all,
+    name,
+    type.replace(/\s+/g, " "),
+  ]);
+  const names = new Set(unions.map((m) => m[1].replace(/\d+$/, "")));
+  for (const [name, schema] of Object.entries(doc.components.schemas)) {
+    const variants = schema.oneOf ?? schema.anyOf ?? [];
+    if (variants.length > 0 && variants.every((v) => typeof v.const === "string")) {
+      assert.ok(names.has(name), `${name} is generated as a string-literal union`);
+    }
+  }
+  assert.ok(unions.length > 0);
+  for (const [, name, type] of unions) {
+    assert.ok(type.endsWith(" | (string & {})"), `${name} is open: ${type}`);
+  }
+});
+
+test("open enums type-check: unknown values pass, known ones narrow (type check)", async () => {
+  const tsc = join(repo, "clients", "typescript", "node_modules", "typescript", "bin", "tsc");
+  const fixture = join(repo, "clients", "typescript", "test", "fixtures", "open-enums.ts");
+  await promisify(execFile)(process.execPath, [tsc, "--noEmit", "--strict", "--target", "ES2022", "--module", "NodeNext", "--moduleResolution", "NodeNext", "--skipLibCheck", fixture]);
 });

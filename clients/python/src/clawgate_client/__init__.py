@@ -9,6 +9,7 @@ async with Client.connect("ws://127.0.0.1:18789/") as client:
 from __future__ import annotations
 
 from . import models
+from ._open_enum import OpenEnum
 from ._wire import UNSET, Unset
 from .client import CONTROL_EVENTS, Client, Subscription, event_payload, is_terminal_chat
 from .errors import (
@@ -95,6 +96,7 @@ __all__ = [
     "METHODS",
     "MethodNotFoundError",
     "NotFoundError",
+    "OpenEnum",
     "ParseError",
     "PayloadTooLargeError",
     "ProtocolError",

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from ._open_enum import OpenEnum
 
 
 class SchemaRoot(RootModel[Any]):
@@ -83,7 +84,7 @@ class AgentsListResult(BaseModel):
     """
 
 
-class ApprovalDecision(str, Enum):
+class ApprovalDecision(OpenEnum):
     """
     How a person (or the timeout, or an abort) resolved an approval.
     """
@@ -98,7 +99,7 @@ class ApprovalDecision(str, Enum):
     """
 
 
-class ApprovalRemember(str, Enum):
+class ApprovalRemember(OpenEnum):
     """
     What `remember` may say.
     """
@@ -109,7 +110,7 @@ class ApprovalRemember(str, Enum):
     """
 
 
-class ApprovalState(str, Enum):
+class ApprovalState(OpenEnum):
     """
     Where an approval stands: waiting for a person, or resolved one way or the other.
     """
@@ -284,7 +285,7 @@ class ClientInfo(BaseModel):
     """
 
 
-class CompactionReason(str, Enum):
+class CompactionReason(OpenEnum):
     """
     Why the older part of a session's context was replaced by a summary.
     """
@@ -457,7 +458,7 @@ class EventEnvelope(BaseModel):
     """
 
 
-class GapReason(str, Enum):
+class GapReason(OpenEnum):
     """
     Why events may be missing.
     """
@@ -526,7 +527,7 @@ class HelloParams(BaseModel):
     """
 
 
-class InjectRole(str, Enum):
+class InjectRole(OpenEnum):
     """
     Who an injected message is from.
     """
@@ -541,7 +542,7 @@ class InjectRole(str, Enum):
     """
 
 
-class McpState(str, Enum):
+class McpState(OpenEnum):
     """
     Where a server is.
     """
@@ -568,7 +569,7 @@ class McpState(str, Enum):
     """
 
 
-class McpTransport(str, Enum):
+class McpTransport(OpenEnum):
     """
     How a server is reached.
     """
@@ -831,7 +832,7 @@ class PresenceResult(BaseModel):
     """
 
 
-class PresenceState(str, Enum):
+class PresenceState(OpenEnum):
     """
     Joined or left.
     """
@@ -865,7 +866,7 @@ class ProviderInfo(BaseModel):
     """
 
 
-class Role(str, Enum):
+class Role(OpenEnum):
     """
     Who wrote a message.
     """
@@ -911,7 +912,7 @@ class RunError(BaseModel):
     """
 
 
-class RunOutcome(str, Enum):
+class RunOutcome(OpenEnum):
     """
     How a run ended.
     """
@@ -930,7 +931,7 @@ class RunOutcome(str, Enum):
     """
 
 
-class RunPhase(str, Enum):
+class RunPhase(OpenEnum):
     """
     Where a run is, as `runs.*` tell it.
     """
@@ -953,7 +954,7 @@ class RunPhase(str, Enum):
     """
 
 
-class RunStatus(str, Enum):
+class RunStatus(OpenEnum):
     """
     Where a run is.
     """
@@ -1010,7 +1011,7 @@ class RunsListParams(BaseModel):
     """
 
 
-class SendMode(str, Enum):
+class SendMode(OpenEnum):
     """
     What `chat.send` does while a run of the session is active (idempotency is checked first).
     """
@@ -1105,7 +1106,7 @@ class Session(BaseModel):
     """
 
 
-class SessionChangeReason(str, Enum):
+class SessionChangeReason(OpenEnum):
     """
     Why a session changed.
     """
