@@ -177,11 +177,26 @@ export function safeUrl(url) {
 }
 
 const PUNCT = /[!-/:-@[-`{-~]/;
-const BARE_URL = /^https?:\/\/[^\s<>"'`]+/;
+const BARE_URL = /https?:\/\/[^\s<>"'`]+/iy;
+const AUTOLINK = /<(https?:\/\/[^\s<>]+)>/iy;
+
+// How far a closing delimiter or a link's parts are looked for: the bound keeps a long text
+// full of unmatched `*` or `[` linear, not quadratic (it is parsed again at every delta).
+const MAX_SPAN = 20000;
+const MAX_LABEL = 1000;
+const MAX_URL = 2048;
 
 /** Parses inline Markdown into a list of inline nodes. */
 export function parseInline(text, depth = 0) {
   const out = [];
+  // Where a search for each delimiter found no closer: a later one cannot find one either.
+  const failed = new Map();
+  const close = (s, i, delim) => {
+    if (failed.has(delim) && failed.get(delim) <= i) return -1;
+    const at = closeDelim(s, i, delim);
+    if (at === -1 && (!failed.has(delim) || failed.get(delim) > i)) failed.set(delim, i);
+    return at;
+  };
   let buf = '';
   const push = (node) => {
     if (buf) out.push({ type: 'text', text: buf });
@@ -239,8 +254,17 @@ export function parseInline(text, depth = 0) {
         i += 1;
         continue;
       }
+      if (c !== '~' && strong && s[i + 2] === c) {
+        // ***both***: emphasis around strong.
+        const end = close(s, i, c + c + c);
+        if (end !== -1) {
+          push({ type: 'em', children: [{ type: 'strong', children: parseInline(s.slice(i + 3, end), depth + 1) }] });
+          i = end + 3;
+          continue;
+        }
+      }
       const delim = strong ? c + c : c;
-      const found = depth < 10 ? closeDelim(s, i, delim) : -1;
+      const found = close(s, i, delim);
       if (found !== -1) {
         const inner = s.slice(i + delim.length, found);
         const type = c === '~' ? 'del' : strong ? 'strong' : 'em';
@@ -278,15 +302,17 @@ export function parseInline(text, depth = 0) {
       }
     }
     if (c === '<') {
-      const m = /^<(https?:\/\/[^\s<>]+)>/.exec(s.slice(i));
+      AUTOLINK.lastIndex = i;
+      const m = AUTOLINK.exec(s);
       if (m && safeUrl(m[1])) {
         push({ type: 'link', href: safeUrl(m[1]), children: [{ type: 'text', text: m[1] }] });
         i += m[0].length;
         continue;
       }
     }
-    if ((c === 'h' || c === 'H') && !/[A-Za-z0-9]$/.test(buf)) {
-      const m = BARE_URL.exec(s.slice(i));
+    if ((c === 'h' || c === 'H') && !/[A-Za-z0-9]/.test(s[i - 1] || '')) {
+      BARE_URL.lastIndex = i;
+      const m = BARE_URL.exec(s);
       if (m) {
         let url = m[0];
         // Trailing punctuation ends the sentence, not the URL (a ")" only when unbalanced).
@@ -320,7 +346,8 @@ function closeDelim(s, i, delim) {
   // `_` inside a word (snake_case) is not emphasis.
   if (c === '_' && i > 0 && /[A-Za-z0-9]/.test(s[i - 1])) return -1;
   let j = i + delim.length + 1;
-  while (j <= s.length - delim.length) {
+  const last = Math.min(s.length - delim.length, i + MAX_SPAN);
+  while (j <= last) {
     if (s[j] === '`') {
       // Skip a code span: delimiters inside it do not count.
       let n = 1;
@@ -360,7 +387,8 @@ function parseLink(s, i, depth) {
   if (depth >= 10) return null;
   let j = i + 1;
   let level = 1;
-  while (j < s.length) {
+  const labelEnd = Math.min(s.length, i + MAX_LABEL);
+  while (j < labelEnd) {
     if (s[j] === '\\') j += 1;
     else if (s[j] === '[') level += 1;
     else if (s[j] === ']') {
@@ -373,7 +401,8 @@ function parseLink(s, i, depth) {
   const label = s.slice(i + 1, j);
   let k = j + 2;
   let parens = 1;
-  while (k < s.length) {
+  const urlEnd = Math.min(s.length, k + MAX_URL);
+  while (k < urlEnd) {
     if (s[k] === '\\') k += 1;
     else if (s[k] === '(') parens += 1;
     else if (s[k] === ')') {

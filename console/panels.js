@@ -274,7 +274,7 @@ export class ConfigPanel {
   result(state, text, details) {
     const el = this.els.result;
     setData(el, 'state', state);
-    el.replaceChildren(h('p', { text }), details ? h('pre', { class: 'io', text: details }) : null);
+    el.replaceChildren(...[h('p', { text }), details ? h('pre', { class: 'io', text: details }) : null].filter(Boolean));
   }
 
   parsePatch() {
