@@ -171,37 +171,46 @@ async function probe(token) {
 
 async function onOpen() {
   state.clockOffset = null;
+  const hello = client.call('gateway.hello', {
+    client: { name: 'clawgate-console', mode: 'ui', version: '1', platform: (navigator.platform || 'browser').slice(0, 64) || null },
+  });
   try {
-    const hello = await client.call('gateway.hello', {
-      client: { name: 'clawgate-console', mode: 'ui', version: '1', platform: (navigator.platform || 'browser').slice(0, 64) || null },
-    });
-    const tick = hello.policy?.tickIntervalMs || 30000;
-    client.idleLimitMs = Math.max(20000, tick * 2.5);
-    const snapshot = hello.snapshot;
-    let fresh = !state.pos;
-    const from = state.pos || { epoch: snapshot.epoch, seq: snapshot.seq };
-    if (!state.pos) state.pos = { epoch: snapshot.epoch, seq: snapshot.seq };
+    // Resuming needs no hello: the subscription goes out at once, beside it.
+    let subscribed = state.pos ? client.subscribe('events.subscribe', { afterSeq: state.pos.seq, epoch: state.pos.epoch }, onEnvelope) : null;
+    const fresh = !state.pos;
+    const { policy, snapshot } = await hello;
+    client.idleLimitMs = Math.max(20000, (policy?.tickIntervalMs || 30000) * 2.5);
+    const now = { afterSeq: snapshot.seq, epoch: snapshot.epoch };
+    if (!subscribed) {
+      // The first time: from the snapshot, so nothing between it and the history is missed.
+      state.pos = { epoch: snapshot.epoch, seq: snapshot.seq };
+      subscribed = client.subscribe('events.subscribe', now, onEnvelope);
+    }
+    // The history and the lists load while the subscription is set up: what happens meanwhile
+    // is replayed to them from the buffer (each payload applied once).
+    const opening = fresh || !conv.loaded || conv.key !== state.session ? openSession(state.session) : null;
+    const lists = Promise.all([loadAgents(), refreshRuns(), refreshApprovals(), sessions.refresh()]);
     try {
-      await client.subscribe('events.subscribe', { afterSeq: from.seq, epoch: from.epoch }, onEnvelope);
+      await subscribed;
     } catch (err) {
       if (err.code !== -32602) throw err;
       // The position is not one this gateway can resume from: start from now, reload all.
       state.pos = { epoch: snapshot.epoch, seq: snapshot.seq };
-      fresh = true;
-      await client.subscribe('events.subscribe', { afterSeq: snapshot.seq, epoch: snapshot.epoch }, onEnvelope);
+      state.buffers.clear();
+      await client.subscribe('events.subscribe', now, onEnvelope);
+      resync();
     }
     state.connected = true;
     state.attempt = 0;
     state.everConnected = true;
     setConn('connected');
     show(ui.logout, !!state.token);
-    if (fresh) state.buffers.clear();
-    await Promise.all([loadAgents(), refreshRuns(), refreshApprovals(), sessions.refresh()]);
-    if (fresh || !conv.loaded || conv.key !== state.session) await openSession(state.session);
     flushOutbox();
+    await Promise.all([opening, lists]);
     status.stale();
     if (config.visible && !config.loadedOnce) config.load();
   } catch (err) {
+    hello.catch(() => {});
     if (err.code === 'disconnected') return;
     toast(`Could not start the session with the gateway: ${err.message}`);
     client.drop(4002, 'handshake failed');

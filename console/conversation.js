@@ -444,8 +444,10 @@ export class Conversation {
   /** Renders the model into the container, moving only what changed. */
   render({ toBottom = false, keepFromBottom = false } = {}) {
     const el = this.el;
-    const fromBottom = el.scrollHeight - el.scrollTop;
-    const stick = this.atBottom();
+    // Reading the geometry forces a layout: not needed while the view holds almost nothing.
+    const measured = this.keys.length > 2;
+    const fromBottom = measured ? el.scrollHeight - el.scrollTop : 0;
+    const stick = measured ? this.atBottom() : true;
     const items = this.items();
     const used = new Set();
     const nodes = [];
@@ -470,7 +472,7 @@ export class Conversation {
     el.setAttribute('data-has-more', String(this.hasMore));
     setData(el, 'loading', this.loading ? 'true' : null);
     setData(el, 'session-key', this.key);
-    if (keepFromBottom) el.scrollTop = el.scrollHeight - fromBottom;
+    if (keepFromBottom && measured) el.scrollTop = el.scrollHeight - fromBottom;
     else if (toBottom || stick) el.scrollTop = el.scrollHeight;
   }
 

@@ -54,15 +54,18 @@ export function setData(el, name, value) {
   else el.setAttribute('data-' + name, String(value));
 }
 
+// Formatters are built once: toLocale*String builds one at every call, which is slow.
+const CLOCK = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const DATE_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
 /** A short local time (HH:MM) for a timestamp in ms. */
 export function clock(ms) {
-  const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return CLOCK.format(ms);
 }
 
 /** A date and time for tooltips. */
 export function dateTime(ms) {
-  return new Date(ms).toLocaleString();
+  return DATE_TIME.format(ms);
 }
 
 /** JSON, indented, for showing inputs and payloads. */
