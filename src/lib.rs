@@ -10,6 +10,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod gateway;

@@ -2,7 +2,8 @@
 //!
 //! Every request passes the failed-login throttle, the browser checks (Origin, and Host in mode
 //! `none`) and authentication before any JSON-RPC parsing; refused upgrades never become
-//! WebSockets. Connections count against `gateway.max_connections` from the moment they are
+//! WebSockets. The web console's static files (`crate::console`), which hold no secret, are
+//! served after the browser checks without a token. Connections count against `gateway.max_connections` from the moment they are
 //! accepted (the limit is capped below the descriptor limit), and past it only the health
 //! routes are served.
 //!
@@ -132,8 +133,9 @@ async fn serve_connection<S: Host>(
 }
 
 /// The door every request passes, in order: the browser checks, the health routes (served
-/// even when full), the connection limit, the path, the failed-login lockout and
-/// authentication; then `GET /openrpc.json`, JSON-RPC over `POST /`, or the WebSocket upgrade.
+/// even when full), the connection limit, the web console (`GET /` without an upgrade and
+/// `/console/*`, no token needed), the path, the failed-login lockout and authentication; then
+/// `GET /openrpc.json`, JSON-RPC over `POST /`, or the WebSocket upgrade.
 async fn route<S: Host>(
     gateway: Arc<S>,
     peer: SocketAddr,
@@ -162,6 +164,11 @@ async fn route<S: Host>(
             header::CONNECTION,
             header::HeaderValue::from_static("close"),
         );
+        return resp;
+    }
+    // The web console: static files that hold no secret, so no token (the WebSocket and every
+    // call check it); the Origin/Host rules above still apply.
+    if let Some(resp) = crate::console::route(&req) {
         return resp;
     }
     let path = req.uri().path();

@@ -9,6 +9,7 @@ mod common;
 mod compaction;
 mod config;
 mod config_guard;
+mod console;
 mod events;
 mod fake_provider;
 mod hardening;
