@@ -28,6 +28,9 @@ export CLAWGATE_BIN="$PWD/target/debug/clawgate"
 echo "== TypeScript client"
 ./clients/typescript/test.sh
 
+echo "== web console units (console/test: Markdown, TOML, client, outbox)"
+node --test console/test/*.test.mjs
+
 echo "== web console in a browser (tests/console: chromium + playwright-core)"
 ./tests/console/run.sh
 
