@@ -188,7 +188,9 @@ async function onOpen() {
     }
     // The history and the lists load while the subscription is set up: what happens meanwhile
     // is replayed to them from the buffer (each payload applied once).
-    const opening = fresh || !conv.loaded || conv.key !== state.session ? openSession(state.session) : null;
+    // Otherwise the view stays and the replay fills it in; the newest page is read again in
+    // case a run ended while its reload could not be made.
+    const opening = fresh || !conv.loaded || conv.key !== state.session ? openSession(state.session) : conv.reloadLatest();
     const lists = Promise.all([loadAgents(), refreshRuns(), refreshApprovals(), sessions.refresh()]);
     try {
       await subscribed;

@@ -9,6 +9,8 @@ export class Sessions {
     this.els = els;
     this.opts = opts;
     this.sessions = new Map();
+    // Every session seen, whatever the search: the header still knows the selected one.
+    this.known = new Map();
     this.total = 0;
     this.selected = null;
     this.runs = () => new Map();
@@ -54,6 +56,7 @@ export class Sessions {
       const res = await this.opts.call('sessions.list', params);
       if (gen !== this.gen) return;
       this.sessions = new Map(res.sessions.map((s) => [s.key, s]));
+      for (const s of res.sessions) this.known.set(s.key, s);
       this.total = res.total;
       this.render();
     } catch (err) {
@@ -61,16 +64,18 @@ export class Sessions {
     }
   }
 
-  /** The session `key`, when listed. */
+  /** The session `key`, when listed or seen before. */
   get(key) {
-    return this.sessions.get(key) || null;
+    return this.sessions.get(key) || this.known.get(key) || null;
   }
 
   /** Applies a `sessions.changed` payload. */
   changed(p) {
     if (p.reason === 'deleted') {
+      this.known.delete(p.sessionKey);
       if (this.sessions.delete(p.sessionKey)) this.total = Math.max(0, this.total - 1);
     } else if (p.session) {
+      this.known.set(p.session.key, p.session);
       const had = this.sessions.has(p.session.key);
       if (this.matches(p.session)) {
         this.sessions.set(p.session.key, p.session);

@@ -1,4 +1,4 @@
-// node --test console/test/: the reconnect delay and the outbox (pure parts of the client).
+// node --test console/test/*.test.mjs: the reconnect delay and the outbox (pure parts of the client).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { backoffDelay, RpcError } from '../rpc.js';

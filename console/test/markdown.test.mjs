@@ -1,4 +1,4 @@
-// node --test console/test/: the Markdown renderer (parse tree and the DOM it builds).
+// node --test console/test/*.test.mjs: the Markdown renderer (parse tree and the DOM it builds).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parse, render, renderInto, safeUrl } from '../markdown.js';

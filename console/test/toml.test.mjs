@@ -1,4 +1,4 @@
-// node --test console/test/: the JSON → TOML renderer of config.get's configuration.
+// node --test console/test/*.test.mjs: the JSON → TOML renderer of config.get's configuration.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { toToml, tomlString, tomlKey } from '../toml.js';
