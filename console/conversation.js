@@ -6,8 +6,10 @@
 import { h, setData, clock, dateTime, pretty, duration } from './dom.js';
 import { renderInto } from './markdown.js';
 
-/** Messages per history page. */
+/** Messages per older history page (scrolling up). */
 export const PAGE = 50;
+/** Messages of the newest page, shown when a session opens or is reloaded. */
+export const FIRST_PAGE = 200;
 
 const TERMINAL = new Set(['final', 'aborted', 'error']);
 
@@ -95,7 +97,7 @@ export class Conversation {
     let approvals = [];
     try {
       const [p, a] = await Promise.all([
-        this.opts.call('chat.history', { sessionKey: key, limit: PAGE }),
+        this.opts.call('chat.history', { sessionKey: key, limit: FIRST_PAGE }),
         this.opts.call('approvals.list', { sessionKey: key }).catch(() => ({ approvals: [] })),
       ]);
       page = p;
@@ -200,7 +202,7 @@ export class Conversation {
     const done = new Set(this.finished);
     let page;
     try {
-      page = await this.opts.call('chat.history', { sessionKey: this.key, limit: PAGE });
+      page = await this.opts.call('chat.history', { sessionKey: this.key, limit: FIRST_PAGE });
     } catch (err) {
       if (gen === this.gen && err.code !== 'disconnected') this.opts.toast(`Could not reload the conversation: ${err.message}`);
       return;
