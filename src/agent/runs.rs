@@ -241,11 +241,11 @@ impl Agent {
         let seq = record.ctl.seq.clone();
         state.runs.insert(run_id.clone(), record);
         let lane = state.lanes.entry(key.clone()).or_default();
-        // A placeholder (empty) `running` means the worker has not popped the queue yet.
         let position = if interrupt {
             0
         } else {
-            lane.queue.len() + usize::from(lane.running.as_ref().is_some_and(|r| !r.is_empty()))
+            // A run whose terminal payload is out no longer counts: this one is next.
+            lane.queue.len() + usize::from(active.is_some())
         };
         let start_worker = lane.running.is_none() && lane.queue.is_empty();
         let pending = Pending {
@@ -322,10 +322,9 @@ impl Agent {
     pub fn run_info(&self, run_id: &str) -> Option<(bool, Option<Arc<Envelope>>)> {
         let state = self.state();
         let record = state.runs.get(run_id)?;
-        Some((
-            matches!(record.state, RunState::Done(_)),
-            record.terminal.clone(),
-        ))
+        // Ended once its terminal payload is out, even before the lane worker records it.
+        let done = matches!(record.state, RunState::Done(_)) || record.ctl.outcome.get().is_some();
+        Some((done, record.terminal.clone()))
     }
 
     /// Aborts `run_id` and/or the session's active run and queued runs; returns the runs aborted.
@@ -617,7 +616,11 @@ impl Agent {
         {
             let state = self.state();
             if let Some(record) = state.runs.get(run_id) {
-                if let RunState::Done(outcome) = record.state {
+                let ended = match record.state {
+                    RunState::Done(outcome) => Some(outcome),
+                    _ => record.ctl.outcome.get().copied(),
+                };
+                if let Some(outcome) = ended {
                     return Ok(RunEntry {
                         run_id: run_id.to_string(),
                         session_key: record.session_key.clone(),
@@ -742,6 +745,7 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
             Err(err) => {
                 tracing::error!(run = %run_id, %err, "a run failed unexpectedly");
                 ctl.cancel.cancel();
+                let _ = ctl.outcome.set(RunOutcome::Error);
                 let error =
                     ProviderError::new(ErrorKind::Internal, "the run failed unexpectedly", false);
                 RunEnd::Ended {

@@ -99,6 +99,9 @@ pub(super) struct RunCtl {
     pub(super) started_at: AtomicU64,
     pub(super) inbox: Mutex<Inbox>,
     pub(super) pause: watch::Sender<Pause>,
+    /// How it ended, set just before its terminal payload is published (the lane worker
+    /// records the end a moment later; a repeated key in between already answers `done`).
+    pub(super) outcome: std::sync::OnceLock<RunOutcome>,
 }
 
 impl RunCtl {
@@ -113,6 +116,7 @@ impl RunCtl {
             started_at: AtomicU64::new(0),
             inbox: Mutex::new(Inbox::default()),
             pause: watch::Sender::new(Pause::default()),
+            outcome: std::sync::OnceLock::new(),
         }
     }
 
@@ -292,7 +296,10 @@ impl State {
             .get(session_key)
             .and_then(|c| c.keys.get(key))
             .cloned()?;
-        let (status, outcome) = match self.runs.get(&run_id).map(|r| r.state) {
+        let record = self.runs.get(&run_id);
+        let ended = record.and_then(|r| r.ctl.outcome.get().copied());
+        let (status, outcome) = match record.map(|r| r.state) {
+            Some(RunState::InFlight) if ended.is_some() => (RunStatus::Done, ended),
             Some(RunState::Queued) => (RunStatus::Queued, None),
             Some(RunState::InFlight) => (RunStatus::InFlight, None),
             Some(RunState::Done(o)) => (RunStatus::Done, Some(o)),

@@ -165,6 +165,7 @@ pub(super) async fn run<G: LoopHost>(
                 tracing::error!(run = %emitter.run_id(), %err, "cannot write the run's end marker");
             }
         }
+        let _ = ctl.outcome.set(RunOutcome::Error);
         let terminal = error_event(emitter, &error);
         RunEnd::Ended {
             outcome: RunOutcome::Error,
@@ -783,6 +784,7 @@ impl<G: LoopHost> Run<'_, G> {
         if let Err(err) = self.write(vec![Record::Run(marker)]).await {
             tracing::error!(run = %self.run_id, %err, "cannot write the run's end marker");
         }
+        let _ = self.ctl.outcome.set(outcome);
         let terminal = match ending {
             Ending::Final {
                 message,
