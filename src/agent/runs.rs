@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, OnRestart};
 use crate::events::Envelope;
-use crate::protocol::{ChatEvent, RunEntry, RunOutcome, RunPhase, RunStatus, SendMode};
+use crate::protocol::{ChatEvent, RunEntry, RunOutcome, RunStatus, SendMode};
 use crate::store::transcript::CompactionLine;
 
 use super::AgentHost;
@@ -621,16 +621,12 @@ impl Agent {
                     _ => record.ctl.outcome.get().copied(),
                 };
                 if let Some(outcome) = ended {
-                    return Ok(RunEntry {
-                        run_id: run_id.to_string(),
-                        session_key: record.session_key.clone(),
-                        agent_id: record.agent_id.clone(),
-                        state: RunPhase::Done,
-                        position: None,
-                        started_at: None,
-                        turn: None,
-                        outcome: Some(outcome),
-                    });
+                    return Ok(RunEntry::done(
+                        run_id,
+                        &record.session_key,
+                        record.agent_id.clone(),
+                        outcome,
+                    ));
                 }
                 let key = record.session_key.clone();
                 if let Some(entry) = self
@@ -643,16 +639,12 @@ impl Agent {
             }
         }
         match gw.store().finished_run(run_id) {
-            Some(done) => Ok(RunEntry {
-                run_id: run_id.to_string(),
-                session_key: done.session_key,
-                agent_id: Some(done.agent_id),
-                state: RunPhase::Done,
-                position: None,
-                started_at: None,
-                turn: None,
-                outcome: Some(done.outcome),
-            }),
+            Some(done) => Ok(RunEntry::done(
+                run_id,
+                &done.session_key,
+                Some(done.agent_id),
+                done.outcome,
+            )),
             None => Err(AgentError::NoSuchRun(run_id.to_string())),
         }
     }

@@ -76,3 +76,24 @@ pub struct RunsGetParams {
     /// The run.
     pub run_id: String,
 }
+
+impl RunEntry {
+    /// The entry of a finished run.
+    pub fn done(
+        run_id: &str,
+        session_key: &str,
+        agent_id: Option<String>,
+        outcome: RunOutcome,
+    ) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            session_key: session_key.to_string(),
+            agent_id,
+            state: RunPhase::Done,
+            position: None,
+            started_at: None,
+            turn: None,
+            outcome: Some(outcome),
+        }
+    }
+}

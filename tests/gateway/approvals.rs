@@ -494,3 +494,44 @@ async fn deny_hides_tools_and_ask_globs_cover_mcp_tool_names() {
         "{end}"
     );
 }
+
+#[tokio::test]
+async fn chat_stream_run_id_joins_a_waiting_run_and_its_params_are_checked() {
+    let (gw, mut a, mut b) = started(&asking("")).await;
+    let mut s = Stream::start(
+        &mut a,
+        json!({"sessionKey": "join", "message": exec_message("echo joined")}),
+    )
+    .await;
+    let asked = s.until(&mut a, "approval_requested").await;
+    let run_id = asked["runId"].clone();
+    // A second client joins the run while it waits, and follows it to its end.
+    let mut c = RawWs::connect(gw.addr).await;
+    let mut joined = Stream::start(&mut c, json!({"runId": run_id})).await;
+    resolve(&mut b, &asked["approvalId"], "allow", json!({})).await;
+    let first = joined.next(&mut c).await;
+    assert_eq!(
+        first["state"], "approval_resolved",
+        "the next payload: {first}"
+    );
+    let fin = joined.end(&mut c).await;
+    assert_eq!(fin["state"], "final", "{fin}");
+    assert_eq!(fin["runId"], run_id);
+    s.end(&mut a).await;
+    // runId with a message, or with another field, is refused; an unknown run is not found.
+    let both = b
+        .call("chat.stream", json!({"runId": run_id, "message": "x"}))
+        .await;
+    assert_eq!(both["error"]["code"], -32602, "{both}");
+    let extra = b
+        .call(
+            "chat.stream",
+            json!({"runId": run_id, "sessionKey": "join"}),
+        )
+        .await;
+    assert_eq!(extra["error"]["code"], -32602, "{extra}");
+    let unknown = b.call("chat.stream", json!({"runId": "no-such-run"})).await;
+    assert_eq!(unknown["error"]["code"], -32022, "{unknown}");
+    let unknown = b.call("runs.get", json!({"runId": "no-such-run"})).await;
+    assert_eq!(unknown["error"]["code"], -32022, "{unknown}");
+}
