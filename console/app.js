@@ -4,12 +4,12 @@
 
 import { h, byTestId, show, setData } from './dom.js';
 import { RpcClient, backoffDelay } from './rpc.js';
+import { TOKEN_KEY, helloParams, take, wsUrl } from './boot.js';
 import { Outbox } from './outbox.js';
 import { Conversation, TERMINAL, tickTimers } from './conversation.js';
 import { Sessions } from './sessions.js';
 import { EventsPanel, StatusPanel, ConfigPanel } from './panels.js';
 
-const TOKEN_KEY = 'clawgate.token';
 const SESSION_KEY = 'clawgate.session';
 const DRAFT_PREFIX = 'clawgate.draft.';
 const THEME_KEY = 'clawgate.theme';
@@ -114,18 +114,14 @@ function call(method, params) {
   return client.call(method, params);
 }
 
-function wsUrl() {
-  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const query = state.token ? `?token=${encodeURIComponent(state.token)}` : '';
-  return `${proto}//${location.host}/${query}`;
-}
-
 function connect() {
   clearTimeout(state.retryTimer);
   state.retryTimer = null;
   if (state.login) return;
   setConn(state.everConnected ? 'reconnecting' : 'connecting');
-  client.open(wsUrl());
+  const url = wsUrl(state.token);
+  // The first time, the socket boot.js opened while the page loaded (when it is still good).
+  client.open(url, take(url));
 }
 
 function scheduleReconnect(delay, detail) {
@@ -171,9 +167,7 @@ async function probe(token) {
 
 async function onOpen() {
   state.clockOffset = null;
-  const hello = client.call('gateway.hello', {
-    client: { name: 'clawgate-console', mode: 'ui', version: '1', platform: (navigator.platform || 'browser').slice(0, 64) || null },
-  });
+  const hello = client.takeEarly() ?? client.call('gateway.hello', helloParams());
   try {
     // Resuming needs no hello: the subscription goes out at once, beside it.
     let subscribed = state.pos ? client.subscribe('events.subscribe', { afterSeq: state.pos.seq, epoch: state.pos.epoch }, onEnvelope) : null;

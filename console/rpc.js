@@ -44,6 +44,7 @@ export class RpcClient {
     this.lastMessageAt = 0;
     this.idleLimitMs = 75000;
     this.watchdog = null;
+    this.early = null;
   }
 
   /** Whether the socket is open. */
@@ -51,25 +52,39 @@ export class RpcClient {
     return this.ws !== null && this.opened;
   }
 
-  /** Opens a connection to `url` (closing any current one). */
-  open(url) {
+  /**
+   * Opens a connection to `url` (closing any current one). `early` ({ws, helloId, answer},
+   * boot.js) is a socket opened before this client existed: it is adopted instead of a new one,
+   * and the answer to the call it already sent (`helloId`) is given by `takeEarly()`.
+   */
+  open(url, early = null) {
     this.drop(4000, 'reconnecting', false);
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (err) {
-      queueMicrotask(() => this.handlers.onClose({ code: 1006, reason: String(err), opened: false }));
+    if (early?.closed) {
+      // It failed already: reported as this attempt's failure, not tried again.
+      const { code, reason } = early.closed;
+      queueMicrotask(() => this.handlers.onClose({ code, reason, opened: false }));
       return;
+    }
+    let ws = early?.ws ?? null;
+    if (!ws) {
+      try {
+        ws = new WebSocket(url);
+      } catch (err) {
+        queueMicrotask(() => this.handlers.onClose({ code: 1006, reason: String(err), opened: false }));
+        return;
+      }
     }
     this.ws = ws;
     this.opened = false;
-    ws.onopen = () => {
-      if (this.ws !== ws) return;
+    this.early = null;
+    const opened = () => {
+      if (this.ws !== ws || this.opened) return;
       this.opened = true;
       this.lastMessageAt = Date.now();
       this.startWatchdog();
       this.handlers.onOpen();
     };
+    ws.onopen = opened;
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
       this.lastMessageAt = Date.now();
@@ -82,6 +97,21 @@ export class RpcClient {
     ws.onerror = () => {
       // A close event follows every error.
     };
+    if (early && ws.readyState === WebSocket.OPEN) {
+      if (early.helloId !== null) {
+        this.early = this.expect(early.helloId, 'gateway.hello', 30000, null);
+        this.early.catch(() => {});
+        if (early.answer) this.handle(early.answer);
+      }
+      queueMicrotask(opened);
+    }
+  }
+
+  /** The answer to the call an adopted socket had already sent (once), or null. */
+  takeEarly() {
+    const p = this.early;
+    this.early = null;
+    return p;
   }
 
   /** Closes the connection now, without waiting for the socket's own close (which a dead
@@ -105,6 +135,7 @@ export class RpcClient {
     this.opened = false;
     clearInterval(this.watchdog);
     this.watchdog = null;
+    this.early = null;
     this.subscriptions.clear();
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);
@@ -135,6 +166,11 @@ export class RpcClient {
     } catch {
       return;
     }
+    this.handle(msg);
+  }
+
+  /** Dispatches one parsed message (or batch): notifications to their handlers, answers to their calls. */
+  handle(msg) {
     for (const m of Array.isArray(msg) ? msg : [msg]) {
       if (!m || typeof m !== 'object') continue;
       if (m.method && m.id === undefined) {
@@ -158,28 +194,35 @@ export class RpcClient {
     }
   }
 
-  /** Calls `method`; rejects with RpcError (also when not connected, or after `timeoutMs`). */
-  call(method, params, { timeoutMs = 30000, onNotify = null } = {}) {
-    return new Promise((resolve, reject) => {
-      if (!this.connected) {
-        reject(new RpcError('disconnected', 'not connected to the gateway'));
-        return;
-      }
-      const id = this.nextId++;
+  /** A promise for the answer to request `id`, rejected after `timeoutMs` or on a close. */
+  expect(id, method, timeoutMs, onNotify) {
+    let entry;
+    const answer = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.pending.delete(id)) reject(new RpcError('timeout', `${method}: no answer within ${timeoutMs / 1000} s`));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer, onNotify });
-      const body = { jsonrpc: '2.0', id, method };
-      if (params !== undefined) body.params = params;
-      try {
-        this.ws.send(JSON.stringify(body));
-      } catch (err) {
-        this.pending.delete(id);
-        clearTimeout(timer);
-        reject(new RpcError('disconnected', String(err)));
-      }
+      entry = { resolve, reject, timer, onNotify };
     });
+    this.pending.set(id, entry);
+    return answer;
+  }
+
+  /** Calls `method`; rejects with RpcError (also when not connected, or after `timeoutMs`). */
+  call(method, params, { timeoutMs = 30000, onNotify = null } = {}) {
+    if (!this.connected) return Promise.reject(new RpcError('disconnected', 'not connected to the gateway'));
+    const id = this.nextId++;
+    const answer = this.expect(id, method, timeoutMs, onNotify);
+    const body = { jsonrpc: '2.0', id, method };
+    if (params !== undefined) body.params = params;
+    try {
+      this.ws.send(JSON.stringify(body));
+    } catch (err) {
+      const entry = this.pending.get(id);
+      this.pending.delete(id);
+      clearTimeout(entry.timer);
+      entry.reject(new RpcError('disconnected', String(err)));
+    }
+    return answer;
   }
 
   /** Subscribes: `onNotify(result)` gets each notification's result; resolves the id. */

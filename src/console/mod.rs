@@ -51,6 +51,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
     asset!("app.js", JS),
+    asset!("boot.js", JS),
     asset!("dom.js", JS),
     asset!("rpc.js", JS),
     asset!("outbox.js", JS),
