@@ -17,6 +17,7 @@ pub mod gateway;
 
 pub mod logging;
 pub mod mcp;
+pub mod metrics;
 pub mod plugins;
 pub mod protocol;
 pub mod protocol_doc;

@@ -65,7 +65,7 @@ impl Method for Status {
         vec![Example {
             name: "status",
             params: json!({}),
-            result: json!({"version": "0.1.0", "uptimeMs": 1200, "bind": "127.0.0.1", "port": 18789, "dataDir": "/home/me/.clawgate", "configPath": "/home/me/.clawgate/clawgate.toml", "provider": {"name": "echo", "model": "echo"}, "plugins": [], "pendingRestart": []}),
+            result: json!({"version": "0.1.0", "uptimeMs": 1200, "bind": "127.0.0.1", "port": 18789, "dataDir": "/home/me/.clawgate", "configPath": "/home/me/.clawgate/clawgate.toml", "provider": {"name": "echo", "model": "echo"}, "plugins": [], "pendingRestart": [], "auth": {"failuresTotal": 0, "lockouts": 0}}),
         }]
     }
 }
@@ -238,5 +238,9 @@ fn status(ctx: &CallContext) -> StatusResult {
             })
             .collect(),
         pending_restart: gw.live().pending_restart(),
+        auth: crate::protocol::AuthStatus {
+            failures_total: gw.throttle().failures_total(),
+            lockouts: gw.throttle().lockouts() as u64,
+        },
     }
 }

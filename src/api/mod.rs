@@ -8,6 +8,7 @@ pub mod config;
 pub mod errors;
 pub mod events;
 pub mod gateway;
+pub mod logs;
 pub mod mcp;
 pub mod plugins;
 pub mod runs;
@@ -30,6 +31,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     runs::register(&mut table)?;
     config::register(&mut table)?;
     plugins::register(&mut table)?;
+    logs::register(&mut table)?;
     crate::protocol::core_events(&mut table);
     Ok(table)
 }

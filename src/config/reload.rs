@@ -31,6 +31,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("plugins", Reload::Hot),
     // Adding, removing or changing a server starts, stops or restarts it at once.
     ("mcp_servers", Reload::Hot),
+    // The recorder is installed once, at start.
+    ("metrics", Reload::Restart),
 ];
 
 /// How `path` (dotted) reloads.
@@ -44,6 +46,43 @@ pub fn reload_kind(path: &str) -> Reload {
         })
         .max_by_key(|(prefix, _)| prefix.len())
         .map_or(Reload::Restart, |(_, kind)| *kind)
+}
+
+/// Every secret value the configuration holds or names: token values, the API keys in the
+/// environment variables the agents read, plugin environments, MCP servers' environments
+/// and headers. The log ring replaces them wherever they appear.
+pub fn secrets(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = config
+        .gateway
+        .auth
+        .tokens
+        .iter()
+        .map(|t| t.token.to_string())
+        .collect();
+    for agent in config.agents.values() {
+        let var = agent
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| match agent.provider {
+                crate::config::ProviderKind::Anthropic => "ANTHROPIC_API_KEY".into(),
+                crate::config::ProviderKind::Openai => "OPENAI_API_KEY".into(),
+                crate::config::ProviderKind::Echo => String::new(),
+            });
+        if let Some(key) = (!var.is_empty())
+            .then(|| std::env::var(&var).ok())
+            .flatten()
+        {
+            out.push(key);
+        }
+    }
+    for plugin in &config.plugins {
+        out.extend(plugin.env.values().cloned());
+    }
+    for server in config.mcp_servers.values() {
+        out.extend(server.env.values().cloned());
+        out.extend(server.headers.values().cloned());
+    }
+    out
 }
 
 /// The placeholder that stands for a secret in `config.get`.

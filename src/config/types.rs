@@ -25,6 +25,8 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     /// MCP servers whose tools the agents may call, by name (`[mcp_servers.<name>]`).
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    /// `GET /metrics`.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -35,7 +37,23 @@ impl Default for Config {
             agents: BTreeMap::from([(DEFAULT_AGENT.to_string(), AgentConfig::default())]),
             plugins: Vec::new(),
             mcp_servers: BTreeMap::new(),
+            metrics: MetricsConfig::default(),
         }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Records the Prometheus metrics served at `GET /metrics` (read at start). Off, nothing is
+    /// recorded and `/metrics` answers 404.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

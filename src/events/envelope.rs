@@ -82,9 +82,15 @@ pub(super) fn control(
     })
 }
 
+/// The number of seqs in the inclusive range `from..=to` (at least one).
+pub(super) fn gap_len(from_seq: u64, to_seq: u64) -> u64 {
+    to_seq.saturating_sub(from_seq).saturating_add(1)
+}
+
 /// A `gap {lagged}` for the inclusive range lost; its `seq` is the last one lost, so a
 /// client resuming from it misses nothing after the gap.
 pub(super) fn lag_gap(epoch: &str, from_seq: u64, to_seq: u64) -> Arc<Envelope> {
+    crate::metrics::events_dropped("lagged", gap_len(from_seq, to_seq));
     let gap = GapEvent {
         from_seq,
         to_seq,

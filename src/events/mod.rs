@@ -37,7 +37,7 @@ pub use subscriber::{Delivery, Subscriber};
 use queue::{Slot, flush_all};
 use replay::ReplayRing;
 
-use crate::protocol::{Event, GapEvent, ShutdownEvent, TickEvent};
+use crate::protocol::{Event, GapEvent, GapReason, ShutdownEvent, TickEvent};
 use crate::util::now_ms;
 
 /// Sizes of the hub.
@@ -169,6 +169,7 @@ impl EventHub {
                 return None;
             }
         };
+        crate::metrics::event_published(event);
         let mut json = envelope::head(&self.epoch, event, session_key, &payload);
         let mut inner = self.lock();
         inner.seq += 1;
@@ -252,6 +253,12 @@ impl EventHub {
         let resume = replay::resume(inner.seq, inner.replay.oldest_seq(), after_seq, restart)?;
         let mut queue = VecDeque::new();
         if let Some((gap, seq)) = resume.gap {
+            let reason = match gap.reason {
+                GapReason::Lagged => "lagged",
+                GapReason::Expired => "expired",
+                GapReason::Restart => "restart",
+            };
+            crate::metrics::events_dropped(reason, envelope::gap_len(gap.from_seq, gap.to_seq));
             queue.push_back(envelope::control(&self.epoch, GapEvent::NAME, &gap, seq));
         }
         if let Some(after) = resume.replay_after {

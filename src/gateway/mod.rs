@@ -120,6 +120,7 @@ impl Gateway {
             })
         };
         mcp.apply(&loaded.config.mcp_servers);
+        crate::logging::ring().set_secrets(crate::config::secrets(&loaded.config));
         Arc::new(Self {
             agent,
             mcp,
@@ -175,6 +176,7 @@ impl Gateway {
                         (a.token.as_str(), &a.scopes) != (b.token.as_str(), &b.scopes)
                     })
             };
+        crate::logging::ring().set_secrets(crate::config::secrets(&config));
         // Tokens first: a revoked token stops working no later than the rest of the change.
         self.tokens
             .store(Arc::new(crate::rpc::auth::TokenTable::new(&config)));
@@ -543,6 +545,9 @@ impl crate::rpc::Host for Gateway {
     fn open_connections(&self) -> &AtomicUsize {
         Gateway::open_connections(self)
     }
+    fn metric_gauges(&self) -> crate::metrics::Gauges {
+        Gateway::metric_gauges(self)
+    }
     fn max_connections(&self) -> usize {
         Gateway::max_connections(self)
     }
@@ -575,6 +580,11 @@ impl Running {
 
 /// Like [`crate::app::start`], with a method table of the caller's (the core table plus more methods).
 pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running, StartError> {
+    // Before any metric handle is taken (the method table's among them): taken earlier, a
+    // handle would stay a no-op.
+    if loaded.config.metrics.enabled {
+        crate::metrics::install();
+    }
     let table = base_table()?;
     let fd_cap = connection_cap(loaded.config.gateway.max_connections);
     let data_dir = loaded.data_dir.clone();

@@ -22,6 +22,28 @@ impl Gateway {
             active_runs: self.active_runs.load(Ordering::Relaxed),
         }
     }
+    /// What `/metrics` reads at each scrape: open connections (TCP, HTTP and WebSocket), live
+    /// subscriptions, active runs and the login throttle's counts.
+    pub fn metric_gauges(&self) -> crate::metrics::Gauges {
+        let subscriptions = self
+            .connections
+            .lock()
+            .map(|c| {
+                c.values()
+                    .filter_map(|conn| conn.ws.as_ref())
+                    .map(|ws| ws.subscriptions.lock().map_or(0, |s| s.len() as u64))
+                    .sum()
+            })
+            .unwrap_or(0);
+        crate::metrics::Gauges {
+            connections: self.open_connections.load(Ordering::Relaxed) as u64,
+            subscriptions,
+            runs_active: self.active_runs.load(Ordering::Relaxed),
+            auth_lockouts: self.throttle().lockouts() as u64,
+            auth_failures: self.throttle().failures_total(),
+        }
+    }
+
     /// Sets the active run count and schedules a `health` event.
     pub fn set_active_runs(&self, n: u64) {
         self.active_runs.store(n, Ordering::Relaxed);

@@ -186,6 +186,20 @@ pub struct StatusResult {
     pub plugins: Vec<PluginStatus>,
     /// Config keys changed on disk that take effect at the next restart.
     pub pending_restart: Vec<String>,
+    /// The failed-login throttle (also `clawgate_auth_failures_total` and
+    /// `clawgate_auth_lockouts` in `/metrics`).
+    pub auth: AuthStatus,
+}
+
+/// The failed-login throttle in `gateway.status`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "AuthStatus")]
+pub struct AuthStatus {
+    /// Failed authentications since start (a refused token, or none where one is needed).
+    pub failures_total: u64,
+    /// Client addresses locked out now (`gateway.auth.max_failures`).
+    pub lockouts: u64,
 }
 
 /// Result of `gateway.presence`.

@@ -21,14 +21,13 @@ use serde_json::value::RawValue;
 use super::context::{CallContext, Connection, SubscriptionSink, Transport};
 use super::order::touches_sessions;
 pub use super::order::{Sequencer, Ticket};
-use super::table::{
-    MethodDescriptor, MethodKind, SubscribeHandler, SubscriptionTask, parse_params,
-};
+use super::table::{MethodKind, SubscribeHandler, SubscriptionTask, parse_params};
 pub use super::wire::error_json;
 use super::wire::{RawRequest, RequestId, classify_id, finish_response, success_json};
-use super::{Host, TableSnapshot};
+use super::{Entry, Host, TableSnapshot};
 use crate::config::Config;
 use crate::error::{Error, code};
+use crate::metrics::MethodMetrics;
 use crate::protocol::{Scope, UnsubscribeParams};
 
 /// A subscription accepted by a call, to start once the reply has been queued.
@@ -102,7 +101,7 @@ pub async fn handle_message<S: Host>(
                 drop(ticket);
                 reply
             }
-            Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
+            Err(err) => refused(gateway, &Error::Parse(short(&err))),
         },
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
             Ok(entries) => {
@@ -113,16 +112,25 @@ pub async fn handle_message<S: Host>(
                 drop(ticket);
                 reply
             }
-            Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
+            Err(err) => refused(gateway, &Error::Parse(short(&err))),
         },
         _ => match serde_json::from_slice::<&RawValue>(body) {
-            Ok(_) => Reply::single(error_json(
-                "null",
+            Ok(_) => refused(
+                gateway,
                 &Error::InvalidRequest("expected a request object or a batch array".into()),
-            )),
-            Err(err) => Reply::single(error_json("null", &Error::Parse(short(&err)))),
+            ),
+            Err(err) => refused(gateway, &Error::Parse(short(&err))),
         },
     }
+}
+
+/// The answer to a message that names no request: counted under the "unknown" method.
+fn refused<S: Host>(gateway: &Arc<S>, err: &Error) -> Reply {
+    gateway
+        .table()
+        .unknown_metrics()
+        .record(Some(err.code()), std::time::Duration::ZERO);
+    Reply::single(error_json("null", err))
 }
 
 fn short(err: &serde_json::Error) -> String {
@@ -136,19 +144,19 @@ async fn handle_batch<S: Host>(
 ) -> Reply {
     let max = gateway.config().gateway.max_batch;
     if entries.is_empty() {
-        return Reply::single(error_json(
-            "null",
+        return refused(
+            gateway,
             &Error::InvalidRequest("empty batch: a batch needs at least one request".into()),
-        ));
+        );
     }
     if entries.len() > max {
-        return Reply::single(error_json(
-            "null",
+        return refused(
+            gateway,
             &Error::InvalidRequest(format!(
                 "batch of {} requests is over the limit of {max} (policy.maxBatch); nothing was run",
                 entries.len()
             )),
-        ));
+        );
     }
     let limit = gateway.config().gateway.max_payload_bytes;
     let count = entries.len();
@@ -234,6 +242,8 @@ struct Outcome {
     accepted: Option<Accepted>,
     /// The answer is `-32008`: the result did not fit.
     too_large: bool,
+    /// The error code the answer carries (`None`: a result), for the metrics.
+    code: Option<i32>,
 }
 
 impl Outcome {
@@ -242,6 +252,7 @@ impl Outcome {
             json,
             accepted: None,
             too_large: false,
+            code: None,
         }
     }
 }
@@ -260,33 +271,65 @@ async fn handle_request<S: Host>(
     method: Option<Cow<'_, str>>,
     limit: usize,
 ) -> Option<Outcome> {
+    let started = std::time::Instant::now();
+    let table = gateway.table();
+    // The method's handles once it is found in the table; "unknown" until then.
+    let mut metrics = table.unknown_metrics();
+    let (out, code) = run_request(gateway, conn, &table, &mut metrics, req, method, limit).await;
+    metrics.record(code, started.elapsed());
+    out
+}
+
+/// [`handle_request`]'s steps; answers the outcome and its error code (`None`: a success).
+async fn run_request<'t, S: Host>(
+    gateway: &Arc<S>,
+    conn: &Arc<Connection>,
+    table: &'t TableSnapshot<S>,
+    metrics: &mut &'t MethodMetrics,
+    req: RawRequest<'_>,
+    method: Option<Cow<'_, str>>,
+    limit: usize,
+) -> (Option<Outcome>, Option<i32>) {
     // The id first: every error we can tie to a request echoes it.
     let id = match request_id(&req) {
         Ok(id) => id,
-        Err(err) => return Some(Outcome::json(error_json("null", &err))),
+        Err(err) => {
+            return (
+                Some(Outcome::json(error_json("null", &err))),
+                Some(err.code()),
+            );
+        }
     };
     let (method, params) = match well_formed(&req, method) {
         Ok(parts) => parts,
         Err(err) => {
             let id = id.as_ref().map_or("null", |id| id.raw);
-            return Some(Outcome::json(error_json(id, &err)));
+            return (Some(Outcome::json(error_json(id, &err))), Some(err.code()));
         }
     };
     // Errors of a call (or a notification, which gets none).
-    let fail = |err: Error| -> Option<Outcome> {
-        id.as_ref()
-            .map(|id| Outcome::json(error_json(id.raw, &err)))
+    let fail = |err: Error| -> (Option<Outcome>, Option<i32>) {
+        let out = id
+            .as_ref()
+            .map(|id| Outcome::json(error_json(id.raw, &err)));
+        (out, Some(err.code()))
     };
     let config = gateway.config();
     let scope = match admit(&**gateway, conn, &config) {
         Ok(scope) => scope,
         Err(err) => return fail(err),
     };
-    let table = gateway.table();
-    let (desc, callback) = match resolve(&table, &method, scope) {
+    let entry = match resolve(table, &method, scope) {
         Ok(entry) => entry,
-        Err(err) => return fail(err),
+        Err((err, found)) => {
+            if let Some(found) = found {
+                *metrics = &found.metrics;
+            }
+            return fail(err);
+        }
     };
+    *metrics = &entry.metrics;
+    let desc = &entry.desc;
     let ready = Ready {
         ctx: CallContext {
             gateway: gateway.clone(),
@@ -299,7 +342,7 @@ async fn handle_request<S: Host>(
         params,
     };
     let ran = match &desc.kind {
-        MethodKind::Call(_) => call(ready, callback, limit).await,
+        MethodKind::Call(_) => call(ready, entry.callback.as_ref(), limit).await,
         MethodKind::Subscribe {
             handler,
             notification,
@@ -310,7 +353,13 @@ async fn handle_request<S: Host>(
         }
         MethodKind::Unsubscribe { subscribe } => unsubscribe(ready, subscribe),
     };
-    ran.unwrap_or_else(fail)
+    match ran {
+        Ok(out) => {
+            let code = out.as_ref().and_then(|o| o.code);
+            (out, code)
+        }
+        Err(err) => fail(err),
+    }
 }
 
 /// The request's id, `None` for a notification; refused when it is not a string, a number or
@@ -378,24 +427,30 @@ fn admit<S: Host>(gateway: &S, conn: &Connection, config: &Config) -> Result<Sco
     })
 }
 
-/// The method's descriptor and, for a call, its jsonrpsee callback (one lookup finds both),
-/// when `scope` reaches the method's scope.
+/// The method's entry (descriptor, callback, metric handles: one lookup finds all) when
+/// `scope` reaches the method's scope; a refusal names the entry it found, if any.
 fn resolve<'t, S: Host>(
     table: &'t TableSnapshot<S>,
     method: &str,
     scope: Scope,
-) -> Result<(&'t Arc<MethodDescriptor<S>>, Option<&'t MethodCallback>), Error> {
-    let Some((desc, callback)) = table.entry(method) else {
-        return Err(Error::MethodNotFound(format!(
-            "no method named `{method}`; rpc.discover lists them"
-        )));
+) -> Result<&'t Entry<S>, (Error, Option<&'t Entry<S>>)> {
+    let Some(entry) = table.entry(method) else {
+        return Err((
+            Error::MethodNotFound(format!(
+                "no method named `{method}`; rpc.discover lists them"
+            )),
+            None,
+        ));
     };
-    if scope < desc.scope {
-        return Err(Error::Forbidden {
-            required: desc.scope,
-        });
+    if scope < entry.desc.scope {
+        return Err((
+            Error::Forbidden {
+                required: entry.desc.scope,
+            },
+            Some(entry),
+        ));
     }
-    Ok((desc, callback))
+    Ok(entry)
 }
 
 /// A request that passed its checks, on its way to its method.
@@ -445,10 +500,15 @@ async fn call<S: Host>(
     let Some(id) = id else { return Ok(None) };
     match response {
         Ok(response) => {
-            let too_large =
-                response.is_error() && response.as_error_code() == Some(code::RESPONSE_TOO_LARGE);
+            let code = if response.is_error() {
+                response.as_error_code()
+            } else {
+                None
+            };
+            let too_large = code == Some(code::RESPONSE_TOO_LARGE);
             let mut out = Outcome::json(finish_response(response, id, limit));
             out.too_large = too_large;
+            out.code = code;
             Ok(Some(out))
         }
         Err(_) => {
@@ -524,6 +584,7 @@ async fn subscribe<S: Host>(
                     task,
                 }),
                 too_large: false,
+                code: None,
             }))
         }
     }

@@ -61,13 +61,17 @@ pub trait Host: Send + Sync + Sized + 'static {
     fn open_connections(&self) -> &std::sync::atomic::AtomicUsize;
     /// Most connections served now.
     fn max_connections(&self) -> usize;
+    /// What `GET /metrics` reads from the application's state at each scrape.
+    fn metric_gauges(&self) -> crate::metrics::Gauges;
 }
 
 /// An immutable view of the method table, swapped atomically when plugins come and go.
 pub struct TableSnapshot<S> {
     /// Each method's descriptor and, for a call, the jsonrpsee callback that runs it: one lookup
     /// per call finds both.
-    entries: HashMap<String, (Arc<MethodDescriptor<S>>, Option<MethodCallback>)>,
+    entries: HashMap<String, Entry<S>>,
+    /// The metric handles of calls naming no method of the table.
+    unknown: crate::metrics::MethodMetrics,
     names: Vec<String>,
     events: Vec<String>,
     openrpc: Arc<str>,
@@ -82,7 +86,14 @@ impl<S: Send + Sync + 'static> TableSnapshot<S> {
                 MethodKind::Call(handler) => Some(jsonrpsee_callback(handler.clone(), desc)?),
                 _ => None,
             };
-            entries.insert(name.clone(), (Arc::new(desc.clone()), callback));
+            entries.insert(
+                name.clone(),
+                Entry {
+                    desc: Arc::new(desc.clone()),
+                    callback,
+                    metrics: crate::metrics::MethodMetrics::new(name),
+                },
+            );
         }
         let openrpc = openrpc::document(table);
         let openrpc: Arc<str> = serde_json::to_string(&openrpc)
@@ -90,23 +101,26 @@ impl<S: Send + Sync + 'static> TableSnapshot<S> {
             .into();
         Ok(Self {
             entries,
+            unknown: crate::metrics::MethodMetrics::unknown(),
             names: table.methods().keys().cloned().collect(),
             events: table.events().keys().cloned().collect(),
             openrpc,
         })
     }
 
-    /// The descriptor of `name` and, for a call, its jsonrpsee callback.
-    pub fn entry(
-        &self,
-        name: &str,
-    ) -> Option<(&Arc<MethodDescriptor<S>>, Option<&MethodCallback>)> {
-        self.entries.get(name).map(|(d, c)| (d, c.as_ref()))
+    /// The descriptor of `name`, its jsonrpsee callback and its metric handles.
+    pub fn entry(&self, name: &str) -> Option<&Entry<S>> {
+        self.entries.get(name)
     }
 
     /// The descriptor of `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<MethodDescriptor<S>>> {
-        self.entries.get(name).map(|(d, _)| d)
+        self.entries.get(name).map(|e| &e.desc)
+    }
+
+    /// The metric handles of a call naming no method of the table.
+    pub fn unknown_metrics(&self) -> &crate::metrics::MethodMetrics {
+        &self.unknown
     }
 
     /// Every callable method name, sorted.
@@ -123,6 +137,16 @@ impl<S: Send + Sync + 'static> TableSnapshot<S> {
     pub fn openrpc(&self) -> Arc<str> {
         self.openrpc.clone()
     }
+}
+
+/// One method of a [`TableSnapshot`]: one lookup per call finds all of it.
+pub struct Entry<S> {
+    /// What the method is.
+    pub desc: Arc<MethodDescriptor<S>>,
+    /// For a call, the jsonrpsee callback that runs it.
+    pub callback: Option<MethodCallback>,
+    /// Its `clawgate_rpc_*` handles.
+    pub metrics: crate::metrics::MethodMetrics,
 }
 
 /// jsonrpsee's callback for one call: its own module builds it (the response framing and the

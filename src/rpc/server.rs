@@ -132,6 +132,24 @@ async fn serve_connection<S: Host>(
     }
 }
 
+/// `GET /metrics`: the Prometheus text, or 404 when `[metrics] enabled = false`.
+fn metrics_response<S: Host>(gateway: &S) -> Response<Body> {
+    match crate::metrics::render(gateway.metric_gauges()) {
+        Some(text) => {
+            let mut resp = Response::new(Body::from(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"kind": "not_found", "message": "metrics are off ([metrics] enabled = false)"}}).to_string(),
+        ),
+    }
+}
+
 /// The door every request passes, in order: the browser checks, the health routes (served
 /// even when full), the connection limit, the web console (`GET /` without an upgrade and
 /// `/console/*`, no token needed), the path, the failed-login lockout and authentication; then
@@ -172,7 +190,7 @@ async fn route<S: Host>(
         return resp;
     }
     let path = req.uri().path();
-    if !matches!(path, "/" | "/openrpc.json") {
+    if !matches!(path, "/" | "/openrpc.json" | "/metrics") {
         return json_response(
             StatusCode::NOT_FOUND,
             json!({"error": {"kind": "not_found", "message": format!("no route {path}: JSON-RPC is served at /")}}).to_string(),
@@ -209,6 +227,13 @@ async fn route<S: Host>(
                 return refusal_response(Refusal::Unauthorized("the token is not valid"));
             }
             json_response(StatusCode::OK, gateway.table().openrpc().to_string())
+        }
+        (&Method::GET, "/metrics") => {
+            let scope = tokens.scope(&credential);
+            if scope.is_none_or(|s| s < Scope::Read) {
+                return refusal_response(Refusal::Unauthorized("the token is not valid"));
+            }
+            metrics_response(&*gateway)
         }
         (&Method::POST, "/") => {
             let conn = Connection::new(conn_id.to_string(), peer, client, credential, None);

@@ -42,7 +42,7 @@ pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<(
         }
         let written = options.open(&tmp).and_then(|mut file| {
             file.write_all(bytes)?;
-            file.sync_all()
+            crate::metrics::fsync(|| file.sync_all())
         });
         if let Err(err) = written {
             // A partial copy on a full disk would only hold space.

@@ -434,7 +434,7 @@ impl Writer {
         }
         let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
             (&*file).write_all(&buf)?;
-            file.sync_data()
+            crate::metrics::fsync(|| file.sync_data())
         })
         .await
         .map_err(io::Error::other)

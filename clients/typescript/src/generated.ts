@@ -86,6 +86,17 @@ export type GapReason1 = "lagged" | "expired" | "restart" | (string & {});
  */
 export type InjectRole1 = "assistant" | "system" | (string & {});
 /**
+ * A log level, most severe first.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "LogLevel".
+ */
+export type LogLevel = "error" | "warn" | "info" | "debug" | "trace" | (string & {});
+/**
+ * A log level, most severe first.
+ */
+export type LogLevel1 = "error" | "warn" | "info" | "debug" | "trace" | (string & {});
+/**
  * Where it is now.
  */
 export type McpState = "starting" | "running" | "restarting" | "failed" | "stopped" | (string & {});
@@ -399,6 +410,22 @@ export interface ApprovalsResolveParams {
    * With `allow`: allow this tool for the rest of the session.
    */
   remember?: ApprovalRemember | null;
+}
+/**
+ * The failed-login throttle in `gateway.status`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "AuthStatus".
+ */
+export interface AuthStatus {
+  /**
+   * Failed authentications since start (a refused token, or none where one is needed).
+   */
+  failuresTotal: number;
+  /**
+   * Client addresses locked out now (`gateway.auth.max_failures`).
+   */
+  lockouts: number;
 }
 /**
  * Params of `chat.abort` (at least one field).
@@ -1295,6 +1322,56 @@ export interface HelloSnapshot1 {
   seq: number;
 }
 /**
+ * One log record (`logs.record`). Tokens, keys and `?token=` values are replaced by
+ * `[redacted]` before a record is kept.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "LogRecord".
+ */
+export interface LogRecord {
+  /**
+   * Its structured fields, by name.
+   */
+  fields: {
+    [k: string]: unknown;
+  };
+  level: LogLevel1;
+  /**
+   * The message.
+   */
+  message: string;
+  /**
+   * The module that wrote it (`clawgate::rpc::server`).
+   */
+  target: string;
+  /**
+   * When, in ms since the Unix epoch.
+   */
+  ts: number;
+}
+/**
+ * Params of `logs.tail`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "LogsTailParams".
+ */
+export interface LogsTailParams {
+  /**
+   * The least severe level sent (default `info`). Records below the gateway's own filter
+   * (`RUST_LOG`, `--log-level`) are never made, so never sent.
+   */
+  level?: LogLevel | null;
+  /**
+   * How many of the newest records kept in memory to send first, 0..1000 (default 100).
+   */
+  lines?: number | null;
+  /**
+   * Only records whose target is this or starts with it followed by `::`
+   * (`"clawgate::agent"`).
+   */
+  target?: string | null;
+}
+/**
  * The `mcp.changed` event: a server's state or tools changed.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -1881,6 +1958,7 @@ export interface ShutdownEvent {
  * via the `definition` "StatusResult".
  */
 export interface StatusResult {
+  auth: AuthStatus1;
   /**
    * The address bound.
    */
@@ -1914,6 +1992,19 @@ export interface StatusResult {
    * The gateway's version.
    */
   version: string;
+}
+/**
+ * The failed-login throttle in `gateway.status`.
+ */
+export interface AuthStatus1 {
+  /**
+   * Failed authentications since start (a refused token, or none where one is needed).
+   */
+  failuresTotal: number;
+  /**
+   * Client addresses locked out now (`gateway.auth.max_failures`).
+   */
+  lockouts: number;
 }
 /**
  * A provider and model in `gateway.status`.
@@ -2053,6 +2144,7 @@ export interface Calls {
 export interface Subscriptions {
   "chat.stream": { params: ChatStreamParams; item: EventEnvelope; unsubscribe: "chat.unstream" };
   "events.subscribe": { params: SubscribeParams; item: EventEnvelope; unsubscribe: "events.unsubscribe" };
+  "logs.tail": { params: LogsTailParams; item: LogRecord; unsubscribe: "logs.untail" };
 }
 
 /** The scope each method needs. */
@@ -2076,6 +2168,8 @@ export const SCOPES = {
   "gateway.hello": "read",
   "gateway.presence": "read",
   "gateway.status": "read",
+  "logs.tail": "admin",
+  "logs.untail": "admin",
   "mcp.list": "read",
   "models.list": "read",
   "plugins.list": "read",
@@ -2147,6 +2241,10 @@ export function bindMethods(t: Transport) {
       presence: (params?: Calls["gateway.presence"]["params"]) => t.call("gateway.presence", params ?? ({} as Calls["gateway.presence"]["params"])),
       /** Where the gateway listens, its data directory, provider, plugins and pending restarts. */
       status: (params?: Calls["gateway.status"]["params"]) => t.call("gateway.status", params ?? ({} as Calls["gateway.status"]["params"])),
+    },
+    logs: {
+      /** Streams the gateway's log records: the newest kept in memory first, then live ones (secrets redacted). */
+      tail: (params?: Subscriptions["logs.tail"]["params"]) => t.subscribe("logs.tail", params ?? ({} as Subscriptions["logs.tail"]["params"]), "logs.untail"),
     },
     mcp: {
       /** The configured MCP servers: transport, state, the tools offered as <server>__<tool>. */

@@ -37,7 +37,7 @@ test("every method is documented, scoped and exemplified", () => {
     assert.ok(Array.isArray(m.errors) && m.errors.length >= 1, `${m.name} lists its errors`);
   }
   const subs = doc.methods.filter((m) => m["x-subscription"]);
-  assert.deepEqual(subs.map((m) => m.name).sort(), ["chat.stream", "events.subscribe"]);
+  assert.deepEqual(subs.map((m) => m.name).sort(), ["chat.stream", "events.subscribe", "logs.tail"]);
   for (const s of subs) {
     assert.ok(s["x-subscription"].notification && s["x-subscription"].unsubscribe && s["x-subscription"].item);
   }

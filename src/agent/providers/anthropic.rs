@@ -155,7 +155,7 @@ impl Provider for Anthropic {
             let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
             let mut usage = Usage::default();
             let mut stop: Option<StopReason> = None;
-            let end = run_sse(http, &tx, &cancel, |event, data, out| {
+            let end = run_sse("anthropic", http, &tx, &cancel, |event, data, out| {
                 if event == "ping" {
                     return Ok(false);
                 }

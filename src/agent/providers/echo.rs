@@ -107,6 +107,7 @@ impl Provider for Echo {
     }
 
     fn summarize(&self, request: SummaryRequest, cancel: CancellationToken) -> ProviderStream {
+        crate::metrics::provider_request("echo", crate::metrics::ProviderStatus::Offline);
         let (tx, rx) = mpsc::channel(4);
         ProviderStream::new(rx, async move {
             if cancel.is_cancelled() {
@@ -132,6 +133,7 @@ impl Provider for Echo {
     }
 
     fn stream(&self, request: TurnRequest, cancel: CancellationToken) -> ProviderStream {
+        crate::metrics::provider_request("echo", crate::metrics::ProviderStatus::Offline);
         let (tx, rx) = mpsc::channel(64);
         ProviderStream::new(rx, async move {
             let (text, call) = match reply(&request) {

@@ -338,8 +338,10 @@ async fn error_body(response: reqwest::Response) -> String {
 
 /// Sends the request and, on success, feeds each SSE event (name, data) to `on_event`, which
 /// pushes what it decoded into the vector it is given; stops when it returns `Ok(true)` (done),
-/// the stream ends, or `cancel` fires. Decoded events and errors go to `tx`.
+/// the stream ends, or `cancel` fires. Decoded events and errors go to `tx`. The answer's
+/// status is counted under `provider` (`clawgate_provider_requests_total`).
 pub async fn run_sse(
+    provider: &'static str,
     request: reqwest::RequestBuilder,
     tx: &EventTx,
     cancel: &CancellationToken,
@@ -354,6 +356,7 @@ pub async fn run_sse(
     let response = match response {
         Ok(r) => r,
         Err(err) => {
+            crate::metrics::provider_request(provider, crate::metrics::ProviderStatus::NoAnswer);
             let kind = if err.is_timeout() {
                 ErrorKind::Timeout
             } else {
@@ -370,6 +373,7 @@ pub async fn run_sse(
         }
     };
     let status = response.status().as_u16();
+    crate::metrics::provider_request(provider, crate::metrics::ProviderStatus::Http(status));
     if !(200..300).contains(&status) {
         let after = retry_after(response.headers());
         let body = tokio::select! {

@@ -144,7 +144,7 @@ impl Provider for OpenAi {
             let mut usage: Option<Usage> = None;
             let mut finished = false;
             let mut refused = false;
-            let end = run_sse(http, &tx, &cancel, |_event, data, out| {
+            let end = run_sse("openai", http, &tx, &cancel, |_event, data, out| {
                 let data = data.trim();
                 if data == "[DONE]" {
                     finished = true;

@@ -599,7 +599,18 @@ impl<G: LoopHost> Run<'_, G> {
                 broken,
                 usage,
                 stop,
-            } => (text, calls, broken, usage, stop),
+            } => {
+                if let Some(u) = &usage {
+                    crate::metrics::tokens(
+                        &self.agent.id,
+                        u.input_tokens,
+                        u.output_tokens,
+                        u.cache_read_tokens,
+                        u.cache_write_tokens,
+                    );
+                }
+                (text, calls, broken, usage, stop)
+            }
             TurnEnd::Stopped { partial } => {
                 if self.ctl.is_suspended() {
                     // Resumed later from its last whole message: the partial turn is redone.
@@ -785,6 +796,7 @@ impl<G: LoopHost> Run<'_, G> {
             tracing::error!(run = %self.run_id, %err, "cannot write the run's end marker");
         }
         let _ = self.ctl.outcome.set(outcome);
+        crate::metrics::run_ended(&self.agent.id, outcome.as_str());
         let terminal = match ending {
             Ending::Final {
                 message,

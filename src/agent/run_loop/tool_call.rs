@@ -145,6 +145,7 @@ impl ToolSetup {
                 input: Some(call.input.clone()),
                 ..run.emitter.base("tool_start")
             });
+            let refused = refusal.is_some() || tool.is_none();
             let (output, stopped_meanwhile) = match (refusal, tool) {
                 (Some(content), _) => (
                     ToolOutput {
@@ -194,6 +195,16 @@ impl ToolSetup {
             if run.write(vec![Record::Message(result)]).await.is_err() {
                 return Err(Ending::internal("cannot write a tool result"));
             }
+            let tool_name = tool.map(|t| t.spec().name);
+            crate::metrics::tool_call(
+                tool_name.as_deref().unwrap_or(crate::metrics::UNKNOWN),
+                match () {
+                    _ if refused => "refused",
+                    _ if stopped_meanwhile => "aborted",
+                    _ if output.is_error => "error",
+                    _ => "ok",
+                },
+            );
             run.emitter.emit(ChatEvent {
                 turn: Some(calls.turn),
                 tool_call_id: Some(call.id.clone()),

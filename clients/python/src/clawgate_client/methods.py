@@ -73,6 +73,8 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "gateway.hello": ("read", None, None),
     "gateway.presence": ("read", None, None),
     "gateway.status": ("read", None, None),
+    "logs.tail": ("admin", "logs.record", "logs.untail"),
+    "logs.untail": ("admin", None, None),
     "mcp.list": ("read", None, None),
     "models.list": ("read", None, None),
     "plugins.list": ("read", None, None),
@@ -492,6 +494,52 @@ class GatewayMethods:
         return models.StatusResult.model_validate(await self._client.call("gateway.status", None))
 
 
+class LogsMethods:
+    """Methods of the `logs` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def tail(
+        self,
+        *,
+        level: models.LogLevel | str | None | Unset = UNSET,
+        lines: int | None | Unset = UNSET,
+        target: str | None | Unset = UNSET,
+    ) -> Subscription:
+        """`logs.tail`: Streams the gateway's log records: the newest kept in memory first, then live ones (secrets redacted).
+
+        Scope: admin.
+
+        Args:
+            level: The least severe level sent (default `info`). Records below the gateway's own filter
+        (`RUST_LOG`, `--log-level`) are never made, so never sent. (wire `level`, optional)
+            lines: How many of the newest records kept in memory to send first, 0..1000 (default 100). (wire `lines`, optional)
+            target: Only records whose target is this or starts with it followed by `::`
+        (`"clawgate::agent"`). (wire `target`, optional)
+        """
+        return self._client._subscription(
+            "logs.tail",
+            wire_params({"level": level, "lines": lines, "target": target}),
+            notification="logs.record",
+            unsubscribe="logs.untail",
+            item=models.LogRecord,
+            resumable=False,
+        )
+
+    async def untail(self, *, subscription: str) -> bool:
+        """`logs.untail`: Ends a subscription made by `logs.tail`.
+
+        Scope: admin.
+
+        Args:
+            subscription: The id the subscribe call returned. (wire `subscription`, required)
+        """
+        result = await self._client.call("logs.untail", wire_params({"subscription": subscription}))
+        self._client._forget_subscription_id(subscription)
+        return _as_bool(result)
+
+
 class McpMethods:
     """Methods of the `mcp` namespace."""
 
@@ -762,6 +810,7 @@ class Namespaces:
     config: ConfigMethods
     events: EventsMethods
     gateway: GatewayMethods
+    logs: LogsMethods
     mcp: McpMethods
     models: ModelsMethods
     plugins: PluginsMethods
@@ -778,6 +827,7 @@ class Namespaces:
         self.config = ConfigMethods(client)
         self.events = EventsMethods(client)
         self.gateway = GatewayMethods(client)
+        self.logs = LogsMethods(client)
         self.mcp = McpMethods(client)
         self.models = ModelsMethods(client)
         self.plugins = PluginsMethods(client)

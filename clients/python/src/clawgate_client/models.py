@@ -186,6 +186,25 @@ class ApprovalsResolveParams(BaseModel):
     """
 
 
+class AuthStatus(BaseModel):
+    """
+    The failed-login throttle in `gateway.status`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    failures_total: Annotated[int, Field(alias='failuresTotal', ge=0)]
+    """
+    Failed authentications since start (a refused token, or none where one is needed).
+    """
+    lockouts: Annotated[int, Field(ge=0)]
+    """
+    Client addresses locked out now (`gateway.auth.max_failures`).
+    """
+
+
 class ChatAbortParams(BaseModel):
     """
     Params of `chat.abort` (at least one field).
@@ -539,6 +558,90 @@ class InjectRole(OpenEnum):
     system = 'system'
     """
     An instruction.
+    """
+
+
+class LogLevel(OpenEnum):
+    """
+    A log level, most severe first.
+    """
+
+    error = 'error'
+    """
+    Something failed.
+    """
+    warn = 'warn'
+    """
+    Something is wrong but the gateway goes on.
+    """
+    info = 'info'
+    """
+    What the gateway does.
+    """
+    debug = 'debug'
+    """
+    Detail for debugging.
+    """
+    trace = 'trace'
+    """
+    More detail still.
+    """
+
+
+class LogRecord(BaseModel):
+    """
+    One log record (`logs.record`). Tokens, keys and `?token=` values are replaced by
+    `[redacted]` before a record is kept.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    fields: dict[str, Any]
+    """
+    Its structured fields, by name.
+    """
+    level: LogLevel
+    """
+    Its level.
+    """
+    message: str
+    """
+    The message.
+    """
+    target: str
+    """
+    The module that wrote it (`clawgate::rpc::server`).
+    """
+    ts: Annotated[int, Field(ge=0)]
+    """
+    When, in ms since the Unix epoch.
+    """
+
+
+class LogsTailParams(BaseModel):
+    """
+    Params of `logs.tail`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    level: LogLevel | None = None
+    """
+    The least severe level sent (default `info`). Records below the gateway's own filter
+    (`RUST_LOG`, `--log-level`) are never made, so never sent.
+    """
+    lines: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """
+    How many of the newest records kept in memory to send first, 0..1000 (default 100).
+    """
+    target: str | None = None
+    """
+    Only records whose target is this or starts with it followed by `::`
+    (`"clawgate::agent"`).
     """
 
 
@@ -1370,6 +1473,11 @@ class StatusResult(BaseModel):
         extra='allow',
         populate_by_name=True,
     )
+    auth: AuthStatus
+    """
+    The failed-login throttle (also `clawgate_auth_failures_total` and
+    `clawgate_auth_lockouts` in `/metrics`).
+    """
     bind: str
     """
     The address bound.
