@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod plugins;
 pub mod runs;
 pub mod sessions;
+pub mod usage;
 
 use crate::gateway::Table as MethodTable;
 use crate::rpc::DuplicateMethod;
@@ -30,6 +31,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     runs::register(&mut table)?;
     config::register(&mut table)?;
     plugins::register(&mut table)?;
+    usage::register(&mut table)?;
     crate::protocol::core_events(&mut table);
     Ok(table)
 }

@@ -31,6 +31,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("plugins", Reload::Hot),
     // Adding, removing or changing a server starts, stops or restarts it at once.
     ("mcp_servers", Reload::Hot),
+    // Read when a model call's usage is recorded: later ledger lines get the new price.
+    ("prices", Reload::Hot),
 ];
 
 /// How `path` (dotted) reloads.
