@@ -23,3 +23,4 @@ mod sessions;
 mod steering;
 mod store_failures;
 mod tools_confinement;
+mod usage;
