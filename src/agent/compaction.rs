@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AgentConfig;
 use crate::protocol::{ChatEvent, CompactionReason, TranscriptMessage, Usage};
 use crate::store::transcript::CompactionLine;
-use crate::store::{NewCompaction, Store, StoreError, StoredContext};
+use crate::store::{NewCompaction, Store, StoreError, StoredContext, UsageCall};
 
 use super::providers::{ErrorKind, Provider, ProviderError, ProviderEvent, SummaryRequest};
 use super::turn::TurnEnd;
@@ -64,6 +64,18 @@ impl From<StoreError> for CompactError {
     }
 }
 
+/// Whose context a compactor compacts, and whose its summary calls are (the usage ledger's).
+pub(super) struct Caller<'a> {
+    /// The session key.
+    pub(super) key: &'a str,
+    /// Only this transcript of the session, when given.
+    pub(super) session_id: Option<&'a str>,
+    /// The agent making the summary calls.
+    pub(super) agent_id: &'a str,
+    /// The run they are part of (none for `sessions.compact`).
+    pub(super) run_id: Option<&'a str>,
+}
+
 /// Compacts one session's context with one provider and model.
 pub(super) struct Compactor {
     store: Arc<Store>,
@@ -72,19 +84,20 @@ pub(super) struct Compactor {
     model: String,
     key: String,
     session_id: Option<String>,
+    agent_id: String,
+    run_id: Option<String>,
     cancel: CancellationToken,
 }
 
 impl Compactor {
-    /// A compactor of `key`'s context (only of the transcript `session_id`, when given) for the
-    /// agent `agent` calling `model`; `cancel` ends its summary calls.
+    /// A compactor of `caller`'s context for the agent `agent` calling `model`; `cancel` ends
+    /// its summary calls.
     pub(super) fn new(
         store: &Arc<Store>,
         provider: &Arc<dyn Provider>,
         agent: &AgentConfig,
         model: &str,
-        key: &str,
-        session_id: Option<&str>,
+        caller: Caller<'_>,
         cancel: &CancellationToken,
     ) -> Self {
         Self {
@@ -92,9 +105,27 @@ impl Compactor {
             provider: provider.clone(),
             agent: agent.clone(),
             model: model.to_string(),
-            key: key.to_string(),
-            session_id: session_id.map(str::to_string),
+            key: caller.key.to_string(),
+            session_id: caller.session_id.map(str::to_string),
+            agent_id: caller.agent_id.to_string(),
+            run_id: caller.run_id.map(str::to_string),
             cancel: cancel.clone(),
+        }
+    }
+
+    /// Records a summary call's usage in the usage ledger (a failure is logged: the
+    /// compaction goes on).
+    async fn record_usage(&self, session_id: &str, usage: Usage) {
+        let call = UsageCall {
+            session_key: self.key.clone(),
+            session_id: session_id.to_string(),
+            agent_id: self.agent_id.clone(),
+            run_id: self.run_id.clone(),
+            model: self.model.clone(),
+            usage,
+        };
+        if let Err(err) = self.store.record_usage(&call).await {
+            tracing::error!(session = %self.key, %err, "cannot record a summary call's usage");
         }
     }
 
@@ -179,7 +210,12 @@ impl Compactor {
         )
         .await
         {
-            Ok((text, usage)) => (text, usage, reason),
+            Ok((text, usage)) => {
+                if let Some(usage) = usage {
+                    self.record_usage(&ctx.session_id, usage).await;
+                }
+                (text, usage, reason)
+            }
             Err(SummaryFailure::Cancelled) => return Err(CompactError::Cancelled),
             Err(SummaryFailure::Failed(err)) if drop_on_failure => {
                 tracing::warn!(session = %self.key, kind = err.kind.as_str(), error = %err.message, dropped = cut, "the summary call failed; dropping the oldest turns instead");

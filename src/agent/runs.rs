@@ -19,7 +19,7 @@ use crate::store::transcript::CompactionLine;
 
 use super::AgentHost;
 use super::approvals::Approvals;
-use super::compaction::{CompactError, Compactor};
+use super::compaction::{Caller, CompactError, Compactor};
 use super::emit::{Emitter, error_event};
 use super::error::AgentError;
 use super::policy::ToolPolicy;
@@ -436,8 +436,12 @@ impl Agent {
             &provider,
             agent,
             &model,
-            key,
-            Some(&session.session_id),
+            Caller {
+                key,
+                session_id: Some(&session.session_id),
+                agent_id: &agent_id,
+                run_id: None,
+            },
             &CancellationToken::new(),
         );
         let done = match compactor.manual(instructions).await {

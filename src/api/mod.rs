@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod plugins;
 pub mod runs;
 pub mod sessions;
+pub mod usage;
 
 use crate::gateway::Table as MethodTable;
 use crate::rpc::DuplicateMethod;
@@ -32,6 +33,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     config::register(&mut table)?;
     plugins::register(&mut table)?;
     logs::register(&mut table)?;
+    usage::register(&mut table)?;
     crate::protocol::core_events(&mut table);
     Ok(table)
 }

@@ -13,7 +13,7 @@ use crate::protocol::{
 use crate::rpc::{DuplicateMethod, Example, Method, Scope};
 
 fn session_example() -> serde_json::Value {
-    json!({"key": "main", "sessionId": "0f8c2a6e4b5d4c3e9a1b2c3d4e5f6a7b", "label": "Daily notes", "createdAt": 1767225600000u64, "updatedAt": 1767225660000u64, "messageCount": 12, "lastMessagePreview": "Done: the report is in your workspace."})
+    json!({"key": "main", "sessionId": "0f8c2a6e4b5d4c3e9a1b2c3d4e5f6a7b", "label": "Daily notes", "createdAt": 1767225600000u64, "updatedAt": 1767225660000u64, "messageCount": 12, "lastMessagePreview": "Done: the report is in your workspace.", "agentId": "main", "usage": {"inputTokens": 1200, "outputTokens": 300, "cacheReadTokens": 5000, "cacheWriteTokens": 800, "costUsd": 0.0126, "unpricedTokens": 0}})
 }
 
 /// `sessions.list`.

@@ -386,6 +386,32 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     for (name, server) in &config.mcp_servers {
         validate_mcp_server(name, server)?;
     }
+    validate_prices(config)?;
+    Ok(())
+}
+
+/// Every rate of `[prices]` is a finite number of USD, at least 0.
+fn validate_prices(config: &Config) -> Result<(), ConfigError> {
+    for (model, price) in &config.prices {
+        let rates = [
+            ("input_per_mtok", price.input_per_mtok),
+            ("output_per_mtok", price.output_per_mtok),
+            ("cache_read_per_mtok", price.cache_read_per_mtok),
+            ("cache_write_per_mtok", price.cache_write_per_mtok),
+        ];
+        for (key, rate) in rates {
+            if let Some(rate) = rate
+                && !(rate.is_finite() && rate >= 0.0)
+            {
+                return Err(ConfigError::new(
+                    format!("prices.{model}.{key}"),
+                    format!(
+                        "found {rate}, expected a finite number of USD per million tokens, at least 0"
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

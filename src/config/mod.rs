@@ -221,4 +221,28 @@ mod tests {
         );
         assert!(ok.is_ok(), "{ok:?}");
     }
+
+    #[test]
+    fn prices_are_finite_non_negative_and_refuse_unknown_keys() {
+        let ok = load_with(
+            "[prices.\"claude-sonnet-4-5\"]\ninput_per_mtok = 3\noutput_per_mtok = 15.0\ncache_read_per_mtok = 0.3\ncache_write_per_mtok = 3.75\n[prices.free]\ninput_per_mtok = 0\n",
+            &[],
+        )
+        .expect("loads");
+        let price = ok.config.prices["claude-sonnet-4-5"];
+        assert_eq!(price.input_per_mtok, Some(3.0));
+        assert_eq!(price.cache_write_per_mtok, Some(3.75));
+        assert_eq!(ok.config.prices["free"].output_per_mtok, None);
+        assert_eq!(reload_kind("prices.free.input_per_mtok"), Reload::Hot);
+        let refused = |text: &str| load_with(text, &[]).expect_err("refused");
+        for bad in ["-1", "nan", "inf", "-inf"] {
+            let err = refused(&format!("[prices.m]\noutput_per_mtok = {bad}\n"));
+            assert_eq!(err.path, "prices.m.output_per_mtok", "{err}");
+            assert!(err.message.contains("at least 0"), "{err}");
+        }
+        let err = refused("[prices.m]\ninput_per_token = 1\n");
+        assert!(err.path.starts_with("prices.m"), "{err}");
+        let err = refused("[prices.m]\ninput_per_mtok = \"3\"\n");
+        assert!(err.path.starts_with("prices.m"), "{err}");
+    }
 }

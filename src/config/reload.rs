@@ -33,6 +33,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("mcp_servers", Reload::Hot),
     // The recorder is installed once, at start.
     ("metrics", Reload::Restart),
+    // Read when a model call's usage is recorded: later ledger lines get the new price.
+    ("prices", Reload::Hot),
 ];
 
 /// How `path` (dotted) reloads.

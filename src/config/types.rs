@@ -27,6 +27,9 @@ pub struct Config {
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
     /// `GET /metrics`.
     pub metrics: MetricsConfig,
+    /// What each model costs, by model name (`[prices."<model>"]`): the usage ledger prices
+    /// each model call with it when the call is recorded.
+    pub prices: BTreeMap<String, PriceConfig>,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             plugins: Vec::new(),
             mcp_servers: BTreeMap::new(),
             metrics: MetricsConfig::default(),
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -470,4 +474,23 @@ pub struct McpServerConfig {
 
 fn mcp_timeout_ms() -> u64 {
     MCP_DEFAULT_TIMEOUT_MS
+}
+
+/// `[prices."<model>"]`: USD per million tokens of each kind (finite, at least 0). A call that
+/// used a kind of token whose rate is missing is not priced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Input tokens (cache reads and writes not included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_per_mtok: Option<f64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_per_mtok: Option<f64>,
+    /// Input tokens read from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Input tokens written to the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }

@@ -121,6 +121,7 @@ impl Gateway {
         };
         mcp.apply(&loaded.config.mcp_servers);
         crate::logging::ring().set_secrets(crate::config::secrets(&loaded.config));
+        store.set_prices(loaded.config.prices.clone());
         Arc::new(Self {
             agent,
             mcp,
@@ -180,6 +181,8 @@ impl Gateway {
         // Tokens first: a revoked token stops working no later than the rest of the change.
         self.tokens
             .store(Arc::new(crate::rpc::auth::TokenTable::new(&config)));
+        // Model calls recorded from now on are priced with the new prices.
+        self.store.set_prices(config.prices.clone());
         self.config.store(Arc::new(config));
         self.config_hash.store(Arc::new(hash));
         if auth_changed {

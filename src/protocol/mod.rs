@@ -21,6 +21,7 @@ mod scope;
 mod sessions;
 mod subscriptions;
 mod tools;
+mod usage;
 mod values;
 
 pub use agents::*;
@@ -41,4 +42,5 @@ pub use scope::Scope;
 pub use sessions::*;
 pub use subscriptions::*;
 pub use tools::*;
+pub use usage::*;
 pub use values::*;

@@ -32,6 +32,10 @@ pub struct Session {
     pub last_message_preview: Option<String>,
     /// The agent the session belongs to.
     pub agent_id: String,
+    /// The usage and cost of the model calls of the current transcript (`sessionId`): zero
+    /// after a reset, and a fork does not count the messages it copied.
+    #[serde(default)]
+    pub usage: super::usage::UsageTotals,
 }
 
 /// Params of `sessions.list`.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::runs::FinishedRun;
 use super::transcript::{Line, RunMarker, RunMarkerState};
-use crate::protocol::{Patch, Session};
+use crate::protocol::{Patch, Session, UsageTotals};
 
 /// A run with a `started` marker and no end yet in a transcript: running, or interrupted (by a
 /// crash or a suspend) and to be resumed.
@@ -60,6 +60,9 @@ pub(super) struct Entry {
     /// The runs started and not ended, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) open_runs: Vec<OpenRun>,
+    /// The usage of the model calls of this transcript (from the usage ledger).
+    #[serde(default)]
+    pub(super) usage: UsageTotals,
 }
 
 /// The agent of a session recorded before sessions had one.
@@ -84,6 +87,7 @@ impl Entry {
             lines: 0,
             agent_id: main_agent(),
             open_runs: Vec::new(),
+            usage: UsageTotals::default(),
         }
     }
 
@@ -99,6 +103,7 @@ impl Entry {
             message_count: self.message_count,
             last_message_preview: self.last_message_preview.clone(),
             agent_id: self.agent_id.clone(),
+            usage: self.usage.clone(),
         }
     }
 

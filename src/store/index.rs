@@ -25,29 +25,40 @@ const INDEX_INTERVAL: Duration = Duration::from_secs(2);
 pub(super) struct IndexFile {
     pub(super) version: u32,
     pub(super) sessions: Vec<Entry>,
+    /// The bytes of the usage ledger whose lines the entries' usage holds.
+    #[serde(default, rename = "usageLen", skip_serializing_if = "Option::is_none")]
+    pub(super) usage_len: Option<u64>,
 }
 
 /// The entries of the index in `dir`; none (with a warning) when it is missing, damaged or of
 /// an unknown version, so that every transcript is read instead.
+#[cfg(test)]
 pub(super) fn read_index(dir: &Path) -> Vec<Entry> {
+    read_index_file(dir).0
+}
+
+/// The entries of the index in `dir` and the ledger length their usage accounts for; none
+/// (with a warning) when it is missing, damaged or of an unknown version, so that every
+/// transcript (and the whole usage ledger) is read instead.
+pub(super) fn read_index_file(dir: &Path) -> (Vec<Entry>, Option<u64>) {
     let path = dir.join("index.json");
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return (Vec::new(), None),
         Err(err) => {
             tracing::warn!(file = %path.display(), %err, "cannot read the session index; rebuilding it");
-            return Vec::new();
+            return (Vec::new(), None);
         }
     };
     match serde_json::from_slice::<IndexFile>(&bytes) {
-        Ok(index) if index.version == 1 => index.sessions,
+        Ok(index) if index.version == 1 => (index.sessions, index.usage_len),
         Ok(_) => {
             tracing::warn!(file = %path.display(), "unknown index version; rebuilding it");
-            Vec::new()
+            (Vec::new(), None)
         }
         Err(err) => {
             tracing::warn!(file = %path.display(), %err, "damaged session index; rebuilding it");
-            Vec::new()
+            (Vec::new(), None)
         }
     }
 }
@@ -70,9 +81,17 @@ impl Store {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        let sessions: Vec<Entry> = match self.sessions.read() {
-            Ok(s) => s.values().map(|t| t.entry()).collect(),
-            Err(_) => return Ok(false),
+        // Under the ledger's lock: the entries' usage holds exactly its lines before `usage_len`.
+        let (sessions, usage_len): (Vec<Entry>, u64) = {
+            let accounted = self
+                .ledger
+                .accounted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match self.sessions.read() {
+                Ok(s) => (s.values().map(|t| t.entry()).collect(), *accounted),
+                Err(_) => return Ok(false),
+            }
         };
         let runs = self
             .runs
@@ -94,6 +113,7 @@ impl Store {
             &IndexFile {
                 version: 1,
                 sessions,
+                usage_len: Some(usage_len),
             },
         );
         if result.is_err() {
@@ -154,15 +174,18 @@ mod tests {
             &IndexFile {
                 version: 1,
                 sessions: vec![entry.clone()],
+                usage_len: Some(7),
             },
         )
         .expect("write");
         assert_eq!(read_index(dir.path()), vec![entry.clone()]);
+        assert_eq!(read_index_file(dir.path()).1, Some(7));
         write_index(
             dir.path(),
             &IndexFile {
                 version: 2,
                 sessions: vec![entry],
+                usage_len: None,
             },
         )
         .expect("write");

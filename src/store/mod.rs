@@ -17,7 +17,8 @@
 //! (messages, run/tool/approval markers and label/model changes, through one locked write),
 //! `history` and `read` (reading back), `compaction` (the context a model call is sent, and
 //! compaction lines), `list` and `cursor` (listing), `idempotency` (runs and their outcomes),
-//! `trail` (what resuming a run and remembered approvals need), `publish` (events); below them
+//! `trail` (what resuming a run and remembered approvals need), `publish` (events), `usage`
+//! (the usage ledger, and each session's usage); below them
 //! `entry` (with the open runs), `runs` (the run index), `live`, `keys`, `fs`, [`health`],
 //! [`error`] and the file format, [`transcript`] (with `markers`).
 //! The files below never name [`Store`], so no two files of the store import each other.
@@ -44,6 +45,7 @@ mod recovery;
 mod runs;
 mod trail;
 pub mod transcript;
+mod usage;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -63,6 +65,7 @@ pub use list::Page;
 pub use runs::FinishedRun;
 pub use trail::RunTrail;
 pub use transcript::{ApprovalLine, RunMarker, RunMarkerState, ToolMarker};
+pub use usage::{LEDGER_FILE, LedgerLine, Prices, UsageCall, cost};
 
 use crate::events::EventHub;
 use crate::protocol::Session;
@@ -82,6 +85,8 @@ pub struct Store {
     health: StorageHealth,
     /// The most recent finished runs (`runs.json`).
     runs: Mutex<runs::RunIndex>,
+    /// The usage ledger (`usage.jsonl`).
+    ledger: usage::Ledger,
     _lock: File,
 }
 

@@ -14,12 +14,13 @@ use super::entry::Entry;
 use super::error::{OpenError, io_err};
 use super::fs::{create_private_dir, lock_data_dir};
 use super::health::StorageHealth;
-use super::index::read_index;
+use super::index::read_index_file;
 use super::keys::valid_session_id;
 use super::live::Transcript;
 use super::recovery::{archive_duplicate, catch_up, scan_whole};
 use super::runs::{FinishedRun, RunIndex, Unusable, read_runs, scan_file};
 use super::transcript;
+use super::usage::{LEDGER_FILE, Ledger};
 use crate::events::EventHub;
 
 impl Store {
@@ -33,7 +34,7 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let dir = data_dir.join("sessions");
         create_private_dir(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
-        let index = read_index(&dir);
+        let (index, usage_len) = read_index_file(&dir);
         let mut by_id: HashMap<String, Entry> = index
             .into_iter()
             .map(|e| (e.session_id.clone(), e))
@@ -128,6 +129,12 @@ impl Store {
         for run in ended {
             runs.insert(run);
         }
+        // An entry rebuilt from its transcript holds no usage: then the whole ledger is read.
+        let usage_len = usage_len.filter(|_| rebuilt == 0);
+        let ledger = Ledger::open(data_dir, usage_len, &sessions).map_err(io_err(format!(
+            "cannot open the usage ledger {}",
+            data_dir.join(LEDGER_FILE).display()
+        )))?;
         Ok(Arc::new(Self {
             dir,
             hub,
@@ -138,6 +145,7 @@ impl Store {
             groups: Mutex::new(HashMap::new()),
             health: StorageHealth::default(),
             runs: Mutex::new(runs),
+            ledger,
             _lock: lock,
         }))
     }

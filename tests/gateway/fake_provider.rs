@@ -254,6 +254,26 @@ pub mod anthropic {
         v[0] = start_reading(input_tokens);
         v
     }
+    /// `message_start` reporting `input` tokens read, `cache_read` read from the prompt cache
+    /// and `cache_write` written to it.
+    pub fn start_cached(input: u64, cache_read: u64, cache_write: u64) -> String {
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-test", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input, "cache_read_input_tokens": cache_read, "cache_creation_input_tokens": cache_write, "output_tokens": 1}}}),
+        )
+    }
+    /// A whole text reply whose call reported `input`, `cache_read` and `cache_write` tokens
+    /// (and 15 output tokens, as [`reply`]).
+    pub fn reply_cached(
+        parts: &[&str],
+        input: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> Vec<String> {
+        let mut v = reply(parts);
+        v[0] = start_cached(input, cache_read, cache_write);
+        v
+    }
     /// Text, then tool calls (id, name, json pieces).
     pub fn tools(intro: &str, calls: &[(&str, &str, &[&str])]) -> Vec<String> {
         let mut v = vec![start(), text_block(0), text(0, intro), stop_block(0)];

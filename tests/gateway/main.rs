@@ -24,3 +24,4 @@ mod sessions;
 mod steering;
 mod store_failures;
 mod tools_confinement;
+mod usage;

@@ -180,6 +180,7 @@ export class Client implements Transport {
   get models() { return this.api.models; }
   get tools() { return this.api.tools; }
   get rpc() { return this.api.rpc; }
+  get usage() { return this.api.usage; }
 
   /** `chat.send` with the message first: `send("hi", { sessionKey, mode: "steer" })`. */
   send(message: string, options?: SendOptions): Promise<ChatSendResult> {

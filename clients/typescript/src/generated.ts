@@ -1757,6 +1757,37 @@ export interface Session {
    * When the session last changed.
    */
   updatedAt: number;
+  usage?: UsageTotals;
+}
+/**
+ * The usage and cost of the model calls of the current transcript (`sessionId`): zero
+ * after a reset, and a fork does not count the messages it copied.
+ */
+export interface UsageTotals {
+  /**
+   * Input tokens read from the provider's prompt cache.
+   */
+  cacheReadTokens: number;
+  /**
+   * Input tokens written to the provider's prompt cache.
+   */
+  cacheWriteTokens: number;
+  /**
+   * USD of the calls that had a price (`[prices]`); absent when none had one.
+   */
+  costUsd?: number | null;
+  /**
+   * Input tokens (cache reads and writes not included).
+   */
+  inputTokens: number;
+  /**
+   * Output tokens.
+   */
+  outputTokens: number;
+  /**
+   * All the tokens of the calls that had no price (not in `costUsd`).
+   */
+  unpricedTokens: number;
 }
 /**
  * Params naming one session.
@@ -2105,6 +2136,155 @@ export interface UnsubscribeParams {
    */
   subscription: string;
 }
+/**
+ * One UTC day of `usage.summary`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "UsageDay".
+ */
+export interface UsageDay {
+  /**
+   * The day, `YYYY-MM-DD` (UTC).
+   */
+  day: string;
+  usage: UsageTotals1;
+}
+/**
+ * The calls of that day.
+ */
+export interface UsageTotals1 {
+  /**
+   * Input tokens read from the provider's prompt cache.
+   */
+  cacheReadTokens: number;
+  /**
+   * Input tokens written to the provider's prompt cache.
+   */
+  cacheWriteTokens: number;
+  /**
+   * USD of the calls that had a price (`[prices]`); absent when none had one.
+   */
+  costUsd?: number | null;
+  /**
+   * Input tokens (cache reads and writes not included).
+   */
+  inputTokens: number;
+  /**
+   * Output tokens.
+   */
+  outputTokens: number;
+  /**
+   * All the tokens of the calls that had no price (not in `costUsd`).
+   */
+  unpricedTokens: number;
+}
+/**
+ * Params of `usage.summary`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "UsageSummaryParams".
+ */
+export interface UsageSummaryParams {
+  /**
+   * Only the calls of this agent.
+   */
+  agent?: string | null;
+  /**
+   * Calls from this time on (ms since the epoch, inclusive).
+   */
+  since?: number | null;
+  /**
+   * Calls before this time (ms since the epoch, exclusive; not before `since`).
+   */
+  until?: number | null;
+}
+/**
+ * Result of `usage.summary`: the ledger's calls in the range, reset and deleted sessions
+ * included.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "UsageSummaryResult".
+ */
+export interface UsageSummaryResult {
+  /**
+   * By agent id.
+   */
+  byAgent: {
+    [k: string]: UsageTotals2;
+  };
+  /**
+   * By UTC day, oldest first; only days with calls.
+   */
+  byDay: UsageDay[];
+  /**
+   * By model name.
+   */
+  byModel: {
+    [k: string]: UsageTotals2;
+  };
+  total: UsageTotals3;
+}
+/**
+ * Tokens and cost summed over model calls (a session's, or a summary's).
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "UsageTotals".
+ */
+export interface UsageTotals2 {
+  /**
+   * Input tokens read from the provider's prompt cache.
+   */
+  cacheReadTokens: number;
+  /**
+   * Input tokens written to the provider's prompt cache.
+   */
+  cacheWriteTokens: number;
+  /**
+   * USD of the calls that had a price (`[prices]`); absent when none had one.
+   */
+  costUsd?: number | null;
+  /**
+   * Input tokens (cache reads and writes not included).
+   */
+  inputTokens: number;
+  /**
+   * Output tokens.
+   */
+  outputTokens: number;
+  /**
+   * All the tokens of the calls that had no price (not in `costUsd`).
+   */
+  unpricedTokens: number;
+}
+/**
+ * Tokens and cost summed over model calls (a session's, or a summary's).
+ */
+export interface UsageTotals3 {
+  /**
+   * Input tokens read from the provider's prompt cache.
+   */
+  cacheReadTokens: number;
+  /**
+   * Input tokens written to the provider's prompt cache.
+   */
+  cacheWriteTokens: number;
+  /**
+   * USD of the calls that had a price (`[prices]`); absent when none had one.
+   */
+  costUsd?: number | null;
+  /**
+   * Input tokens (cache reads and writes not included).
+   */
+  inputTokens: number;
+  /**
+   * Output tokens.
+   */
+  outputTokens: number;
+  /**
+   * All the tokens of the calls that had no price (not in `costUsd`).
+   */
+  unpricedTokens: number;
+}
 
 /** Every call: params and result types. */
 export interface Calls {
@@ -2138,6 +2318,7 @@ export interface Calls {
   "sessions.patch": { params: SessionsPatchParams; result: Session };
   "sessions.reset": { params: SessionKeyParams; result: Session };
   "tools.catalog": { params: AgentParams; result: ToolsCatalogResult };
+  "usage.summary": { params: UsageSummaryParams; result: UsageSummaryResult };
 }
 
 /** Every subscription: params, item and unsubscribe method. */
@@ -2185,6 +2366,7 @@ export const SCOPES = {
   "sessions.patch": "write",
   "sessions.reset": "write",
   "tools.catalog": "read",
+  "usage.summary": "read",
 } as const;
 
 /** What a namespaced API needs from a connection. */
@@ -2289,6 +2471,10 @@ export function bindMethods(t: Transport) {
     tools: {
       /** Tools the agent can call: built-in, from plugins and from its MCP servers (`mcp:<server>`). */
       catalog: (params?: Calls["tools.catalog"]["params"]) => t.call("tools.catalog", params ?? ({} as Calls["tools.catalog"]["params"])),
+    },
+    usage: {
+      /** Tokens and cost of the model calls in a time range (of one agent, when given), in all and by agent, model and UTC day; reset and deleted sessions included. */
+      summary: (params?: Calls["usage.summary"]["params"]) => t.call("usage.summary", params ?? ({} as Calls["usage.summary"]["params"])),
     },
   };
 }

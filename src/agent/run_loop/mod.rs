@@ -19,10 +19,10 @@ use crate::protocol::{
     ChatEvent, MessageError, Role, RunOutcome, ToolCall, TranscriptMessage, Usage,
 };
 use crate::store::transcript::{RunMarker, RunMarkerState};
-use crate::store::{NewMessage, Record, RunTrail, Store, StoreError};
+use crate::store::{NewMessage, Record, RunTrail, Store, StoreError, UsageCall};
 
 use super::approvals::Approvals;
-use super::compaction::{CompactError, Compacted, Compactor, is_overflow};
+use super::compaction::{Caller, CompactError, Compacted, Compactor, is_overflow};
 use super::emit::{Emitter, error_event};
 use super::instructions;
 use super::providers::{ErrorKind, Provider, ProviderError, TurnRequest};
@@ -260,6 +260,21 @@ impl<G: LoopHost> Run<'_, G> {
             .await
     }
 
+    /// Records a turn's usage in the usage ledger (a failure is logged: the run goes on).
+    async fn record_usage(&self, usage: Usage) {
+        let call = UsageCall {
+            session_key: self.key.clone(),
+            session_id: self.session_id.clone(),
+            agent_id: self.agent.id.clone(),
+            run_id: Some(self.run_id.clone()),
+            model: self.model.clone(),
+            usage,
+        };
+        if let Err(err) = self.store().record_usage(&call).await {
+            tracing::error!(run = %self.run_id, %err, "cannot record a model call's usage");
+        }
+    }
+
     /// A run marker of this run in `state`.
     fn marker(&self, state: RunMarkerState) -> RunMarker {
         RunMarker::new(&self.run_id, state)
@@ -344,8 +359,12 @@ impl<G: LoopHost> Run<'_, G> {
             &self.agent.provider,
             &self.agent.config,
             &self.model,
-            &self.key,
-            Some(&self.session_id),
+            Caller {
+                key: &self.key,
+                session_id: Some(&self.session_id),
+                agent_id: &self.agent.id,
+                run_id: Some(&self.run_id),
+            },
             &self.ctl.cancel,
         );
         for turn in start_turn..self.agent.config.max_turns {
@@ -599,18 +618,7 @@ impl<G: LoopHost> Run<'_, G> {
                 broken,
                 usage,
                 stop,
-            } => {
-                if let Some(u) = &usage {
-                    crate::metrics::tokens(
-                        &self.agent.id,
-                        u.input_tokens,
-                        u.output_tokens,
-                        u.cache_read_tokens,
-                        u.cache_write_tokens,
-                    );
-                }
-                (text, calls, broken, usage, stop)
-            }
+            } => (text, calls, broken, usage, stop),
             TurnEnd::Stopped { partial } => {
                 if self.ctl.is_suspended() {
                     // Resumed later from its last whole message: the partial turn is redone.
@@ -643,6 +651,9 @@ impl<G: LoopHost> Run<'_, G> {
             }
         };
         totals.add(usage);
+        if let Some(usage) = usage {
+            self.record_usage(usage).await;
+        }
         let mut all_calls: Vec<ToolCall> = calls;
         all_calls.extend(broken.iter().map(|(c, _)| c.clone()));
         assistant.message.content = text;

@@ -90,6 +90,7 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "sessions.patch": ("write", None, None),
     "sessions.reset": ("write", None, None),
     "tools.catalog": ("read", None, None),
+    "usage.summary": ("read", None, None),
 }
 
 # event name -> payload model (from x-events)
@@ -801,6 +802,35 @@ class ToolsMethods:
         )
 
 
+class UsageMethods:
+    """Methods of the `usage` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def summary(
+        self,
+        *,
+        agent: str | None | Unset = UNSET,
+        since: int | None | Unset = UNSET,
+        until: int | None | Unset = UNSET,
+    ) -> models.UsageSummaryResult:
+        """`usage.summary`: Tokens and cost of the model calls in a time range (of one agent, when given), in all and by agent, model and UTC day; reset and deleted sessions included.
+
+        Scope: read.
+
+        Args:
+            agent: Only the calls of this agent. (wire `agent`, optional)
+            since: Calls from this time on (ms since the epoch, inclusive). (wire `since`, optional)
+            until: Calls before this time (ms since the epoch, exclusive; not before `since`). (wire `until`, optional)
+        """
+        return models.UsageSummaryResult.model_validate(
+            await self._client.call(
+                "usage.summary", wire_params({"agent": agent, "since": since, "until": until})
+            )
+        )
+
+
 class Namespaces:
     """The typed namespaces, mixed into `Client`."""
 
@@ -818,6 +848,7 @@ class Namespaces:
     runs: RunsMethods
     sessions: SessionsMethods
     tools: ToolsMethods
+    usage: UsageMethods
 
     def _init_namespaces(self) -> None:
         client: Client = self  # type: ignore[assignment]
@@ -835,3 +866,4 @@ class Namespaces:
         self.runs = RunsMethods(client)
         self.sessions = SessionsMethods(client)
         self.tools = ToolsMethods(client)
+        self.usage = UsageMethods(client)

@@ -1160,55 +1160,6 @@ class ServerInfo(BaseModel):
     """
 
 
-class Session(BaseModel):
-    """
-    A session as clients see it.
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-        populate_by_name=True,
-    )
-    agent_id: Annotated[str, Field(alias='agentId')]
-    """
-    The agent the session belongs to.
-    """
-    created_at: Annotated[int, Field(alias='createdAt', ge=0)]
-    """
-    When the transcript was created.
-    """
-    key: str
-    """
-    The session key.
-    """
-    label: str | None = None
-    """
-    A human label.
-    """
-    last_message_preview: Annotated[str | None, Field(alias='lastMessagePreview')] = (
-        None
-    )
-    """
-    The start of the last message.
-    """
-    message_count: Annotated[int, Field(alias='messageCount', ge=0)]
-    """
-    Messages in the transcript.
-    """
-    model: str | None = None
-    """
-    The model this session uses instead of the default.
-    """
-    session_id: Annotated[str, Field(alias='sessionId')]
-    """
-    The id of the current transcript (changes on reset).
-    """
-    updated_at: Annotated[int, Field(alias='updatedAt', ge=0)]
-    """
-    When the session last changed.
-    """
-
-
 class SessionChangeReason(OpenEnum):
     """
     Why a session changed.
@@ -1248,29 +1199,6 @@ class SessionKeyParams(BaseModel):
     key: str
     """
     The session key.
-    """
-
-
-class SessionsChangedEvent(BaseModel):
-    """
-    Payload of `sessions.changed`.
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-        populate_by_name=True,
-    )
-    reason: SessionChangeReason
-    """
-    What happened.
-    """
-    session: Session | None = None
-    """
-    The session after the change (absent when deleted).
-    """
-    session_key: Annotated[str, Field(alias='sessionKey')]
-    """
-    The session.
     """
 
 
@@ -1390,29 +1318,6 @@ class SessionsListParams(BaseModel):
     search: str | None = None
     """
     Case-insensitive substring of key or label.
-    """
-
-
-class SessionsListResult(BaseModel):
-    """
-    Result of `sessions.list`.
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-        populate_by_name=True,
-    )
-    next_cursor: Annotated[str | None, Field(alias='nextCursor')] = None
-    """
-    Pass it as `cursor` for the next page.
-    """
-    sessions: list[Session]
-    """
-    Most recently updated first.
-    """
-    total: Annotated[int, Field(ge=0)]
-    """
-    How many sessions match in all.
     """
 
 
@@ -1666,6 +1571,64 @@ class Usage(BaseModel):
     output_tokens: Annotated[int, Field(alias='outputTokens', ge=0)]
     """
     Tokens written.
+    """
+
+
+class UsageSummaryParams(BaseModel):
+    """
+    Params of `usage.summary`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    Only the calls of this agent.
+    """
+    since: Annotated[int | None, Field(ge=0)] = None
+    """
+    Calls from this time on (ms since the epoch, inclusive).
+    """
+    until: Annotated[int | None, Field(ge=0)] = None
+    """
+    Calls before this time (ms since the epoch, exclusive; not before `since`).
+    """
+
+
+class UsageTotals(BaseModel):
+    """
+    Tokens and cost summed over model calls (a session's, or a summary's).
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    cache_read_tokens: Annotated[int, Field(alias='cacheReadTokens', ge=0)]
+    """
+    Input tokens read from the provider's prompt cache.
+    """
+    cache_write_tokens: Annotated[int, Field(alias='cacheWriteTokens', ge=0)]
+    """
+    Input tokens written to the provider's prompt cache.
+    """
+    cost_usd: Annotated[float | None, Field(alias='costUsd')] = None
+    """
+    USD of the calls that had a price (`[prices]`); absent when none had one.
+    """
+    input_tokens: Annotated[int, Field(alias='inputTokens', ge=0)]
+    """
+    Input tokens (cache reads and writes not included).
+    """
+    output_tokens: Annotated[int, Field(alias='outputTokens', ge=0)]
+    """
+    Output tokens.
+    """
+    unpriced_tokens: Annotated[int, Field(alias='unpricedTokens', ge=0)]
+    """
+    All the tokens of the calls that had no price (not in `costUsd`).
     """
 
 
@@ -2113,6 +2076,112 @@ class RunsListResult(BaseModel):
     """
 
 
+class Session(BaseModel):
+    """
+    A session as clients see it.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent_id: Annotated[str, Field(alias='agentId')]
+    """
+    The agent the session belongs to.
+    """
+    created_at: Annotated[int, Field(alias='createdAt', ge=0)]
+    """
+    When the transcript was created.
+    """
+    key: str
+    """
+    The session key.
+    """
+    label: str | None = None
+    """
+    A human label.
+    """
+    last_message_preview: Annotated[str | None, Field(alias='lastMessagePreview')] = (
+        None
+    )
+    """
+    The start of the last message.
+    """
+    message_count: Annotated[int, Field(alias='messageCount', ge=0)]
+    """
+    Messages in the transcript.
+    """
+    model: str | None = None
+    """
+    The model this session uses instead of the default.
+    """
+    session_id: Annotated[str, Field(alias='sessionId')]
+    """
+    The id of the current transcript (changes on reset).
+    """
+    updated_at: Annotated[int, Field(alias='updatedAt', ge=0)]
+    """
+    When the session last changed.
+    """
+    usage: Annotated[UsageTotals | None, Field(validate_default=True)] = {
+        'cacheReadTokens': 0,
+        'cacheWriteTokens': 0,
+        'inputTokens': 0,
+        'outputTokens': 0,
+        'unpricedTokens': 0,
+    }
+    """
+    The usage and cost of the model calls of the current transcript (`sessionId`): zero
+    after a reset, and a fork does not count the messages it copied.
+    """
+
+
+class SessionsChangedEvent(BaseModel):
+    """
+    Payload of `sessions.changed`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    reason: SessionChangeReason
+    """
+    What happened.
+    """
+    session: Session | None = None
+    """
+    The session after the change (absent when deleted).
+    """
+    session_key: Annotated[str, Field(alias='sessionKey')]
+    """
+    The session.
+    """
+
+
+class SessionsListResult(BaseModel):
+    """
+    Result of `sessions.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    next_cursor: Annotated[str | None, Field(alias='nextCursor')] = None
+    """
+    Pass it as `cursor` for the next page.
+    """
+    sessions: list[Session]
+    """
+    Most recently updated first.
+    """
+    total: Annotated[int, Field(ge=0)]
+    """
+    How many sessions match in all.
+    """
+
+
 class TranscriptMessage(BaseModel):
     """
     One message of a transcript.
@@ -2185,6 +2254,53 @@ class TranscriptMessage(BaseModel):
     usage: Usage | None = None
     """
     Tokens of the turn.
+    """
+
+
+class UsageDay(BaseModel):
+    """
+    One UTC day of `usage.summary`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    day: str
+    """
+    The day, `YYYY-MM-DD` (UTC).
+    """
+    usage: UsageTotals
+    """
+    The calls of that day.
+    """
+
+
+class UsageSummaryResult(BaseModel):
+    """
+    Result of `usage.summary`: the ledger's calls in the range, reset and deleted sessions
+    included.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    by_agent: Annotated[dict[str, UsageTotals], Field(alias='byAgent')]
+    """
+    By agent id.
+    """
+    by_day: Annotated[list[UsageDay], Field(alias='byDay')]
+    """
+    By UTC day, oldest first; only days with calls.
+    """
+    by_model: Annotated[dict[str, UsageTotals], Field(alias='byModel')]
+    """
+    By model name.
+    """
+    total: UsageTotals
+    """
+    Every call in the range.
     """
 
 
