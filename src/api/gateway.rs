@@ -238,5 +238,8 @@ fn status(ctx: &CallContext) -> StatusResult {
             })
             .collect(),
         pending_restart: gw.live().pending_restart(),
+        tls: gw
+            .tls_fingerprint()
+            .map(|fingerprint_sha256| crate::protocol::TlsStatus { fingerprint_sha256 }),
     }
 }

@@ -186,6 +186,19 @@ pub struct StatusResult {
     pub plugins: Vec<PluginStatus>,
     /// Config keys changed on disk that take effect at the next restart.
     pub pending_restart: Vec<String>,
+    /// The TLS certificate served; absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// `gateway.status.tls`: the certificate the gateway serves.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "TlsStatus")]
+pub struct TlsStatus {
+    /// SHA-256 of the DER leaf certificate, lowercase hex (what `clawgate call --fingerprint`
+    /// and the SDKs' `tlsFingerprint` pin).
+    pub fingerprint_sha256: String,
 }
 
 /// Result of `gateway.presence`.

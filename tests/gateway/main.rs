@@ -22,4 +22,5 @@ mod rust_client;
 mod sessions;
 mod steering;
 mod store_failures;
+mod tls;
 mod tools_confinement;

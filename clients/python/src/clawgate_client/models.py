@@ -1361,53 +1361,6 @@ class ShutdownEvent(BaseModel):
     """
 
 
-class StatusResult(BaseModel):
-    """
-    Result of `gateway.status`.
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-        populate_by_name=True,
-    )
-    bind: str
-    """
-    The address bound.
-    """
-    config_path: Annotated[str, Field(alias='configPath')]
-    """
-    The configuration file (it may not exist).
-    """
-    data_dir: Annotated[str, Field(alias='dataDir')]
-    """
-    The data directory.
-    """
-    pending_restart: Annotated[list[str], Field(alias='pendingRestart')]
-    """
-    Config keys changed on disk that take effect at the next restart.
-    """
-    plugins: list[PluginStatus]
-    """
-    Plugins and their states.
-    """
-    port: Annotated[int, Field(ge=0, le=65535)]
-    """
-    The port bound.
-    """
-    provider: ProviderInfo
-    """
-    The model provider.
-    """
-    uptime_ms: Annotated[int, Field(alias='uptimeMs', ge=0)]
-    """
-    Time since start.
-    """
-    version: str
-    """
-    The gateway's version.
-    """
-
-
 class SubscribeParams(BaseModel):
     """
     Params of `events.subscribe`.
@@ -1447,6 +1400,22 @@ class TickEvent(BaseModel):
     ts: Annotated[int, Field(ge=0)]
     """
     Now (ms since the epoch).
+    """
+
+
+class TlsStatus(BaseModel):
+    """
+    `gateway.status.tls`: the certificate the gateway serves.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    fingerprint_sha256: Annotated[str, Field(alias='fingerprintSha256')]
+    """
+    SHA-256 of the DER leaf certificate, lowercase hex (what `clawgate call --fingerprint`
+    and the SDKs' `tlsFingerprint` pin).
     """
 
 
@@ -2002,6 +1971,57 @@ class RunsListResult(BaseModel):
     runs: list[RunEntry]
     """
     The runs queued, running or waiting for an approval.
+    """
+
+
+class StatusResult(BaseModel):
+    """
+    Result of `gateway.status`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    bind: str
+    """
+    The address bound.
+    """
+    config_path: Annotated[str, Field(alias='configPath')]
+    """
+    The configuration file (it may not exist).
+    """
+    data_dir: Annotated[str, Field(alias='dataDir')]
+    """
+    The data directory.
+    """
+    pending_restart: Annotated[list[str], Field(alias='pendingRestart')]
+    """
+    Config keys changed on disk that take effect at the next restart.
+    """
+    plugins: list[PluginStatus]
+    """
+    Plugins and their states.
+    """
+    port: Annotated[int, Field(ge=0, le=65535)]
+    """
+    The port bound.
+    """
+    provider: ProviderInfo
+    """
+    The model provider.
+    """
+    tls: TlsStatus | None = None
+    """
+    The TLS certificate served; absent without TLS.
+    """
+    uptime_ms: Annotated[int, Field(alias='uptimeMs', ge=0)]
+    """
+    Time since start.
+    """
+    version: str
+    """
+    The gateway's version.
     """
 
 
