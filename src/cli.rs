@@ -100,6 +100,29 @@ struct CallArgs {
     /// With --subscribe: stop after this many notifications.
     #[arg(long)]
     count: Option<u64>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// How a `wss://` / `https://` gateway's certificate is trusted (default: the system's CAs).
+#[derive(Debug, Args, Default)]
+struct TlsArgs {
+    /// Trust exactly the certificate whose SHA-256 fingerprint is HEX (the gateway logs it at
+    /// start and returns it in gateway.status), whoever issued it; checked before the token is sent.
+    #[arg(long, value_name = "HEX", conflicts_with = "ca")]
+    fingerprint: Option<String>,
+    /// Trust the CA certificates of this PEM file.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn options(&self) -> crate::tls::TlsOptions {
+        crate::tls::TlsOptions {
+            fingerprint: self.fingerprint.clone(),
+            ca_file: self.ca.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +142,8 @@ struct ChatArgs {
     /// The file of typed lines (default <data-dir>/chat_history when that directory exists).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -334,7 +359,8 @@ async fn call(args: CallArgs) -> ExitCode {
             }
         },
     };
-    let client = match GatewayClient::connect(&args.url, args.token.as_deref()).await {
+    let tls = args.tls.options();
+    let client = match GatewayClient::connect_with(&args.url, args.token.as_deref(), &tls).await {
         Ok(c) => c,
         Err(err) => {
             eprintln!("clawgate: cannot connect to {}: {err}", args.url);
@@ -407,6 +433,7 @@ async fn chat(args: ChatArgs, serve: &ServeArgs) -> ExitCode {
         session: args.session,
         agent: args.agent,
         history_file,
+        tls: args.tls.options(),
     })
     .await
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::rpc::Method;
+use crate::tls::{ClientTrust, TlsOptions};
 
 /// Params given as a JSON value (an object, or absent).
 pub struct RawParams(pub Option<Value>);
@@ -33,12 +34,36 @@ pub struct GatewayClient {
 
 impl GatewayClient {
     /// Connects to `url` (`ws://host:port/`; `http://` is taken as `ws://`), with a token.
+    /// A `wss://` (or `https://`) URL is trusted through the system's CA bundle; see
+    /// [`GatewayClient::connect_with`] to pin a fingerprint or name a CA file.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        let url = if let Some(rest) = url.strip_prefix("http://") {
-            format!("ws://{rest}")
+        Self::connect_with(url, token, &TlsOptions::default()).await
+    }
+
+    /// Connects to `url` with a token; for a `wss://` or `https://` URL the TLS connection is
+    /// made here and its certificate checked as `tls` says (a pinned SHA-256 fingerprint, a CA
+    /// file, or the system's CA bundle) before any byte of the upgrade request is sent.
+    pub async fn connect_with(
+        url: &str,
+        token: Option<&str>,
+        tls: &TlsOptions,
+    ) -> Result<Self, ClientError> {
+        let transport = |e: String| ClientError::Transport(e.into());
+        let (secure, url) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, format!("ws://{rest}"))
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, format!("ws://{rest}"))
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            // jsonrpsee is built without TLS: it is handed the TLS stream and a ws:// URL.
+            (true, format!("ws://{rest}"))
         } else {
-            url.to_string()
+            (false, url.to_string())
         };
+        if !secure && tls.is_set() {
+            return Err(transport(
+                "--fingerprint and --ca apply to wss:// and https:// URLs".into(),
+            ));
+        }
         let url = Url::parse(&url).map_err(|e| ClientError::Transport(Box::new(e)))?;
         let mut headers = HeaderMap::new();
         if let Some(token) = token {
@@ -46,18 +71,42 @@ impl GatewayClient {
                 .map_err(|e| ClientError::Transport(Box::new(e)))?;
             headers.insert("authorization", value);
         }
-        let (sender, receiver) = WsTransportClientBuilder::default()
+        let builder = WsTransportClientBuilder::default()
             .set_headers(headers)
             .max_request_size(u32::MAX)
-            .max_response_size(u32::MAX)
-            .build(url)
+            .max_response_size(u32::MAX);
+        let client = ClientBuilder::default()
+            .request_timeout(Duration::from_secs(120))
+            .max_buffer_capacity_per_subscription(4096);
+        if !secure {
+            let (sender, receiver) = builder
+                .build(url)
+                .await
+                .map_err(|e| ClientError::Transport(Box::new(e)))?;
+            return Ok(Self {
+                inner: client.build_with_tokio(sender, receiver),
+            });
+        }
+        let trust = ClientTrust::from_options(tls).map_err(transport)?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| transport("the URL has no host".into()))?
+            .to_string();
+        let port = url.port().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| transport(format!("cannot reach {host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = crate::tls::client::connect(tcp, &host, &trust)
+            .await
+            .map_err(transport)?;
+        let (sender, receiver) = builder
+            .build_with_stream(url, stream)
             .await
             .map_err(|e| ClientError::Transport(Box::new(e)))?;
-        let inner = ClientBuilder::default()
-            .request_timeout(Duration::from_secs(120))
-            .max_buffer_capacity_per_subscription(4096)
-            .build_with_tokio(sender, receiver);
-        Ok(Self { inner })
+        Ok(Self {
+            inner: client.build_with_tokio(sender, receiver),
+        })
     }
 
     /// Calls method `M` with typed params and result.

@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod protocol_doc;
 pub mod rpc;
 pub mod store;
+pub mod tls;
 pub mod util;
 
 pub use app::start;

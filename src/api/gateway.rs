@@ -242,5 +242,8 @@ fn status(ctx: &CallContext) -> StatusResult {
             failures_total: gw.throttle().failures_total(),
             lockouts: gw.throttle().lockouts() as u64,
         },
+        tls: gw
+            .tls_fingerprint()
+            .map(|fingerprint_sha256| crate::protocol::TlsStatus { fingerprint_sha256 }),
     }
 }

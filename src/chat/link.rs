@@ -72,9 +72,13 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// Connects to `url` (a bounded wait).
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Arc<GatewayClient>, Failure> {
-    match tokio::time::timeout(CALL_TIMEOUT, GatewayClient::connect(url, token)).await {
+/// Connects to `url` (a bounded wait); `tls` says how a `wss://` gateway is trusted.
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+    tls: &crate::tls::TlsOptions,
+) -> Result<Arc<GatewayClient>, Failure> {
+    match tokio::time::timeout(CALL_TIMEOUT, GatewayClient::connect_with(url, token, tls)).await {
         Ok(Ok(client)) => Ok(Arc::new(client)),
         Ok(Err(err)) => Err(Failure::Lost(err.to_string())),
         Err(_) => Err(Failure::Lost("the connection attempt timed out".into())),

@@ -47,6 +47,8 @@ pub struct ChatOptions {
     pub agent: Option<String>,
     /// Where the typed lines are kept between chats (`None`: only in memory).
     pub history_file: Option<PathBuf>,
+    /// How a `wss://` gateway's certificate is trusted.
+    pub tls: crate::tls::TlsOptions,
 }
 
 /// How many messages are shown on start, on `/switch` and `/new`, and after a gap.
@@ -73,7 +75,7 @@ while a reply runs it steers it; when asked to allow a tool call, answer y, n or
 pub async fn run(options: ChatOptions) -> ExitCode {
     let url = options.url.clone();
     let start = async {
-        let client = link::connect(&url, options.token.as_deref()).await?;
+        let client = link::connect(&url, options.token.as_deref(), &options.tls).await?;
         let cursor = link::hello(&client).await?;
         let sub = link::subscribe(&client, &options.session, &cursor).await?;
         Ok::<_, Failure>((client, cursor, sub))
@@ -629,7 +631,12 @@ impl Chat {
         };
         let attempt = attempt.saturating_add(1);
         let attempted = async {
-            let client = link::connect(&self.options.url, self.options.token.as_deref()).await?;
+            let client = link::connect(
+                &self.options.url,
+                self.options.token.as_deref(),
+                &self.options.tls,
+            )
+            .await?;
             match link::subscribe(&client, &self.session, &self.cursor).await {
                 Ok(sub) => Ok((client, sub, false)),
                 // The cursor is refused (beyond the gateway's seq): start afresh.

@@ -75,7 +75,22 @@ pub fn load(
             ));
         }
     };
-    load_bytes(overrides, env, &bytes)
+    let loaded = load_bytes(overrides, env, &bytes)?;
+    check_tls_files(&loaded.config.gateway.tls, &loaded.data_dir)?;
+    Ok(loaded)
+}
+
+/// At start: the configured certificate and key files must be readable PEM files that belong
+/// together. (A reload does not read them: `gateway.tls` applies at the next start, and the
+/// files themselves are watched by the gateway.)
+pub fn check_tls_files(tls: &TlsConfig, data_dir: &Path) -> Result<(), ConfigError> {
+    let Some((cert, key)) = tls.files(data_dir) else {
+        return Ok(());
+    };
+    crate::tls::read_certs(&cert).map_err(|m| ConfigError::new("gateway.tls.cert", m))?;
+    crate::tls::read_key(&key).map_err(|m| ConfigError::new("gateway.tls.key", m))?;
+    crate::tls::load_pair(&cert, &key).map_err(|m| ConfigError::new("gateway.tls", m))?;
+    Ok(())
 }
 
 /// The data directory the overrides name (or the default).
@@ -373,6 +388,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("found {}, expected at least 1024", gw.max_payload_bytes),
         ));
     }
+    validate_tls(&gw.tls)?;
     validate_agents(config)?;
     let mut names = std::collections::BTreeSet::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
@@ -413,6 +429,30 @@ fn validate_prices(config: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+fn validate_tls(tls: &TlsConfig) -> Result<(), ConfigError> {
+    if tls.self_signed && (tls.cert.is_some() || tls.key.is_some()) {
+        return Err(ConfigError::new(
+            "gateway.tls.self_signed",
+            "self_signed = true makes its own certificate: remove `cert` and `key`, or set self_signed = false to serve those files",
+        ));
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => Err(ConfigError::new(
+            "gateway.tls.key",
+            "`cert` is set but `key` is not: give both (PEM files), or neither",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "gateway.tls.cert",
+            "`key` is set but `cert` is not: give both (PEM files), or neither",
+        )),
+        (Some(p), _) | (_, Some(p)) if p.as_os_str().is_empty() => Err(ConfigError::new(
+            "gateway.tls",
+            "found an empty path, expected a PEM file's path",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Most characters of an MCP server's name.

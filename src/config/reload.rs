@@ -25,6 +25,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("gateway.ping_interval_ms", Reload::Hot),
     ("gateway.ping_timeout_ms", Reload::Hot),
     ("gateway.send_buffer_bytes", Reload::Hot),
+    // The acceptor is made once; the certificate files themselves are reloaded when they change.
+    ("gateway.tls", Reload::Restart),
     // The hub is sized once.
     ("events", Reload::Restart),
     ("agents", Reload::Hot),

@@ -137,6 +137,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// The agent of sessions created without naming one (it must be configured).
     pub default_agent: String,
+    /// TLS on the gateway's port (then it speaks `https://` and `wss://` only).
+    pub tls: TlsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -159,6 +161,38 @@ impl Default for GatewayConfig {
             body_timeout_ms: 30_000,
             trusted_proxies: Vec::new(),
             default_agent: DEFAULT_AGENT.into(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// `[gateway.tls]`: `cert` and `key`, or `self_signed = true`; none of them, no TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM, the leaf first), absolute or relative to the data directory;
+    /// reloaded when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM), absolute or relative to the data directory;
+    /// reloaded when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Serve a certificate made once into `<dataDir>/tls/` (and reused after).
+    pub self_signed: bool,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// The certificate and key files configured, resolved against `data_dir`.
+    pub fn files(&self, data_dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((data_dir.join(cert), data_dir.join(key))),
+            _ => None,
         }
     }
 }

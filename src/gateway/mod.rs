@@ -51,6 +51,9 @@ pub enum StartError {
     /// The session store could not open.
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
+    /// The TLS certificate could not be loaded or made.
+    #[error("TLS (gateway.tls): {0}")]
+    Tls(String),
 }
 
 /// What the gateway's handlers receive.
@@ -99,6 +102,8 @@ pub struct Gateway {
     /// Connections the descriptor limit leaves room for.
     fd_connection_cap: AtomicUsize,
     throttle: crate::rpc::throttle::Throttle,
+    /// The certificate served, when `[gateway.tls]` is on (set once at start).
+    tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
 }
 
 impl Gateway {
@@ -156,6 +161,7 @@ impl Gateway {
             open_connections: AtomicUsize::new(0),
             fd_connection_cap: AtomicUsize::new(usize::MAX),
             throttle: crate::rpc::throttle::Throttle::default(),
+            tls: std::sync::OnceLock::new(),
         })
     }
 
@@ -213,6 +219,12 @@ impl Gateway {
                 Some(scope) => conn.keep_subscriptions_within(scope),
             }
         }
+    }
+
+    /// The SHA-256 fingerprint (lowercase hex) of the TLS certificate served now, `None`
+    /// without TLS. It changes when the certificate files are replaced.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.tls.get().map(|tls| tls.fingerprint())
     }
 
     /// The failed-login throttle.
@@ -567,12 +579,22 @@ pub struct Running {
 impl Running {
     /// The WebSocket URL of the gateway.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        let scheme = if self.gateway.tls.get().is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}/", self.addr)
     }
 
     /// The HTTP URL of the gateway.
     pub fn http_url(&self) -> String {
-        format!("http://{}/", self.addr)
+        let scheme = if self.gateway.tls.get().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/", self.addr)
     }
 
     /// Shuts down gracefully.
@@ -635,6 +657,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
         addr: addr.to_string(),
         source,
     })?;
+    let tls = start_tls(&loaded, addr)?;
     let snapshot = TableSnapshot::build(&table)?;
     let gateway = Gateway::new(loaded, base_table, snapshot, hub, store, health_dirty);
     gateway.fd_connection_cap.store(fd_cap, Ordering::Relaxed);
@@ -662,10 +685,58 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
     // Before any call is served: a repeated key of an interrupted run finds it in progress.
     gateway.agent().resume_all(&gateway);
-    tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
+    let acceptor = match tls {
+        Some(tls) => {
+            let acceptor = tls.acceptor().map_err(StartError::Tls)?;
+            tokio::spawn(tls.clone().watch(gateway.closing().clone()));
+            let _ = gateway.tls.set(tls);
+            Some(acceptor)
+        }
+        None => None,
+    };
+    tokio::spawn(crate::rpc::server::serve(
+        gateway.clone(),
+        listener,
+        acceptor,
+    ));
     crate::agent::tools::warn_about_workspace(&*gateway);
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
+}
+
+/// The TLS certificate of `[gateway.tls]` (the configured files, or the self-signed one of
+/// `<dataDir>/tls/`, made for `addr` and the host's names the first time), its fingerprint
+/// logged; `None` without TLS, when a non-loopback bind is warned about.
+fn start_tls(
+    loaded: &Loaded,
+    addr: SocketAddr,
+) -> Result<Option<Arc<crate::tls::ServerTls>>, StartError> {
+    let config = &loaded.config.gateway.tls;
+    if !config.enabled() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "listening on a non-loopback address without TLS: tokens and traffic cross the network in clear; set [gateway.tls] self_signed = true or cert/key"
+            );
+        }
+        return Ok(None);
+    }
+    let (cert, key) = match config.files(&loaded.data_dir) {
+        Some(files) => files,
+        None => {
+            let names = crate::tls::server::names_for(&[addr.ip()]);
+            crate::tls::self_signed(&loaded.data_dir.join("tls"), &names)
+                .map_err(StartError::Tls)?
+        }
+    };
+    let tls = crate::tls::ServerTls::load(&cert, &key).map_err(StartError::Tls)?;
+    let fingerprint = tls.fingerprint();
+    tracing::info!(
+        cert = %cert.display(),
+        fingerprint_sha256 = %fingerprint,
+        "TLS on: serving https:// and wss:// only; certificate fingerprint (SHA-256) {fingerprint}"
+    );
+    Ok(Some(tls))
 }
 
 /// Raises the descriptor limit and returns how many connections it leaves room for, after the

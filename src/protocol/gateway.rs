@@ -189,6 +189,9 @@ pub struct StatusResult {
     /// The failed-login throttle (also `clawgate_auth_failures_total` and
     /// `clawgate_auth_lockouts` in `/metrics`).
     pub auth: AuthStatus,
+    /// The TLS certificate served; absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
 }
 
 /// The failed-login throttle in `gateway.status`.
@@ -200,6 +203,16 @@ pub struct AuthStatus {
     pub failures_total: u64,
     /// Client addresses locked out now (`gateway.auth.max_failures`).
     pub lockouts: u64,
+}
+
+/// `gateway.status.tls`: the certificate the gateway serves.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "TlsStatus")]
+pub struct TlsStatus {
+    /// SHA-256 of the DER leaf certificate, lowercase hex (what `clawgate call --fingerprint`
+    /// and the SDKs' `tlsFingerprint` pin).
+    pub fingerprint_sha256: String,
 }
 
 /// Result of `gateway.presence`.

@@ -7,6 +7,10 @@
 //! accepted (the limit is capped below the descriptor limit), and past it only the health
 //! routes are served.
 //!
+//! With `[gateway.tls]` every accepted connection completes a TLS handshake (`serve_tls`)
+//! before HTTP; the plain path is the same code, generic over the byte stream, with nothing
+//! added per connection.
+//!
 //! This file is the accept loop and the door every request passes ([`route`]); behind it are
 //! `http.rs` (JSON-RPC over POST, the health routes, the refusals) and `websocket.rs` (a
 //! WebSocket connection from upgrade to close).
@@ -24,6 +28,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use super::Host;
 use super::auth::{self, Refusal};
@@ -50,8 +55,12 @@ impl<S: Host> Drop for OpenGuard<S> {
     }
 }
 
-/// Accepts connections until the gateway closes.
-pub async fn serve<S: Host>(gateway: Arc<S>, listener: TcpListener) {
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until the gateway closes; with `tls`, each one completes a TLS
+/// handshake first (the port then speaks `https://` and `wss://` only).
+pub async fn serve<S: Host>(gateway: Arc<S>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         let accepted = tokio::select! {
             _ = gateway.closing().cancelled() => break,
@@ -71,13 +80,27 @@ pub async fn serve<S: Host>(gateway: Arc<S>, listener: TcpListener) {
                 }
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
-                gateway.connection_tasks().spawn(serve_connection(
-                    gw,
-                    stream,
-                    peer,
-                    open > max,
-                    guard,
-                ));
+                match &tls {
+                    None => {
+                        gateway.connection_tasks().spawn(serve_connection(
+                            gw,
+                            stream,
+                            peer,
+                            open > max,
+                            guard,
+                        ));
+                    }
+                    Some(acceptor) => {
+                        gateway.connection_tasks().spawn(serve_tls(
+                            gw,
+                            acceptor.clone(),
+                            stream,
+                            peer,
+                            open > max,
+                            guard,
+                        ));
+                    }
+                }
             }
             Err(err) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -88,21 +111,57 @@ pub async fn serve<S: Host>(gateway: Arc<S>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection<S: Host>(
+/// Sets the connection's kernel send buffer (`gateway.send_buffer_bytes`).
+fn bound_send_buffer<S: Host>(gateway: &S, stream: &TcpStream) {
+    let bytes = gateway.config().gateway.send_buffer_bytes;
+    if bytes > 0 {
+        // A bounded kernel buffer keeps a non-reading client's backlog bounded (and small).
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(bytes);
+    }
+}
+
+/// A TLS connection: the handshake (bounded in time; a failure is only logged at debug),
+/// then HTTP over it like a plain one.
+async fn serve_tls<S: Host>(
     gateway: Arc<S>,
+    acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
     over_limit: bool,
     guard: OpenGuard<S>,
 ) {
+    bound_send_buffer(&*gateway, &stream);
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = tokio::select! {
+        _ = gateway.closing().cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    serve_connection(gateway, stream, peer, over_limit, guard).await
+}
+
+/// Serves HTTP (and WebSocket upgrades) on one connection, plain or TLS.
+async fn serve_connection<S: Host, I>(
+    gateway: Arc<S>,
+    stream: I,
+    peer: SocketAddr,
+    over_limit: bool,
+    guard: OpenGuard<S>,
+) where
+    I: ConnectionIo,
+{
     // Held by the HTTP connection and, after an upgrade, by the WebSocket task too.
     let guard = Arc::new(guard);
-    let config = gateway.config();
-    if config.gateway.send_buffer_bytes > 0 {
-        // A bounded kernel buffer keeps a non-reading client's backlog bounded (and small).
-        let _ =
-            socket2::SockRef::from(&stream).set_send_buffer_size(config.gateway.send_buffer_bytes);
-    }
+    stream.prepare(&*gateway);
     let conn_id: Arc<str> = gateway.next_conn_id().into();
     let gw = gateway.clone();
     let service = service_fn(move |req| {
@@ -148,6 +207,23 @@ fn metrics_response<S: Host>(gateway: &S) -> Response<Body> {
             json!({"error": {"kind": "not_found", "message": "metrics are off ([metrics] enabled = false)"}}).to_string(),
         ),
     }
+}
+
+/// What a connection's byte stream is: a plain TCP stream, or one inside TLS.
+trait ConnectionIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
+    /// Socket settings made once the connection is served (the TLS path made them before the
+    /// handshake).
+    fn prepare<S: Host>(&self, gateway: &S);
+}
+
+impl ConnectionIo for TcpStream {
+    fn prepare<S: Host>(&self, gateway: &S) {
+        bound_send_buffer(gateway, self);
+    }
+}
+
+impl ConnectionIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn prepare<S: Host>(&self, _gateway: &S) {}
 }
 
 /// The door every request passes, in order: the browser checks, the health routes (served

@@ -23,5 +23,6 @@ mod rust_client;
 mod sessions;
 mod steering;
 mod store_failures;
+mod tls;
 mod tools_confinement;
 mod usage;

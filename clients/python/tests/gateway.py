@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-LISTENING = re.compile(r"^listening on (ws://[^\s/]+:(\d+)/)\s*$")
+LISTENING = re.compile(r"^listening on (wss?://[^\s/]+:(\d+)/)\s*$")
 
 
 def gateway_binary() -> Path:

@@ -59,6 +59,30 @@ export interface ConnectOptions {
   maxBackoffMs?: number;
   /** How long a call may take, ms (default 120000). */
   requestTimeoutMs?: number;
+  /**
+   * Node only, for `wss://`: trust exactly the certificate whose SHA-256 fingerprint is this
+   * (64 hex digits, `:` allowed; the gateway logs it and returns it in `gateway.status`),
+   * whoever issued it. The client makes the TLS connection itself and checks the fingerprint
+   * before any byte of the upgrade request (the token) is sent.
+   */
+  tlsFingerprint?: string;
+  /** Node only, for `wss://`: a PEM file of the CA certificates to trust (names checked too). */
+  tlsCaFile?: string;
+}
+
+/** The gateway presented another certificate than the pinned `tlsFingerprint`. */
+export class TlsFingerprintError extends Error {
+  /** The fingerprint asked for (lowercase hex). */
+  readonly expected: string;
+  /** The fingerprint of the certificate the server presented (lowercase hex). */
+  readonly presented: string;
+
+  constructor(expected: string, presented: string) {
+    super(`TLS fingerprint mismatch: expected ${expected}, the server presented ${presented}; nothing was sent`);
+    this.name = "TlsFingerprintError";
+    this.expected = expected;
+    this.presented = presented;
+  }
 }
 
 type WsLike = {
@@ -127,7 +151,52 @@ interface SubState {
 
 const TERMINAL = new Set(["final", "aborted", "error"]);
 
-async function openSocket(url: string, token: string | undefined): Promise<WsLike> {
+/** A fingerprint as 64 lowercase hex digits (or an error saying what was expected). */
+function normalizeFingerprint(text: string): string {
+  const hex = text.trim().replace(/:/g, "").toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(hex)) {
+    throw new Error(`tlsFingerprint: found ${JSON.stringify(text)}, expected a SHA-256 fingerprint of 64 hex digits`);
+  }
+  return hex;
+}
+
+/**
+ * A TLS connection to `url`'s host whose leaf certificate has the SHA-256 `expected`, checked
+ * once the handshake is done and before the socket is handed to `ws` (which only then writes
+ * the upgrade request).
+ */
+async function pinnedSocket(url: URL, expected: string): Promise<unknown> {
+  const tls = await import("node:tls");
+  const net = await import("node:net");
+  const { createHash } = await import("node:crypto");
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(url.port || 443);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host,
+      port,
+      servername: net.isIP(host) ? undefined : host,
+      // The fingerprint is the trust: the chain and names are not checked.
+      rejectUnauthorized: false,
+      ALPNProtocols: ["http/1.1"],
+    });
+    socket.once("secureConnect", () => {
+      const raw = socket.getPeerCertificate().raw;
+      const presented = raw ? createHash("sha256").update(raw).digest("hex") : "";
+      if (presented !== expected) {
+        socket.destroy();
+        reject(new TlsFingerprintError(expected, presented));
+        return;
+      }
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (err) => reject(new ConnectionClosedError(`cannot connect to ${url.href}: ${err.message}`)));
+  });
+}
+
+async function openSocket(url: string, options: { token?: string; tlsFingerprint?: string; tlsCaFile?: string }): Promise<WsLike> {
+  const token = options.token;
   const g = globalThis as unknown as { WebSocket?: new (url: string) => WsLike; window?: unknown };
   if (g.window !== undefined && g.WebSocket) {
     // Browsers cannot set headers on a WebSocket: the token goes in the query string.
@@ -137,6 +206,23 @@ async function openSocket(url: string, token: string | undefined): Promise<WsLik
   }
   const { default: WebSocket } = await import("ws");
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const secure = /^(wss|https):/i.test(url);
+  if ((options.tlsFingerprint || options.tlsCaFile) && !secure) {
+    throw new Error("tlsFingerprint and tlsCaFile apply to wss:// and https:// URLs");
+  }
+  if (options.tlsFingerprint && options.tlsCaFile) {
+    throw new Error("give either tlsFingerprint or tlsCaFile, not both");
+  }
+  if (options.tlsFingerprint) {
+    const socket = await pinnedSocket(new URL(url), normalizeFingerprint(options.tlsFingerprint));
+    const createConnection = () => socket;
+    return new WebSocket(url, { headers, createConnection } as never) as unknown as WsLike;
+  }
+  if (options.tlsCaFile) {
+    const { readFileSync } = await import("node:fs");
+    const ca = readFileSync(options.tlsCaFile);
+    return new WebSocket(url, { headers, ca }) as unknown as WsLike;
+  }
   return new WebSocket(url, { headers }) as unknown as WsLike;
 }
 
@@ -154,7 +240,8 @@ export class Client implements Transport {
 
   private constructor(
     private readonly url: string,
-    private readonly options: Required<Omit<ConnectOptions, "token">> & { token?: string },
+    private readonly options: Required<Omit<ConnectOptions, "token" | "tlsFingerprint" | "tlsCaFile">> &
+      Pick<ConnectOptions, "token" | "tlsFingerprint" | "tlsCaFile">,
   ) {
     this.api = bindMethods(this);
     this.host = { api: this.api, isPassing: (err) => this.isPassing(err) };
@@ -167,6 +254,8 @@ export class Client implements Transport {
       reconnect: options.reconnect ?? true,
       maxBackoffMs: options.maxBackoffMs ?? 5000,
       requestTimeoutMs: options.requestTimeoutMs ?? 120_000,
+      tlsFingerprint: options.tlsFingerprint,
+      tlsCaFile: options.tlsCaFile,
     });
     await client.open();
     return client;
@@ -239,7 +328,7 @@ export class Client implements Transport {
 
   private open(): Promise<void> {
     return new Promise((resolve, reject) => {
-      openSocket(this.url, this.options.token).then((ws) => {
+      openSocket(this.url, this.options).then((ws) => {
         let opened = false;
         ws.onopen = () => {
           opened = true;

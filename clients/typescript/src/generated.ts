@@ -2016,6 +2016,10 @@ export interface StatusResult {
   port: number;
   provider: ProviderInfo1;
   /**
+   * The TLS certificate served; absent without TLS.
+   */
+  tls?: TlsStatus | null;
+  /**
    * Time since start.
    */
   uptimeMs: number;
@@ -2049,6 +2053,19 @@ export interface ProviderInfo1 {
    * `echo`, `anthropic` or `openai`.
    */
   name: string;
+}
+/**
+ * `gateway.status.tls`: the certificate the gateway serves.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "TlsStatus".
+ */
+export interface TlsStatus {
+  /**
+   * SHA-256 of the DER leaf certificate, lowercase hex (what `clawgate call --fingerprint`
+   * and the SDKs' `tlsFingerprint` pin).
+   */
+  fingerprintSha256: string;
 }
 /**
  * Params of `events.subscribe`.

@@ -1,5 +1,5 @@
 // clawgate's TypeScript client: typed from the gateway's OpenRPC schema.
-export { Client, ClawgateError, ConnectionClosedError, type ConnectOptions } from "./client.js";
+export { Client, ClawgateError, ConnectionClosedError, TlsFingerprintError, type ConnectOptions } from "./client.js";
 export {
   RunStreamEndedError,
   type ApprovalRequestsOptions,

@@ -202,7 +202,8 @@ impl Launcher {
             .strip_prefix("listening on ")
             .map(str::to_string);
         let addr = url.as_deref().and_then(|u| {
-            u.strip_prefix("ws://")?
+            u.strip_prefix("ws://")
+                .or_else(|| u.strip_prefix("wss://"))?
                 .trim_end_matches('/')
                 .parse::<SocketAddr>()
                 .ok()
@@ -243,7 +244,7 @@ impl Launcher {
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
-    /// `ws://addr/`, as the first line said it.
+    /// `ws://addr/` (`wss://` with TLS), as the first line said it.
     pub url: String,
     log: PathBuf,
     own_log: bool,

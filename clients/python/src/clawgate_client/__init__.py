@@ -34,6 +34,7 @@ from .errors import (
     RateLimitedError,
     RequestTimeoutError,
     ResponseTooLargeError,
+    TlsFingerprintError,
     UnauthorizedError,
     UnavailableError,
     UpstreamError,

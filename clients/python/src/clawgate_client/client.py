@@ -13,9 +13,12 @@ generated module `methods.py`, the helpers over them (`client.approve(...)`,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
+import re
+import ssl
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from . import models
 from ._wire import to_wire
 from .errors import (
+    TlsFingerprintError,
     AuthenticationError,
     ClawgateConnectionError,
     ClawgateError,
@@ -310,6 +314,33 @@ class _Connect:
         await self._client.close()
 
 
+def _normalize_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as 64 lowercase hex digits (`:` between bytes allowed)."""
+    clean = text.strip().replace(":", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", clean):
+        raise ValueError(
+            f"tls_fingerprint: found {text!r}, expected a SHA-256 fingerprint of 64 hex digits"
+        )
+    return clean
+
+
+def _pinned_connection(expected: str) -> type[ClientConnection]:
+    """A `ClientConnection` that checks the server's leaf certificate against `expected`
+    after the TLS handshake and before it writes the upgrade request."""
+
+    class _PinnedConnection(ClientConnection):
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            ssl_object = self.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            presented = hashlib.sha256(der).hexdigest() if der else ""
+            if presented != expected:
+                self.transport.abort()
+                raise TlsFingerprintError(expected, presented)
+            await super().handshake(*args, **kwargs)
+
+    return _PinnedConnection
+
+
 class Client(Helpers):
     """A JSON-RPC 2.0 client of the clawgate gateway over one WebSocket.
 
@@ -327,6 +358,13 @@ class Client(Helpers):
             this client in presence; the result is kept in `hello_result`.
         max_message_size: largest incoming message in bytes (the gateway allows 4 MiB).
         connect_kwargs: extra keyword arguments for `websockets.asyncio.client.connect`.
+        tls_fingerprint: for `wss://`: trust exactly the certificate whose SHA-256 fingerprint
+            is this (64 hex digits, `:` allowed; the gateway logs it and returns it in
+            `gateway.status`), whoever issued it. It is checked once the TLS handshake is done
+            and before any byte of the upgrade request (the token) is sent; a mismatch raises
+            `TlsFingerprintError`.
+        tls_ca_file: for `wss://`: a PEM file of the CA certificates to trust (the host name
+            is checked too).
     """
 
     def __init__(
@@ -343,6 +381,8 @@ class Client(Helpers):
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         connect_kwargs: Mapping[str, Any] | None = None,
+        tls_fingerprint: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -355,6 +395,16 @@ class Client(Helpers):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._connect_kwargs = dict(connect_kwargs or {})
+        self.tls_fingerprint = (
+            _normalize_fingerprint(tls_fingerprint) if tls_fingerprint is not None else None
+        )
+        self.tls_ca_file = tls_ca_file
+        if tls_fingerprint is not None and tls_ca_file is not None:
+            raise ValueError("give either tls_fingerprint or tls_ca_file, not both")
+        if (tls_fingerprint is not None or tls_ca_file is not None) and not url.startswith(
+            "wss://"
+        ):
+            raise ValueError("tls_fingerprint and tls_ca_file apply to wss:// URLs")
         #: The result of the last automatic `gateway.hello` (with `client_info`).
         self.hello_result: models.HelloResult | None = None
         #: How many times the connection was re-established.
@@ -395,6 +445,8 @@ class Client(Helpers):
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         connect_kwargs: Mapping[str, Any] | None = None,
+        tls_fingerprint: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> _Connect:
         """`async with Client.connect(url, token) as client:` or `client = await
         Client.connect(url)` (then `await client.close()`); options as for `Client(...)`."""
@@ -411,6 +463,8 @@ class Client(Helpers):
                 backoff_initial=backoff_initial,
                 backoff_max=backoff_max,
                 connect_kwargs=connect_kwargs,
+                tls_fingerprint=tls_fingerprint,
+                tls_ca_file=tls_ca_file,
             )
         )
 
@@ -642,9 +696,24 @@ class Client(Helpers):
             "open_timeout": self.open_timeout,
             "max_size": self.max_message_size,
         }
+        if self.tls_fingerprint is not None:
+            # The fingerprint is the trust: no chain or name check, the pin checked in
+            # `_PinnedConnection.handshake` before the upgrade request is written.
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["http/1.1"])
+            options["ssl"] = context
+            options["create_connection"] = _pinned_connection(self.tls_fingerprint)
+        elif self.tls_ca_file is not None:
+            context = ssl.create_default_context(cafile=self.tls_ca_file)
+            context.set_alpn_protocols(["http/1.1"])
+            options["ssl"] = context
         options.update(self._connect_kwargs)
         try:
             return await ws_connect(self.url, **options)
+        except TlsFingerprintError:
+            raise
         except InvalidStatus as exc:
             status = exc.response.status_code
             body = bytes(exc.response.body or b"")

@@ -201,6 +201,24 @@ class ClawgateConnectionError(ClawgateException):
     """The WebSocket could not be opened or was lost."""
 
 
+class TlsFingerprintError(ClawgateConnectionError):
+    """The gateway presented another certificate than the pinned `tls_fingerprint`; the
+    connection was closed before any byte of the upgrade request (the token) was sent.
+
+    Attributes:
+        expected: the fingerprint asked for (lowercase hex).
+        presented: the SHA-256 of the certificate the server presented (lowercase hex).
+    """
+
+    def __init__(self, expected: str, presented: str) -> None:
+        self.expected = expected
+        self.presented = presented
+        super().__init__(
+            f"TLS fingerprint mismatch: expected {expected}, the server presented {presented}; "
+            "nothing was sent"
+        )
+
+
 class HandshakeError(ClawgateConnectionError):
     """The gateway refused the WebSocket upgrade with an HTTP status (403, 429, ...)."""
 

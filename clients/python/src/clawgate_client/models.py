@@ -1369,58 +1369,6 @@ class ShutdownEvent(BaseModel):
     """
 
 
-class StatusResult(BaseModel):
-    """
-    Result of `gateway.status`.
-    """
-
-    model_config = ConfigDict(
-        extra='allow',
-        populate_by_name=True,
-    )
-    auth: AuthStatus
-    """
-    The failed-login throttle (also `clawgate_auth_failures_total` and
-    `clawgate_auth_lockouts` in `/metrics`).
-    """
-    bind: str
-    """
-    The address bound.
-    """
-    config_path: Annotated[str, Field(alias='configPath')]
-    """
-    The configuration file (it may not exist).
-    """
-    data_dir: Annotated[str, Field(alias='dataDir')]
-    """
-    The data directory.
-    """
-    pending_restart: Annotated[list[str], Field(alias='pendingRestart')]
-    """
-    Config keys changed on disk that take effect at the next restart.
-    """
-    plugins: list[PluginStatus]
-    """
-    Plugins and their states.
-    """
-    port: Annotated[int, Field(ge=0, le=65535)]
-    """
-    The port bound.
-    """
-    provider: ProviderInfo
-    """
-    The model provider.
-    """
-    uptime_ms: Annotated[int, Field(alias='uptimeMs', ge=0)]
-    """
-    Time since start.
-    """
-    version: str
-    """
-    The gateway's version.
-    """
-
-
 class SubscribeParams(BaseModel):
     """
     Params of `events.subscribe`.
@@ -1460,6 +1408,22 @@ class TickEvent(BaseModel):
     ts: Annotated[int, Field(ge=0)]
     """
     Now (ms since the epoch).
+    """
+
+
+class TlsStatus(BaseModel):
+    """
+    `gateway.status.tls`: the certificate the gateway serves.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    fingerprint_sha256: Annotated[str, Field(alias='fingerprintSha256')]
+    """
+    SHA-256 of the DER leaf certificate, lowercase hex (what `clawgate call --fingerprint`
+    and the SDKs' `tlsFingerprint` pin).
     """
 
 
@@ -2179,6 +2143,62 @@ class SessionsListResult(BaseModel):
     total: Annotated[int, Field(ge=0)]
     """
     How many sessions match in all.
+    """
+
+
+class StatusResult(BaseModel):
+    """
+    Result of `gateway.status`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    auth: AuthStatus
+    """
+    The failed-login throttle (also `clawgate_auth_failures_total` and
+    `clawgate_auth_lockouts` in `/metrics`).
+    """
+    bind: str
+    """
+    The address bound.
+    """
+    config_path: Annotated[str, Field(alias='configPath')]
+    """
+    The configuration file (it may not exist).
+    """
+    data_dir: Annotated[str, Field(alias='dataDir')]
+    """
+    The data directory.
+    """
+    pending_restart: Annotated[list[str], Field(alias='pendingRestart')]
+    """
+    Config keys changed on disk that take effect at the next restart.
+    """
+    plugins: list[PluginStatus]
+    """
+    Plugins and their states.
+    """
+    port: Annotated[int, Field(ge=0, le=65535)]
+    """
+    The port bound.
+    """
+    provider: ProviderInfo
+    """
+    The model provider.
+    """
+    tls: TlsStatus | None = None
+    """
+    The TLS certificate served; absent without TLS.
+    """
+    uptime_ms: Annotated[int, Field(alias='uptimeMs', ge=0)]
+    """
+    Time since start.
+    """
+    version: str
+    """
+    The gateway's version.
     """
 
 
