@@ -11,12 +11,14 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod gateway;
 
 pub mod logging;
 pub mod mcp;
+pub mod net;
 pub mod plugins;
 pub mod protocol;
 pub mod protocol_doc;

@@ -21,6 +21,7 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("gateway", Reload::Hot),
     ("gateway.bind", Reload::Restart),
     ("gateway.port", Reload::Restart),
+    ("gateway.bind_wait_ms", Reload::Restart),
     // Read when a WebSocket connection opens: new connections get the new value.
     ("gateway.ping_interval_ms", Reload::Hot),
     ("gateway.ping_timeout_ms", Reload::Hot),
@@ -31,6 +32,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("plugins", Reload::Hot),
     // Adding, removing or changing a server starts, stops or restarts it at once.
     ("mcp_servers", Reload::Hot),
+    // The announcement is made once, at start.
+    ("discovery", Reload::Restart),
 ];
 
 /// How `path` (dotted) reloads.

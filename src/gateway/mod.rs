@@ -45,6 +45,18 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `gateway.bind` names `lan` or `tailnet` and no such address appeared in time.
+    #[error(
+        "cannot listen on {bind:?}: {looked_for} (waited {waited_ms} ms, gateway.bind_wait_ms)"
+    )]
+    NoAddress {
+        /// `gateway.bind` as configured.
+        bind: String,
+        /// What was looked for.
+        looked_for: String,
+        /// How long the start waited for it.
+        waited_ms: u64,
+    },
     /// Two declarations of one method name.
     #[error(transparent)]
     Duplicate(#[from] DuplicateMethod),
@@ -99,6 +111,8 @@ pub struct Gateway {
     /// Connections the descriptor limit leaves room for.
     fd_connection_cap: AtomicUsize,
     throttle: crate::rpc::throttle::Throttle,
+    /// The mDNS announcement, withdrawn on shutdown.
+    announcer: Mutex<Option<crate::discovery::Announcer>>,
 }
 
 impl Gateway {
@@ -154,6 +168,7 @@ impl Gateway {
             open_connections: AtomicUsize::new(0),
             fd_connection_cap: AtomicUsize::new(usize::MAX),
             throttle: crate::rpc::throttle::Throttle::default(),
+            announcer: Mutex::new(None),
         })
     }
 
@@ -372,6 +387,13 @@ impl Gateway {
         }
         tracing::info!(reason, "shutting down");
         self.shutting_down.cancel();
+        // Withdrawn first (goodbye packets), on a thread while the rest shuts down.
+        let withdraw = self
+            .announcer
+            .lock()
+            .ok()
+            .and_then(|mut a| a.take())
+            .map(|announcer| tokio::task::spawn_blocking(move || announcer.stop()));
         let suspended_runs = self.agent.shutdown(self).await;
         self.hub.shutdown(ShutdownEvent {
             reason: reason.to_string(),
@@ -402,6 +424,10 @@ impl Gateway {
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = task.await;
+        }
+        if let Some(withdraw) = withdraw {
+            let _ = withdraw.await;
+            tracing::info!("mDNS announcement withdrawn");
         }
     }
 }
@@ -607,11 +633,22 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
             message: e.to_string(),
         })?;
     let gw_config = &loaded.config.gateway;
-    let ip = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
+    let target = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
         addr: gw_config.bind.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let addr = SocketAddr::new(ip, gw_config.port);
+    let resolved =
+        crate::net::resolve_within(&target, Duration::from_millis(gw_config.bind_wait_ms))
+            .await
+            .ok_or_else(|| StartError::NoAddress {
+                bind: gw_config.bind.clone(),
+                looked_for: target.looked_for(),
+                waited_ms: gw_config.bind_wait_ms,
+            })?;
+    if !matches!(target, crate::net::BindTarget::Addr(_)) {
+        tracing::info!(bind = %gw_config.bind, addr = %resolved.ip, interface = resolved.interface.as_deref().unwrap_or("?"), "gateway.bind resolved");
+    }
+    let addr = SocketAddr::new(resolved.ip, gw_config.port);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -650,9 +687,42 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     // Before any call is served: a repeated key of an interrupted run finds it in progress.
     gateway.agent().resume_all(&gateway);
     tokio::spawn(crate::rpc::server::serve(gateway.clone(), listener));
+    announce(&gateway, &target, addr);
     crate::agent::tools::warn_about_workspace(&*gateway);
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
+}
+
+/// Starts the mDNS announcement when `discovery.mdns` asks for it; a failure is a warning and
+/// the gateway keeps serving.
+fn announce(gateway: &Arc<Gateway>, target: &crate::net::BindTarget, addr: SocketAddr) {
+    let config = gateway.config();
+    if !crate::discovery::mdns_enabled(&config, target) {
+        return;
+    }
+    let announcement = crate::discovery::Announcement {
+        name: config
+            .discovery
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::net::host_name().to_string()),
+        port: addr.port(),
+        addr: addr.ip(),
+        // TLS: the lead wires the certificate's SHA-256 fingerprint (lowercase hex) here when
+        // the port speaks TLS.
+        tls_fingerprint: None,
+    };
+    match crate::discovery::Announcer::start(announcement.clone()) {
+        Ok(announcer) => {
+            tracing::info!(name = %announcement.name, service = crate::discovery::SERVICE_TYPE, addr = %addr, "announced over mDNS");
+            if let Ok(mut slot) = gateway.announcer.lock() {
+                *slot = Some(announcer);
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot announce the gateway over mDNS; serving without it");
+        }
+    }
 }
 
 /// Raises the descriptor limit and returns how many connections it leaves room for, after the
