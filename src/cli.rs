@@ -1,4 +1,5 @@
-//! Command-line interface: `serve` (the default), `call`, `chat`, `schema`, `config migrate`.
+//! Command-line interface: `serve` (the default), `call`, `chat`, `discover`, `schema`, `config
+//! migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,12 @@ enum Command {
         after_help = "Each line is sent to the session (while a reply runs, it steers it); Ctrl-C aborts the reply,\na second Ctrl-C within 2 s (or one at an idle prompt) quits. Commands: /new [KEY], /sessions,\n/switch KEY, /history [N], /abort, /quit, /help. Typed lines are kept in <data-dir>/chat_history\nwhen that directory exists (or in --history FILE).\n\nExamples:\n  clawgate chat\n  clawgate chat --session work --agent coder --url ws://127.0.0.1:18789/"
     )]
     Chat(ChatArgs),
+    /// Finds gateways on the local network (mDNS `_clawgate._tcp.local.`) and prints each as one
+    /// JSON line.
+    #[command(
+        after_help = "Each line: {name, host, addresses, port, tls, fingerprintSha256?}. An announced fingerprint is\nunverified: pin it with `clawgate call --fingerprint HEX` once you have checked it on the gateway.\n\nExamples:\n  clawgate discover\n  clawgate discover --timeout-ms 10000"
+    )]
+    Discover(DiscoverArgs),
     /// Writes schema/openrpc.json and the method and event tables of docs/PROTOCOL.md from the
     /// code, or checks that both are current.
     #[command(
@@ -147,6 +154,13 @@ struct ChatArgs {
 }
 
 #[derive(Debug, Args)]
+struct DiscoverArgs {
+    /// How long to listen for announcements, in ms.
+    #[arg(long, value_name = "N", default_value_t = 3000)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
 struct SchemaArgs {
     /// Fail (exit 1) if the OpenRPC document or the tables of the protocol document differ from
     /// what the code emits, instead of writing them.
@@ -188,6 +202,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Call(args)) => runtime.block_on(call(args)),
         Some(Command::Chat(args)) => runtime.block_on(chat(args, &cli.serve)),
+        Some(Command::Discover(args)) => runtime.block_on(discover(args)),
         Some(Command::Schema(args)) => schema(args),
         Some(Command::Config(ConfigCommand::Migrate(args))) => migrate(&cli.serve, &args),
     };
@@ -436,6 +451,57 @@ async fn chat(args: ChatArgs, serve: &ServeArgs) -> ExitCode {
         tls: args.tls.options(),
     })
     .await
+}
+
+async fn discover(args: DiscoverArgs) -> ExitCode {
+    use crate::discovery::BrowseEvent;
+    use std::io::Write;
+    // Warnings only unless RUST_LOG says otherwise: stdout is the JSON lines.
+    let quiet = std::env::var_os("RUST_LOG").is_none().then_some("warn");
+    logging::init(LogFormat::Pretty, quiet);
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let browsed = tokio::task::spawn_blocking(move || {
+        let mut found = 0usize;
+        let result = crate::discovery::browse(timeout, |event| match event {
+            BrowseEvent::Found(gateway) => {
+                found += 1;
+                if let Ok(line) = serde_json::to_string(&gateway) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+            BrowseEvent::Removed(fullname) => {
+                eprintln!("clawgate: withdrawn: {fullname}");
+            }
+        });
+        result.map(|()| found)
+    })
+    .await;
+    match browsed {
+        Ok(Ok(0)) => {
+            eprintln!(
+                "clawgate: no clawgate gateway found on the local network within {} ms",
+                args.timeout_ms
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(n)) => {
+            eprintln!(
+                "clawgate: {n} gateway(s) found. An announced fingerprintSha256 is unverified until you pin it: \
+                 check it on the gateway (gateway.status) and connect with `clawgate call --fingerprint HEX`"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(err)) => {
+            eprintln!("clawgate: cannot browse: {err}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("clawgate: cannot browse: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn print_error(err: jsonrpsee::core::client::Error) -> ExitCode {

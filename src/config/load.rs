@@ -1,6 +1,5 @@
 //! The layered loader (defaults < TOML file < environment < flags) and validation.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -292,8 +291,9 @@ pub fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
 /// Checks what types alone cannot.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let gw = &config.gateway;
-    let ip = parse_bind(&gw.bind)?;
-    if gw.auth.mode == AuthMode::None && !ip.is_loopback() {
+    // `lan` and `tailnet` are not loopback: refused here, before any interface is looked up.
+    let target = parse_bind(&gw.bind)?;
+    if gw.auth.mode == AuthMode::None && !target.is_loopback() {
         return Err(ConfigError::new(
             "gateway.auth.mode",
             format!(
@@ -389,6 +389,16 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     validate_tls(&gw.tls)?;
+    if let Some(name) = &config.discovery.name
+        && (name.trim().is_empty() || name.len() > 63 || name.contains(['.', '\0']))
+    {
+        return Err(ConfigError::new(
+            "discovery.name",
+            format!(
+                "found {name:?}, expected a name of 1 to 63 bytes without `.` (one DNS label, such as \"living-room\")"
+            ),
+        ));
+    }
     validate_agents(config)?;
     let mut names = std::collections::BTreeSet::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
@@ -647,19 +657,19 @@ fn validate_agents(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Parses `gateway.bind`: an IP address, or `localhost`.
-pub fn parse_bind(bind: &str) -> Result<IpAddr, ConfigError> {
-    if bind.eq_ignore_ascii_case("localhost") {
-        return Ok(IpAddr::from([127, 0, 0, 1]));
-    }
-    bind.trim_matches(|c| c == '[' || c == ']')
-        .parse()
-        .map_err(|_| {
-            ConfigError::new(
-                "gateway.bind",
-                format!("found {bind:?}, expected an IP address such as \"127.0.0.1\", \"::1\" or \"0.0.0.0\""),
-            )
-        })
+/// Parses `gateway.bind`: an IP address, `localhost`, `loopback`, `lan` or `tailnet`. Names
+/// are resolved to an address at start ([`crate::net::resolve`]), not here.
+pub fn parse_bind(bind: &str) -> Result<crate::net::BindTarget, ConfigError> {
+    crate::net::BindTarget::parse(bind).ok_or_else(|| {
+        ConfigError::new(
+            "gateway.bind",
+            format!(
+                "found {bind:?}, expected an IP address such as \"127.0.0.1\", \"::1\" or \"0.0.0.0\", \
+                 or one of \"loopback\", \"lan\" (the address of the default route's interface), \
+                 \"tailnet\" (the Tailscale address)"
+            ),
+        )
+    })
 }
 
 fn default_data_dir() -> Result<PathBuf, ConfigError> {

@@ -21,6 +21,7 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("gateway", Reload::Hot),
     ("gateway.bind", Reload::Restart),
     ("gateway.port", Reload::Restart),
+    ("gateway.bind_wait_ms", Reload::Restart),
     // Read when a WebSocket connection opens: new connections get the new value.
     ("gateway.ping_interval_ms", Reload::Hot),
     ("gateway.ping_timeout_ms", Reload::Hot),
@@ -37,6 +38,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("metrics", Reload::Restart),
     // Read when a model call's usage is recorded: later ledger lines get the new price.
     ("prices", Reload::Hot),
+    // The announcement is made once, at start.
+    ("discovery", Reload::Restart),
 ];
 
 /// How `path` (dotted) reloads.

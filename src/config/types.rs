@@ -30,6 +30,8 @@ pub struct Config {
     /// What each model costs, by model name (`[prices."<model>"]`): the usage ledger prices
     /// each model call with it when the call is recorded.
     pub prices: BTreeMap<String, PriceConfig>,
+    /// Announcing the gateway on the local network (mDNS).
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             mcp_servers: BTreeMap::new(),
             metrics: MetricsConfig::default(),
             prices: BTreeMap::new(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -59,6 +62,30 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self { enabled: true }
     }
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Whether `_clawgate._tcp.local.` is announced: `auto` (for a `lan` bind or an explicit
+    /// non-loopback address, not for loopback or `tailnet`), `on` or `off`.
+    pub mdns: MdnsMode,
+    /// The announced instance name (default: the host name).
+    pub name: Option<String>,
+}
+
+/// `discovery.mdns`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MdnsMode {
+    /// On for `lan` binds and explicit non-loopback addresses; off for loopback and `tailnet`.
+    #[default]
+    Auto,
+    /// Always announced.
+    On,
+    /// Never announced.
+    Off,
 }
 
 /// The id of the agent that always exists, and the default of `gateway.default_agent`.
@@ -99,8 +126,13 @@ impl Config {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
-    /// Address to bind; a non-loopback address needs token auth.
+    /// Address to bind: an IP address, `localhost`/`loopback` (127.0.0.1), `lan` (the IPv4
+    /// address of the interface holding the default route) or `tailnet` (the 100.64.0.0/10
+    /// address of a `tailscale*` interface); anything but loopback needs token auth.
     pub bind: String,
+    /// How long a start waits for the address `lan` or `tailnet` names to appear, in ms
+    /// (0: not at all); then it stops, naming what it looked for.
+    pub bind_wait_ms: u64,
     /// Port to bind; 0 picks a free one.
     pub port: u16,
     /// Most simultaneous connections; past it a new connection gets HTTP 429.
@@ -145,6 +177,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1".into(),
+            bind_wait_ms: 0,
             port: 18789,
             max_connections: 1024,
             allowed_origins: Vec::new(),

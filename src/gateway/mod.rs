@@ -45,6 +45,18 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `gateway.bind` names `lan` or `tailnet` and no such address appeared in time.
+    #[error(
+        "cannot listen on {bind:?}: {looked_for} (waited {waited_ms} ms, gateway.bind_wait_ms)"
+    )]
+    NoAddress {
+        /// `gateway.bind` as configured.
+        bind: String,
+        /// What was looked for.
+        looked_for: String,
+        /// How long the start waited for it.
+        waited_ms: u64,
+    },
     /// Two declarations of one method name.
     #[error(transparent)]
     Duplicate(#[from] DuplicateMethod),
@@ -104,6 +116,8 @@ pub struct Gateway {
     throttle: crate::rpc::throttle::Throttle,
     /// The certificate served, when `[gateway.tls]` is on (set once at start).
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
+    /// The mDNS announcement, withdrawn on shutdown.
+    announcer: Mutex<Option<crate::discovery::Announcer>>,
 }
 
 impl Gateway {
@@ -162,6 +176,7 @@ impl Gateway {
             fd_connection_cap: AtomicUsize::new(usize::MAX),
             throttle: crate::rpc::throttle::Throttle::default(),
             tls: std::sync::OnceLock::new(),
+            announcer: Mutex::new(None),
         })
     }
 
@@ -389,6 +404,13 @@ impl Gateway {
         }
         tracing::info!(reason, "shutting down");
         self.shutting_down.cancel();
+        // Withdrawn first (goodbye packets), on a thread while the rest shuts down.
+        let withdraw = self
+            .announcer
+            .lock()
+            .ok()
+            .and_then(|mut a| a.take())
+            .map(|announcer| tokio::task::spawn_blocking(move || announcer.stop()));
         let suspended_runs = self.agent.shutdown(self).await;
         self.hub.shutdown(ShutdownEvent {
             reason: reason.to_string(),
@@ -419,6 +441,10 @@ impl Gateway {
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = task.await;
+        }
+        if let Some(withdraw) = withdraw {
+            let _ = withdraw.await;
+            tracing::info!("mDNS announcement withdrawn");
         }
     }
 }
@@ -642,11 +668,22 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
             message: e.to_string(),
         })?;
     let gw_config = &loaded.config.gateway;
-    let ip = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
+    let target = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
         addr: gw_config.bind.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let addr = SocketAddr::new(ip, gw_config.port);
+    let resolved =
+        crate::net::resolve_within(&target, Duration::from_millis(gw_config.bind_wait_ms))
+            .await
+            .ok_or_else(|| StartError::NoAddress {
+                bind: gw_config.bind.clone(),
+                looked_for: target.looked_for(),
+                waited_ms: gw_config.bind_wait_ms,
+            })?;
+    if !matches!(target, crate::net::BindTarget::Addr(_)) {
+        tracing::info!(bind = %gw_config.bind, addr = %resolved.ip, interface = resolved.interface.as_deref().unwrap_or("?"), "gateway.bind resolved");
+    }
+    let addr = SocketAddr::new(resolved.ip, gw_config.port);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -699,6 +736,7 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
         listener,
         acceptor,
     ));
+    announce(&gateway, &target, addr);
     crate::agent::tools::warn_about_workspace(&*gateway);
     gateway.ready.store(true, Ordering::Release);
     Ok(Running { gateway, addr })
@@ -737,6 +775,37 @@ fn start_tls(
         "TLS on: serving https:// and wss:// only; certificate fingerprint (SHA-256) {fingerprint}"
     );
     Ok(Some(tls))
+}
+
+/// Starts the mDNS announcement when `discovery.mdns` asks for it; a failure is a warning and
+/// the gateway keeps serving.
+fn announce(gateway: &Arc<Gateway>, target: &crate::net::BindTarget, addr: SocketAddr) {
+    let config = gateway.config();
+    if !crate::discovery::mdns_enabled(&config, target) {
+        return;
+    }
+    let announcement = crate::discovery::Announcement {
+        name: config
+            .discovery
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::net::host_name().to_string()),
+        port: addr.port(),
+        addr: addr.ip(),
+        // Set before the announcement: `tls=1` and `fp` when the port speaks TLS.
+        tls_fingerprint: gateway.tls_fingerprint(),
+    };
+    match crate::discovery::Announcer::start(announcement.clone()) {
+        Ok(announcer) => {
+            tracing::info!(name = %announcement.name, service = crate::discovery::SERVICE_TYPE, addr = %addr, "announced over mDNS");
+            if let Ok(mut slot) = gateway.announcer.lock() {
+                *slot = Some(announcer);
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot announce the gateway over mDNS; serving without it");
+        }
+    }
 }
 
 /// Raises the descriptor limit and returns how many connections it leaves room for, after the

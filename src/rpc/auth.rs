@@ -198,7 +198,12 @@ fn origin_allowed(config: &Config, bound: IpAddr, port: u16, origin: &str) -> bo
     {
         return true;
     }
-    let Some(rest) = origin.strip_prefix("http://") else {
+    // The gateway's own origins, over `http://` and `https://` (TLS).
+    let (rest, default_port) = if let Some(rest) = origin.strip_prefix("http://") {
+        (rest, 80)
+    } else if let Some(rest) = origin.strip_prefix("https://") {
+        (rest, 443)
+    } else {
         return false;
     };
     let (host, origin_port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -217,15 +222,31 @@ fn origin_allowed(config: &Config, bound: IpAddr, port: u16, origin: &str) -> bo
             Ok(p) => p,
             Err(_) => return false,
         },
-        None => 80,
+        None => default_port,
     };
     if origin_port != port {
         return false;
     }
     host.eq_ignore_ascii_case("localhost")
+        || is_own_mdns_name(&host)
         || host
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip == bound || ip.is_loopback())
+}
+
+/// Whether `host` is this machine's mDNS name, `<host name>.local` (a final dot allowed).
+fn is_own_mdns_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let Some(cut) = host.len().checked_sub(".local".len()) else {
+        return false;
+    };
+    match (host.get(..cut), host.get(cut..)) {
+        (Some(name), Some(suffix)) => {
+            suffix.eq_ignore_ascii_case(".local")
+                && name.eq_ignore_ascii_case(crate::net::host_name())
+        }
+        _ => false,
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -343,5 +364,67 @@ mod tests {
         assert!(!origin_allowed(&config, ip, 18789, "http://localhost:3000"));
         assert!(!origin_allowed(&config, ip, 18789, "https://evil.example"));
         assert!(!origin_allowed(&config, ip, 18789, "null"));
+    }
+
+    #[test]
+    fn own_origins_over_https_and_the_mdns_name() {
+        let config = Config::default();
+        let ip = IpAddr::from([198, 18, 0, 1]);
+        let host = crate::net::host_name();
+        assert!(origin_allowed(
+            &config,
+            ip,
+            18789,
+            "https://198.18.0.1:18789"
+        ));
+        assert!(origin_allowed(
+            &config,
+            ip,
+            18789,
+            "https://localhost:18789"
+        ));
+        assert!(origin_allowed(&config, ip, 443, "https://198.18.0.1"));
+        assert!(!origin_allowed(&config, ip, 443, "http://198.18.0.1"));
+        assert!(origin_allowed(&config, ip, 80, "http://198.18.0.1"));
+        for origin in [
+            format!("http://{host}.local:18789"),
+            format!("https://{host}.local:18789"),
+            format!("https://{}.LOCAL.:18789", host.to_ascii_uppercase()),
+        ] {
+            assert!(origin_allowed(&config, ip, 18789, &origin), "{origin}");
+        }
+        assert!(!origin_allowed(
+            &config,
+            ip,
+            18789,
+            &format!("https://{host}.local:1")
+        ));
+        assert!(!origin_allowed(
+            &config,
+            ip,
+            18789,
+            &format!("https://x{host}.local:18789")
+        ));
+        assert!(!origin_allowed(
+            &config,
+            ip,
+            18789,
+            &format!("https://{host}.example:18789")
+        ));
+        assert!(!origin_allowed(
+            &config,
+            ip,
+            18789,
+            "https://198.18.0.2:18789"
+        ));
+        assert!(!origin_allowed(
+            &config,
+            ip,
+            18789,
+            "ftp://198.18.0.1:18789"
+        ));
+        assert!(!is_own_mdns_name("é.local"));
+        assert!(!is_own_mdns_name("ééé"));
+        assert!(!is_own_mdns_name(".local"));
     }
 }

@@ -15,6 +15,7 @@ mod fake_provider;
 mod hardening;
 mod jsonrpc;
 mod mcp;
+mod netns;
 mod operating;
 mod plugins;
 mod process;
