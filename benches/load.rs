@@ -308,6 +308,79 @@ async fn scenario_calls(secs: f64, rounds: usize) {
     }
 }
 
+/// Calls/s of the same build with `[metrics] enabled = true` and `false`, alternating rounds;
+/// then `/metrics` rendered with 50 methods (3 codes each) and 100 tools recorded, in this
+/// process (the same recorder and renderer the gateway uses).
+async fn scenario_metrics(secs: f64, rounds: usize) {
+    let on_dir = tempfile::tempdir().expect("tempdir");
+    let off_dir = tempfile::tempdir().expect("tempdir");
+    let on = gateway(on_dir.path()).start();
+    let off = gateway(off_dir.path())
+        .config("[metrics]\nenabled = false\n")
+        .start();
+    println!("\n## Metrics on and off (median of {rounds} alternating rounds of {secs} s)\n");
+    println!("| load | metrics | calls/s | p50 µs | p99 µs |");
+    println!("|---|---|---:|---:|---:|");
+    for (conns, inflight) in [(1usize, 1usize), (16, 4)] {
+        let mut stats: [Vec<CallStats>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            stats[0].push(calls(off.addr, "gateway.health", conns, inflight, secs).await);
+            stats[1].push(calls(on.addr, "gateway.health", conns, inflight, secs).await);
+        }
+        let mut rates = Vec::new();
+        for (name, st) in ["off", "on"].iter().zip(&stats) {
+            let m = |f: fn(&CallStats) -> f64| median(st.iter().map(f).collect());
+            let (rate, p50, p99) = (m(|s| s.rate), m(|s| s.p50), m(|s| s.p99));
+            rates.push(rate);
+            println!("| {conns}×{inflight} | {name} | {rate:.0} | {p50:.0} | {p99:.0} |");
+            emit(
+                "metrics",
+                &format!("{conns}x{inflight} {name} rate"),
+                rate,
+                "calls/s",
+            );
+        }
+        let ratio = rates[1] / rates[0];
+        println!("| {conns}×{inflight} | ratio on/off | {ratio:.3} | | |");
+        emit(
+            "metrics",
+            &format!("{conns}x{inflight} ratio on/off"),
+            ratio,
+            "x",
+        );
+    }
+    clawgate::metrics::install();
+    let methods: Vec<_> = (0..50)
+        .map(|i| clawgate::metrics::MethodMetrics::new(&format!("bench.method{i}")))
+        .collect();
+    for m in &methods {
+        for code in [None, Some(-32602), Some(-32022)] {
+            m.record(code, Duration::from_micros(40));
+        }
+    }
+    for i in 0..100 {
+        for outcome in ["ok", "error"] {
+            clawgate::metrics::tool_call(&format!("bench_tool_{i}"), outcome);
+        }
+    }
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..200 {
+        let t = Instant::now();
+        let text =
+            clawgate::metrics::render(clawgate::metrics::Gauges::default()).unwrap_or_default();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        bytes = text.len();
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+    println!(
+        "\n`/metrics` rendered, 50 methods × 3 codes + 100 tools × 2 outcomes ({bytes} bytes): p50 {p50:.2} ms, p99 {p99:.2} ms\n"
+    );
+    emit("metrics", "render p50", p50, "ms");
+    emit("metrics", "render p99", p99, "ms");
+}
+
 /// What one fan-out run measured.
 struct FanoutRun {
     /// Delivery latencies (publish request sent → notification received), ms, sorted.
@@ -738,7 +811,9 @@ fn main() {
     let which = args
         .iter()
         .skip(1)
-        .find(|a| ["calls", "fanout", "memory", "streaming", "all"].contains(&a.as_str()))
+        .find(|a| {
+            ["calls", "fanout", "memory", "streaming", "metrics", "all"].contains(&a.as_str())
+        })
         .cloned()
         .unwrap_or_else(|| "all".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -748,6 +823,9 @@ fn main() {
     rt.block_on(async {
         if which == "calls" || which == "all" {
             scenario_calls(secs, rounds).await;
+        }
+        if which == "metrics" || which == "all" {
+            scenario_metrics(secs, rounds).await;
         }
         if which == "fanout" || which == "all" {
             let subs: Vec<usize> =
