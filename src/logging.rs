@@ -156,14 +156,9 @@ impl LogRing {
                 out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
             }
         }
-        for marker in [
-            "token=",
-            "api_key=",
-            "apikey=",
-            "password=",
-            "secret=",
-            "bearer ",
-        ] {
+        // One lowercase copy tells which markers occur; most records hold none.
+        let lower = out.to_ascii_lowercase();
+        for marker in MARKERS.iter().filter(|m| lower.contains(**m)) {
             if let Some(replaced) = redact_after(&out, marker) {
                 out = Cow::Owned(replaced);
             }
@@ -171,6 +166,16 @@ impl LogRing {
         out
     }
 }
+
+/// What precedes a value that is redacted whatever it is (ASCII case-insensitive).
+const MARKERS: [&str; 6] = [
+    "token=",
+    "api_key=",
+    "apikey=",
+    "password=",
+    "secret=",
+    "bearer ",
+];
 
 /// `text` with the value after each (ASCII case-insensitive) `marker` replaced, up to the next
 /// `&`, whitespace, quote, comma or bracket; `None` when there is no marker.

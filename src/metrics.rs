@@ -269,17 +269,24 @@ pub fn fsync<T>(sync: impl FnOnce() -> T) -> T {
 
 /// A counter per name of a small, fixed set (event names, tool names), cached so recording
 /// one costs a read lock and a hash lookup, not a registration and an allocation.
+/// `fixed` is a second label every counter of the cache carries (a tool call's outcome).
 struct Cache {
     metric: &'static str,
     label: &'static str,
+    fixed: Option<(&'static str, &'static str)>,
     counters: std::sync::RwLock<std::collections::BTreeMap<&'static str, Counter>>,
 }
 
 impl Cache {
-    const fn new(metric: &'static str, label: &'static str) -> Self {
+    const fn new(
+        metric: &'static str,
+        label: &'static str,
+        fixed: Option<(&'static str, &'static str)>,
+    ) -> Self {
         Self {
             metric,
             label,
+            fixed,
             counters: std::sync::RwLock::new(std::collections::BTreeMap::new()),
         }
     }
@@ -295,7 +302,10 @@ impl Cache {
             return;
         }
         let name = intern(value);
-        let c = counter!(self.metric, self.label => name);
+        let c = match self.fixed {
+            None => counter!(self.metric, self.label => name),
+            Some((k, v)) => counter!(self.metric, self.label => name, k => v),
+        };
         c.increment(by);
         if let Ok(mut map) = self.counters.write() {
             map.insert(name, c);
@@ -303,7 +313,7 @@ impl Cache {
     }
 }
 
-static EVENTS: Cache = Cache::new(EVENTS_PUBLISHED, "event");
+static EVENTS: Cache = Cache::new(EVENTS_PUBLISHED, "event", None);
 
 /// Counts one published event (`event` a name the table declares).
 pub fn event_published(event: &str) {
@@ -315,25 +325,33 @@ pub fn events_dropped(reason: &'static str, count: u64) {
     counter!(EVENTS_DROPPED, "reason" => reason).increment(count);
 }
 
-static TOOLS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<(&'static str, &'static str), Counter>>,
-> = std::sync::LazyLock::new(Default::default);
+/// The tool-call counters, one cache per outcome.
+static TOOLS: [(&str, Cache); 4] = [
+    (
+        "ok",
+        Cache::new(TOOL_CALLS, "tool", Some(("outcome", "ok"))),
+    ),
+    (
+        "error",
+        Cache::new(TOOL_CALLS, "tool", Some(("outcome", "error"))),
+    ),
+    (
+        "refused",
+        Cache::new(TOOL_CALLS, "tool", Some(("outcome", "refused"))),
+    ),
+    (
+        "aborted",
+        Cache::new(TOOL_CALLS, "tool", Some(("outcome", "aborted"))),
+    ),
+];
 
 /// Counts one ended tool call: `tool` a name of the run's tool set (`"unknown"` for a name the
 /// model made up), `outcome` `ok`, `error`, `refused` (denied, unknown, not run again) or
 /// `aborted`.
 pub fn tool_call(tool: &str, outcome: &'static str) {
-    if !enabled() {
-        return;
+    if let Some((_, cache)) = TOOLS.iter().find(|(o, _)| *o == outcome) {
+        cache.increment(tool, 1);
     }
-    let mut map = match TOOLS.lock() {
-        Ok(m) => m,
-        Err(p) => p.into_inner(),
-    };
-    let tool = intern(tool);
-    map.entry((tool, outcome))
-        .or_insert_with(|| counter!(TOOL_CALLS, "tool" => tool, "outcome" => outcome))
-        .increment(1);
 }
 
 /// Counts one ended run of `agent` (`outcome` `final`, `aborted`, `error`).
