@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod http;
 
 pub mod logging;
 pub mod mcp;

@@ -40,6 +40,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("prices", Reload::Hot),
     // The announcement is made once, at start.
     ("discovery", Reload::Restart),
+    // Read at each request.
+    ("http", Reload::Hot),
 ];
 
 /// How `path` (dotted) reloads.

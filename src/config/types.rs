@@ -32,6 +32,8 @@ pub struct Config {
     pub prices: BTreeMap<String, PriceConfig>,
     /// Announcing the gateway on the local network (mDNS).
     pub discovery: DiscoveryConfig,
+    /// The standard doors on the port: OpenAI-compatible `/v1` and A2A.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             prices: BTreeMap::new(),
             discovery: DiscoveryConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -62,6 +65,35 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self { enabled: true }
     }
+}
+
+/// `[http]`: the standard doors on the gateway's port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `GET /v1/models` and `POST /v1/chat/completions`.
+    pub openai: OpenAiDoorConfig,
+    /// A2A 1.0: agent cards and the JSON-RPC binding at `/a2a/<agentId>`.
+    pub a2a: A2aDoorConfig,
+}
+
+/// `[http.openai]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenAiDoorConfig {
+    /// Serves the OpenAI-compatible endpoints (off by default).
+    pub enabled: bool,
+}
+
+/// `[http.a2a]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct A2aDoorConfig {
+    /// Serves the agent cards and the A2A JSON-RPC binding (off by default).
+    pub enabled: bool,
+    /// The base URL the cards announce (default: the scheme and `Host` of the request that
+    /// fetched the card), e.g. `https://gw.example.net`.
+    pub public_url: Option<String>,
 }
 
 /// `[discovery]`.

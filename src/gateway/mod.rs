@@ -78,8 +78,35 @@ pub type Descriptor = crate::rpc::MethodDescriptor<Gateway>;
 /// Builds the method table without plugins; called again whenever plugins come and go.
 pub type BaseTable = Arc<dyn Fn() -> Result<Table, DuplicateMethod> + Send + Sync>;
 
+/// The application's doors on the port (`rpc::Host::door`): the request back when none serves
+/// its path.
+pub type Doors = fn(
+    &Arc<Gateway>,
+    http::Request<hyper::body::Incoming>,
+    crate::rpc::server::DoorMeta,
+) -> Result<
+    crate::rpc::table::BoxFuture<http::Response<crate::rpc::http::Reply>>,
+    http::Request<hyper::body::Incoming>,
+>;
+
+/// What the startup assembles beside the configuration: the method table and the doors.
+#[derive(Clone)]
+pub struct Parts {
+    /// Builds the method table without plugins.
+    pub table: BaseTable,
+    /// The doors (`/v1`, `/a2a`, `/hooks`); `None` serves JSON-RPC alone.
+    pub doors: Option<Doors>,
+}
+
+impl From<BaseTable> for Parts {
+    fn from(table: BaseTable) -> Self {
+        Self { table, doors: None }
+    }
+}
+
 /// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
 pub struct Gateway {
+    doors: Option<Doors>,
     config: ArcSwap<Config>,
     tokens: ArcSwap<crate::rpc::auth::TokenTable>,
     data_dir: PathBuf,
@@ -124,7 +151,7 @@ impl Gateway {
     /// New state from a loaded configuration, a frozen method table, and the hub and store.
     pub fn new(
         loaded: Loaded,
-        base_table: BaseTable,
+        parts: Parts,
         table: TableSnapshot<Gateway>,
         hub: Arc<EventHub>,
         store: Arc<Store>,
@@ -148,7 +175,8 @@ impl Gateway {
             watcher: Mutex::new(None),
             plugins_notify: Notify::new(),
             plugins: crate::plugins::Plugins::default(),
-            base_table,
+            base_table: parts.table,
+            doors: parts.doors,
             tokens: ArcSwap::from_pointee(crate::rpc::auth::TokenTable::new(&loaded.config)),
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
@@ -592,6 +620,19 @@ impl crate::rpc::Host for Gateway {
     fn max_connections(&self) -> usize {
         Gateway::max_connections(self)
     }
+    fn door(
+        self: &Arc<Self>,
+        req: http::Request<hyper::body::Incoming>,
+        meta: crate::rpc::server::DoorMeta,
+    ) -> Result<
+        crate::rpc::table::BoxFuture<http::Response<crate::rpc::http::Reply>>,
+        http::Request<hyper::body::Incoming>,
+    > {
+        match self.doors {
+            Some(doors) => doors(self, req, meta),
+            None => Err(req),
+        }
+    }
 }
 
 /// A started gateway.
@@ -630,7 +671,11 @@ impl Running {
 }
 
 /// Like [`crate::app::start`], with a method table of the caller's (the core table plus more methods).
-pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running, StartError> {
+pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Running, StartError> {
+    let Parts {
+        table: base_table,
+        doors,
+    } = parts.into();
     // Before any metric handle is taken (the method table's among them): taken earlier, a
     // handle would stay a no-op.
     if loaded.config.metrics.enabled {
@@ -696,7 +741,17 @@ pub async fn start_with(loaded: Loaded, base_table: BaseTable) -> Result<Running
     })?;
     let tls = start_tls(&loaded, addr)?;
     let snapshot = TableSnapshot::build(&table)?;
-    let gateway = Gateway::new(loaded, base_table, snapshot, hub, store, health_dirty);
+    let gateway = Gateway::new(
+        loaded,
+        Parts {
+            table: base_table,
+            doors,
+        },
+        snapshot,
+        hub,
+        store,
+        health_dirty,
+    );
     gateway.fd_connection_cap.store(fd_cap, Ordering::Relaxed);
     let index_task = tokio::spawn(gateway.store.clone().index_loop(gateway.index_stop.clone()));
     if let Ok(mut slot) = gateway.index_task.lock() {

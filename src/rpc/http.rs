@@ -18,11 +18,10 @@ use super::dispatch::handle_message;
 use super::wire::error_json;
 use crate::error::Error;
 
-/// The body of every response the port sends itself.
-pub(super) type Body = Full<Bytes>;
+pub use super::door::{Body, Reply, event_stream, whole};
 
 /// A JSON response with `status`.
-pub(super) fn json_response(status: StatusCode, body: String) -> Response<Body> {
+pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -33,7 +32,7 @@ pub(super) fn json_response(status: StatusCode, body: String) -> Response<Body> 
 }
 
 /// HTTP 401 (with `WWW-Authenticate: Bearer`) or 403 for a refused request.
-pub(super) fn refusal_response(refusal: Refusal) -> Response<Body> {
+pub fn refusal_response(refusal: Refusal) -> Response<Body> {
     match refusal {
         Refusal::Unauthorized(message) => {
             let mut resp = json_response(
@@ -54,7 +53,7 @@ pub(super) fn refusal_response(refusal: Refusal) -> Response<Body> {
 }
 
 /// HTTP 429 for a locked-out address.
-pub(super) fn throttled_response(retry_after_ms: u64) -> Response<Body> {
+pub fn throttled_response(retry_after_ms: u64) -> Response<Body> {
     let mut resp = json_response(
         StatusCode::TOO_MANY_REQUESTS,
         json!({"error": {"kind": "rate_limited", "retryAfterMs": retry_after_ms,
@@ -70,7 +69,7 @@ pub(super) fn throttled_response(retry_after_ms: u64) -> Response<Body> {
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the last address
 /// of `X-Forwarded-For` that is not one of the trusted proxies.
-pub(super) fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+pub fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
     }
@@ -131,6 +130,65 @@ pub(super) fn health_route<S: Host>(
     Some(json_response(status, body))
 }
 
+/// Why a request body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than the limit (`size` is the declared length, or one past the limit).
+    #[error("the body is {size} bytes, more than the limit")]
+    TooLarge {
+        /// The declared or seen size.
+        size: usize,
+    },
+    /// Not all there within the body timeout.
+    #[error("the body did not arrive within {ms} ms (gateway.body_timeout_ms)")]
+    Timeout {
+        /// The timeout.
+        ms: u128,
+    },
+    /// The connection failed while reading.
+    #[error("cannot read the body: {0}")]
+    Read(String),
+}
+
+/// A request's whole body, within `limit` bytes (a larger `Content-Length` is refused before
+/// reading) and `timeout`; every door of the port reads its bodies with this.
+pub async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared
+        && size > limit
+    {
+        return Err(BodyError::TooLarge { size });
+    }
+    let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect());
+    let Ok(read) = read.await else {
+        return Err(BodyError::Timeout {
+            ms: timeout.as_millis(),
+        });
+    };
+    match read {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(BodyError::TooLarge {
+                    size: declared.unwrap_or(limit + 1),
+                });
+            }
+            Err(BodyError::Read(err.to_string()))
+        }
+    }
+}
+
 /// One JSON-RPC message as an HTTP POST: the body, within `limit` bytes and `body_timeout`,
 /// handled in a task of its own; `204` when nothing is to be answered (notifications only).
 pub(super) async fn http_rpc<S: Host>(
@@ -146,43 +204,26 @@ pub(super) async fn http_rpc<S: Host>(
             error_json("null", &Error::PayloadTooLarge { size, limit }),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(size) = declared
-        && size > limit
-    {
-        return too_large(size);
-    }
-    let read = tokio::time::timeout(body_timeout, Limited::new(req.into_body(), limit).collect());
-    let Ok(read) = read.await else {
-        let mut resp = json_response(
-            StatusCode::REQUEST_TIMEOUT,
-            error_json(
-                "null",
-                &Error::InvalidRequest(format!(
-                    "the request body did not arrive within {} ms (gateway.body_timeout_ms)",
-                    body_timeout.as_millis()
-                )),
-            ),
-        );
-        resp.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        return resp;
-    };
-    let body = match read {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return too_large(declared.unwrap_or(limit + 1));
-            }
+    let body = match read_body(req, limit, body_timeout).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { size }) => return too_large(size),
+        Err(BodyError::Timeout { ms }) => {
+            let mut resp = json_response(
+                StatusCode::REQUEST_TIMEOUT,
+                error_json(
+                    "null",
+                    &Error::InvalidRequest(format!(
+                        "the request body did not arrive within {ms} ms (gateway.body_timeout_ms)"
+                    )),
+                ),
+            );
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+        Err(BodyError::Read(err)) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 error_json(

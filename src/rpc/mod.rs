@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod context;
 pub mod dispatch;
+pub mod door;
 pub mod http;
 pub mod openrpc;
 pub mod order;
@@ -63,6 +64,22 @@ pub trait Host: Send + Sync + Sized + 'static {
     fn max_connections(&self) -> usize;
     /// What `GET /metrics` reads from the application's state at each scrape.
     fn metric_gauges(&self) -> crate::metrics::Gauges;
+    /// The application's own routes on the port (the doors: `/v1`, `/a2a`, `/hooks`), asked
+    /// after the browser checks, the health routes, the connection limit and the console, and
+    /// before the token check: a door authenticates in its own way ([`server::authenticate`]
+    /// for a token) and answers in its own error shape. Gives the request back when no door
+    /// serves its path.
+    fn door(
+        self: &Arc<Self>,
+        req: ::http::Request<hyper::body::Incoming>,
+        meta: door::DoorMeta,
+    ) -> Result<
+        table::BoxFuture<::http::Response<door::Reply>>,
+        ::http::Request<hyper::body::Incoming>,
+    > {
+        let _ = meta;
+        Err(req)
+    }
 }
 
 /// An immutable view of the method table, swapped atomically when plugins come and go.

@@ -16,7 +16,7 @@
 //! WebSocket connection from upgrade to close).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,10 +31,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::Host;
-use super::auth::{self, Refusal};
+use super::auth::{self, Credential, Refusal};
 use super::context::Connection;
 use super::http::{
-    Body, client_ip, health_route, http_rpc, json_response, refusal_response, throttled_response,
+    Body, Reply, client_ip, health_route, http_rpc, json_response, refusal_response,
+    throttled_response, whole,
 };
 use super::table::Scope;
 use super::websocket::{is_upgrade_request, upgrade};
@@ -226,63 +227,39 @@ impl ConnectionIo for tokio_rustls::server::TlsStream<TcpStream> {
     fn prepare<S: Host>(&self, _gateway: &S) {}
 }
 
-/// The door every request passes, in order: the browser checks, the health routes (served
-/// even when full), the connection limit, the web console (`GET /` without an upgrade and
-/// `/console/*`, no token needed), the path, the failed-login lockout and authentication; then
-/// `GET /openrpc.json`, JSON-RPC over `POST /`, or the WebSocket upgrade.
-async fn route<S: Host>(
-    gateway: Arc<S>,
-    peer: SocketAddr,
-    conn_id: Arc<str>,
-    over_limit: bool,
-    guard: Arc<OpenGuard<S>>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub use super::door::DoorMeta;
+
+/// Why [`authenticate`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// The client's address is locked out after too many failed logins.
+    Throttled {
+        /// How long until it may try again.
+        retry_after_ms: u64,
+    },
+    /// No token, or not a valid one (counted as a failed login).
+    Refused(Refusal),
+}
+
+/// The token check every door shares: the failed-login lockout of `client`, then the bearer
+/// token (or `?token=`) against the tokens in force; a refusal counts as a failed login.
+pub fn authenticate<S: Host>(
+    gateway: &S,
+    client: IpAddr,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Result<Credential, AuthFailure> {
     let config = gateway.config();
-    let local = gateway
-        .local_addr()
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    if let Err(refusal) = auth::check_browser(&config, local.ip(), local.port(), req.headers()) {
-        return refusal_response(refusal);
-    }
-    // Liveness and readiness probes are answered even when the gateway is full.
-    if let Some(resp) = health_route(&*gateway, &req) {
-        return resp;
-    }
-    if over_limit {
-        let mut resp = json_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"error": {"kind": "busy", "message": "too many connections (gateway.max_connections)"}}).to_string(),
-        );
-        resp.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        return resp;
-    }
-    // The web console: static files that hold no secret, so no token (the WebSocket and every
-    // call check it); the Origin/Host rules above still apply.
-    if let Some(resp) = crate::console::route(&req) {
-        return resp;
-    }
-    let path = req.uri().path();
-    if !matches!(path, "/" | "/openrpc.json" | "/metrics") {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            json!({"error": {"kind": "not_found", "message": format!("no route {path}: JSON-RPC is served at /")}}).to_string(),
-        );
-    }
-    let client = client_ip(&config.gateway.trusted_proxies, peer.ip(), req.headers());
     let limits = super::throttle::Limits::from(&config.gateway.auth);
     let throttle = gateway.throttle();
     if let Some(retry_after_ms) = throttle.locked_for(&limits, client, now_ms()) {
-        return throttled_response(retry_after_ms);
+        return Err(AuthFailure::Throttled { retry_after_ms });
     }
-    let token = auth::presented_token(req.headers(), req.uri().query());
-    let tokens = gateway.tokens();
-    let credential = match tokens.authenticate(token.as_deref()) {
-        Ok(c) => c,
-        Err(refusal) => {
+    let token = auth::presented_token(headers, query);
+    gateway
+        .tokens()
+        .authenticate(token.as_deref())
+        .map_err(|refusal| {
             if let Some(lock) = throttle.failed(&limits, client, now_ms()) {
                 tracing::warn!(
                     client = %client,
@@ -293,9 +270,99 @@ async fn route<S: Host>(
                     "too many failed logins: address locked out"
                 );
             }
-            return refusal_response(refusal);
-        }
+            AuthFailure::Refused(refusal)
+        })
+}
+
+/// The door every request passes, in order: the browser checks, the health routes (served
+/// even when full), the connection limit, the web console (`GET /` without an upgrade and
+/// `/console/*`, no token needed), the application's doors ([`Host::door`]), then the
+/// JSON-RPC side ([`rpc_route`]).
+async fn route<S: Host>(
+    gateway: Arc<S>,
+    peer: SocketAddr,
+    conn_id: Arc<str>,
+    over_limit: bool,
+    guard: Arc<OpenGuard<S>>,
+    req: Request<Incoming>,
+) -> Response<Reply> {
+    if let Some(resp) = front(&*gateway, over_limit, &req) {
+        return whole(resp);
+    }
+    let config = gateway.config();
+    let client = client_ip(&config.gateway.trusted_proxies, peer.ip(), req.headers());
+    let meta = DoorMeta {
+        peer,
+        client,
+        conn_id: conn_id.clone(),
     };
+    let req = match gateway.door(req, meta) {
+        Ok(answer) => return answer.await,
+        Err(req) => req,
+    };
+    whole(rpc_route(gateway, peer, client, conn_id, guard, req).await)
+}
+
+/// What every request meets first: the browser checks, the health routes (served even when
+/// full), the connection limit and the web console; `None` when the request goes on.
+fn front<S: Host>(
+    gateway: &S,
+    over_limit: bool,
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    let config = gateway.config();
+    let local = gateway
+        .local_addr()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    if let Err(refusal) = auth::check_browser(&config, local.ip(), local.port(), req.headers()) {
+        return Some(refusal_response(refusal));
+    }
+    // Liveness and readiness probes are answered even when the gateway is full.
+    if let Some(resp) = health_route(gateway, req) {
+        return Some(resp);
+    }
+    if over_limit {
+        let mut resp = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": {"kind": "busy", "message": "too many connections (gateway.max_connections)"}}).to_string(),
+        );
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return Some(resp);
+    }
+    // The web console: static files that hold no secret, so no token (the WebSocket and every
+    // call check it); the Origin/Host rules above still apply.
+    crate::console::route(req)
+}
+
+/// The JSON-RPC side: the path, the failed-login lockout and authentication; then
+/// `GET /openrpc.json`, `GET /metrics`, JSON-RPC over `POST /`, or the WebSocket upgrade.
+async fn rpc_route<S: Host>(
+    gateway: Arc<S>,
+    peer: SocketAddr,
+    client: IpAddr,
+    conn_id: Arc<str>,
+    guard: Arc<OpenGuard<S>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let config = gateway.config();
+    let path = req.uri().path();
+    if !matches!(path, "/" | "/openrpc.json" | "/metrics") {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"kind": "not_found", "message": format!("no route {path}: JSON-RPC is served at /")}}).to_string(),
+        );
+    }
+    let credential = match authenticate(&*gateway, client, req.headers(), req.uri().query()) {
+        Ok(c) => c,
+        Err(AuthFailure::Throttled { retry_after_ms }) => {
+            return throttled_response(retry_after_ms);
+        }
+        Err(AuthFailure::Refused(refusal)) => return refusal_response(refusal),
+    };
+    let tokens = gateway.tokens();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/openrpc.json") => {
             let scope = tokens.scope(&credential);

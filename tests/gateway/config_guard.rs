@@ -398,7 +398,7 @@ async fn start_with_port_flag(text: &str) -> (clawgate::Running, tempfile::TempD
     assert_eq!(loaded.overridden_paths, vec!["gateway.port"]);
     let notified = Arc::new(AtomicUsize::new(0));
     let table: clawgate::gateway::BaseTable = Arc::new(move || Ok(test_table(notified.clone())));
-    let running = clawgate::start_with(loaded, table)
+    let running = clawgate::start_with(loaded, clawgate::app::parts(table))
         .await
         .expect("gateway starts");
     (running, dir)

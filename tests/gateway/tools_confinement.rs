@@ -59,7 +59,7 @@ async fn start_in_home(edit: impl FnOnce(&mut Config)) -> HomeGateway {
     };
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let table: clawgate::gateway::BaseTable = Arc::new(move || Ok(test_table(n.clone())));
-    let running = clawgate::start_with(loaded, table)
+    let running = clawgate::start_with(loaded, clawgate::app::parts(table))
         .await
         .expect("gateway starts");
     HomeGateway { running, home }

@@ -83,7 +83,7 @@ pub async fn start(edit: impl FnOnce(&mut Config)) -> TestGateway {
     let notified = Arc::new(AtomicUsize::new(0));
     let n = notified.clone();
     let table: clawgate::gateway::BaseTable = Arc::new(move || Ok(test_table(n.clone())));
-    let running = clawgate::start_with(loaded, table)
+    let running = clawgate::start_with(loaded, clawgate::app::parts(table))
         .await
         .expect("gateway starts");
     TestGateway {
