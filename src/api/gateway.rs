@@ -138,13 +138,32 @@ impl schemars::JsonSchema for RawDocument {
 }
 
 /// The version-2 capabilities switched on in `config`.
-fn features(config: &crate::config::Config) -> Vec<String> {
-    let mut features = ["agents", "compaction", "approvals", "steering", "resume"]
-        .map(String::from)
-        .to_vec();
-    if config.mcp_servers.values().any(|s| s.enabled) {
-        features.push("mcp".into());
-    }
+fn features(gw: &crate::gateway::Gateway, config: &crate::config::Config) -> Vec<String> {
+    let mut features = [
+        "agents",
+        "compaction",
+        "approvals",
+        "steering",
+        "resume",
+        "usage",
+        "logs",
+        "hooks",
+        "cron",
+    ]
+    .map(String::from)
+    .to_vec();
+    let on = [
+        ("mcp", config.mcp_servers.values().any(|s| s.enabled)),
+        ("tls", gw.tls_fingerprint().is_some()),
+        ("metrics", config.metrics.enabled),
+        ("openai", config.http.openai.enabled),
+        ("a2a", config.http.a2a.enabled),
+    ];
+    features.extend(
+        on.iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| name.to_string()),
+    );
     features
 }
 
@@ -190,7 +209,7 @@ fn hello(ctx: CallContext, params: HelloParams) -> Result<HelloResult> {
     let table = gw.table();
     let limits = gw.hub().limits();
     Ok(HelloResult {
-        protocol: 1,
+        protocol: 2,
         server: ServerInfo {
             name: "clawgate".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -198,7 +217,7 @@ fn hello(ctx: CallContext, params: HelloParams) -> Result<HelloResult> {
         },
         methods: table.names().to_vec(),
         events: table.events().to_vec(),
-        features: features(&config),
+        features: features(gw, &config),
         policy: Policy {
             max_payload_bytes: config.gateway.max_payload_bytes as u64,
             max_batch: config.gateway.max_batch as u64,

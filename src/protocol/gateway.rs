@@ -123,7 +123,7 @@ pub struct HelloSnapshot {
 #[serde(rename_all = "camelCase")]
 #[schemars(title = "HelloResult")]
 pub struct HelloResult {
-    /// Protocol version, 1.
+    /// Protocol version: 2 (version 1 plus every version-2 section up to "Standard doors").
     pub protocol: u32,
     /// The server.
     pub server: ServerInfo,
@@ -131,8 +131,9 @@ pub struct HelloResult {
     pub methods: Vec<String>,
     /// Every event name.
     pub events: Vec<String>,
-    /// What this gateway has switched on (`"agents"`, `"compaction"`, `"mcp"` when an MCP
-    /// server is enabled, ...); an open list: a client must accept names it does not know.
+    /// What this gateway has switched on (`"agents"`, `"approvals"`, `"mcp"` when an MCP
+    /// server is enabled, `"tls"`, `"metrics"`, `"openai"`, `"a2a"`, `"hooks"`, `"cron"`,
+    /// ...); an open list: a client must accept names it does not know.
     #[serde(default)]
     pub features: Vec<String>,
     /// Limits.

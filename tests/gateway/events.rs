@@ -313,11 +313,22 @@ async fn presence_health_and_tick_events() {
         .as_str()
         .expect("connId")
         .to_string();
-    assert_eq!(hello["result"]["protocol"], 1);
+    assert_eq!(hello["result"]["protocol"], 2);
     assert_eq!(
         hello["result"]["features"],
-        serde_json::json!(["agents", "compaction", "approvals", "steering", "resume"]),
-        "no MCP server configured: no \"mcp\""
+        serde_json::json!([
+            "agents",
+            "compaction",
+            "approvals",
+            "steering",
+            "resume",
+            "usage",
+            "logs",
+            "hooks",
+            "cron",
+            "metrics"
+        ]),
+        "no MCP server, no TLS, no /v1 or /a2a configured: none of them named"
     );
     assert_eq!(
         hello["result"]["snapshot"]["epoch"],

@@ -29,7 +29,7 @@ async fn typed_calls_subscriptions_and_errors() {
         })
         .await
         .expect("hello");
-    assert_eq!(hello.protocol, 1);
+    assert_eq!(hello.protocol, 2);
     assert!(hello.methods.iter().any(|m| m == "chat.send"));
     assert!(
         client

@@ -16,7 +16,7 @@ async def test_hello_names_the_client_and_lists_the_schema_methods(client: Clien
         client=models.ClientInfo(name="pytest-sdk", version="1.2.3", mode="test")
     )
     assert isinstance(hello, models.HelloResult)
-    assert hello.protocol == 1
+    assert hello.protocol == 2
     assert hello.server.name == "clawgate"
     assert hello.server.conn_id  # camelCase on the wire, snake_case here
     # Every method the schema documents is callable on this gateway.

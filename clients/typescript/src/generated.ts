@@ -1167,8 +1167,9 @@ export interface HelloResult {
    */
   events: string[];
   /**
-   * What this gateway has switched on (`"agents"`, `"compaction"`, `"mcp"` when an MCP
-   * server is enabled, ...); an open list: a client must accept names it does not know.
+   * What this gateway has switched on (`"agents"`, `"approvals"`, `"mcp"` when an MCP
+   * server is enabled, `"tls"`, `"metrics"`, `"openai"`, `"a2a"`, `"hooks"`, `"cron"`,
+   * ...); an open list: a client must accept names it does not know.
    */
   features?: string[];
   /**
@@ -1177,7 +1178,7 @@ export interface HelloResult {
   methods: string[];
   policy: Policy;
   /**
-   * Protocol version, 1.
+   * Protocol version: 2 (version 1 plus every version-2 section up to "Standard doors").
    */
   protocol: number;
   server: ServerInfo;

@@ -16,7 +16,7 @@ test("typed calls: hello, health, sessions", async () => {
   const client = await Client.connect(gw.url);
   try {
     const hello = await client.gateway.hello({ client: { name: "ts-test", version: "1" } });
-    assert.equal(hello.protocol, 1);
+    assert.equal(hello.protocol, 2);
     assert.ok(hello.methods.includes("chat.send"));
     const health = await client.gateway.health();
     assert.equal(health.ok, true);

@@ -2496,8 +2496,9 @@ class HelloResult(BaseModel):
     """
     features: list[str] | None = []
     """
-    What this gateway has switched on (`"agents"`, `"compaction"`, `"mcp"` when an MCP
-    server is enabled, ...); an open list: a client must accept names it does not know.
+    What this gateway has switched on (`"agents"`, `"approvals"`, `"mcp"` when an MCP
+    server is enabled, `"tls"`, `"metrics"`, `"openai"`, `"a2a"`, `"hooks"`, `"cron"`,
+    ...); an open list: a client must accept names it does not know.
     """
     methods: list[str]
     """
@@ -2509,7 +2510,7 @@ class HelloResult(BaseModel):
     """
     protocol: Annotated[int, Field(ge=0)]
     """
-    Protocol version, 1.
+    Protocol version: 2 (version 1 plus every version-2 section up to "Standard doors").
     """
     server: ServerInfo
     """
