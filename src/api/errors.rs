@@ -74,6 +74,11 @@ impl From<AgentError> for Error {
                 message,
                 active_run_id: run_id,
             },
+            AgentError::NotReady(err) => Error::Upstream {
+                message,
+                kind: err.kind.as_str().into(),
+                status: err.status,
+            },
             AgentError::Summary(err) => Error::Upstream {
                 message,
                 kind: err.kind.as_str().into(),
