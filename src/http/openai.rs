@@ -44,8 +44,9 @@ pub async fn serve(
     match (req.method(), route) {
         (&Method::GET, "/v1/models") => whole(models(&gateway)),
         (&Method::GET, _) if route.starts_with("/v1/models/") => {
-            let id = &route["/v1/models/".len()..];
-            whole(model(&gateway, id))
+            // Clients percent-encode the id (`clawgate%2Fmain`).
+            let id = percent_decode(&route["/v1/models/".len()..]);
+            whole(model(&gateway, &id))
         }
         (&Method::POST, "/v1/chat/completions") => completions(gateway, req).await,
         (_, "/v1/models" | "/v1/chat/completions") => whole(
@@ -117,6 +118,28 @@ fn check_token(
             "this token lacks the `write` scope the OpenAI door needs",
         )),
     }
+}
+
+/// `s` with its `%XX` escapes decoded (an invalid escape, or bytes that are not UTF-8, are
+/// kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// When the gateway started, in seconds (the models' `created`).
@@ -214,4 +237,18 @@ async fn completions(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<
     };
     drop(config);
     run::complete(gateway, req, session).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn model_ids_in_paths_are_percent_decoded() {
+        assert_eq!(percent_decode("clawgate%2Fmain"), "clawgate/main");
+        assert_eq!(percent_decode("clawgate%2fmain"), "clawgate/main");
+        assert_eq!(percent_decode("main"), "main");
+        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+        assert_eq!(percent_decode("%ff"), "%ff");
+    }
 }
