@@ -114,6 +114,7 @@ impl From<StoreError> for Error {
             StoreError::Undeletable { key } => Error::Conflict(format!(
                 "the session `{key}` cannot be deleted; reset it instead"
             )),
+            e @ StoreError::Ephemeral { .. } => Error::Conflict(e.to_string()),
             StoreError::Archived { key, session_id } => Error::Conflict(format!(
                 "session `{key}` was reset: transcript {session_id} is archived"
             )),

@@ -177,6 +177,12 @@ mod tests {
             .join("sessions/ephemeral")
             .join(format!("{}.jsonl", s.session_id));
         assert!(file.exists());
+        for refused in [
+            store.reset(&s.key).await.map(|_| ()),
+            store.fork(&s.key, None, None).await.map(|_| ()),
+        ] {
+            assert_eq!(refused, Err(StoreError::Ephemeral { key: s.key.clone() }));
+        }
         store.discard(&s.key).await.expect("discard");
         assert!(!file.exists());
         assert!(store.get(&s.key).is_err());

@@ -181,6 +181,9 @@ impl Store {
         let old = self
             .lookup(key)
             .ok_or_else(|| StoreError::no_session(key))?;
+        if old.ephemeral {
+            return Err(StoreError::Ephemeral { key: key.into() });
+        }
         let entry = old.entry();
         let fresh = self.fresh(
             key,
@@ -266,6 +269,9 @@ impl Store {
         let t = self
             .lookup(key)
             .ok_or_else(|| StoreError::no_session(key))?;
+        if t.ephemeral {
+            return Err(StoreError::Ephemeral { key: key.into() });
+        }
         if self.lookup(&new_key).is_some() {
             return Err(StoreError::KeyTaken { key: new_key });
         }

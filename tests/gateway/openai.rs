@@ -192,7 +192,11 @@ async fn models_lists_each_agent() {
     assert_eq!(one.status, 200);
     assert_eq!(one.json()["id"], "clawgate/helper");
     let encoded = http(gw.addr(), "GET", "/v1/models/clawgate%2Fhelper", &[], "").await;
-    assert_eq!(encoded.json()["id"], "clawgate/helper", "as OpenAI clients encode it");
+    assert_eq!(
+        encoded.json()["id"],
+        "clawgate/helper",
+        "as OpenAI clients encode it"
+    );
     let bare = http(gw.addr(), "GET", "/v1/models/main", &[], "").await;
     assert_eq!(bare.json()["id"], "clawgate/main");
     let none = http(gw.addr(), "GET", "/v1/models/clawgate/nope", &[], "").await;
