@@ -134,6 +134,12 @@ impl Method for Abort {
 /// Starts a send (its params are checked types); shared by `chat.send` and `chat.stream`.
 async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
     let session_key = String::from(p.session_key.unwrap_or_else(SessionKey::main));
+    if ctx.gateway.store().is_ephemeral(&session_key) {
+        // Its one request's run owns it, and it is removed once that run is over.
+        return Err(Error::Conflict(format!(
+            "the session `{session_key}` is ephemeral (one request of the OpenAI door): send to another session"
+        )));
+    }
     let outcome = ctx
         .gateway
         .agent()

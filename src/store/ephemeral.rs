@@ -35,6 +35,11 @@ pub(super) fn clear_leftovers(sessions_dir: &Path) {
 }
 
 impl Store {
+    /// Whether `key` is an ephemeral session now.
+    pub fn is_ephemeral(&self, key: &str) -> bool {
+        self.lookup(key).is_some_and(|t| t.ephemeral)
+    }
+
     /// Creates an ephemeral session for `agent` under a fresh key `<prefix><24 hex>`, its
     /// transcript holding `seed` (role and text, oldest first) before any run.
     pub async fn create_ephemeral(

@@ -775,3 +775,65 @@ async fn a_failing_provider_is_502() {
     );
     let _ = sse.all().await;
 }
+
+#[tokio::test]
+async fn a_door_run_is_an_ordinary_run_approved_and_aborted_by_other_clients() {
+    let gw = start(|c| {
+        door(c);
+        c.default_agent_mut().tools.exec = clawgate::config::ExecMode::Ask;
+    })
+    .await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    ws.subscribe(json!({"sessionKey": "shared", "events": ["chat"]}))
+        .await;
+    let h = [("x-clawgate-session-key", "shared")];
+    let ask = format!("/tool exec {}", json!({"command": "echo approved-output"}));
+    let mut sse = Sse::open(gw.addr(), &h, &completion(json!(ask), true)).await;
+    assert_eq!(sse.status, 200);
+    // Another client sees the approval the run waits for, and resolves it.
+    let asked = loop {
+        let p = ws.next_event().await["payload"].clone();
+        if p["state"] == "approval_requested" {
+            break p;
+        }
+    };
+    let resolved = ws
+        .call(
+            "approvals.resolve",
+            json!({"approvalId": asked["approvalId"], "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(resolved["result"]["state"], "allowed", "{resolved}");
+    let chunks = sse.all().await;
+    let text = content_of(&chunks);
+    assert!(
+        text.starts_with("Calling exec.\n\nTool exec returned: "),
+        "{text:?}"
+    );
+    assert!(text.contains("approved-output"), "{text:?}");
+
+    // Another client aborts a run of the door: the answer ends with what was said so far.
+    let mut sse = Sse::open(gw.addr(), &h, &completion(json!(ask), true)).await;
+    let run_id = sse
+        .headers
+        .get("x-clawgate-run-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("run id header")
+        .to_string();
+    loop {
+        let p = ws.next_event().await["payload"].clone();
+        if p["state"] == "approval_requested" && p["runId"] == run_id.as_str() {
+            break;
+        }
+    }
+    let aborted = ws.call("chat.abort", json!({"runId": run_id})).await;
+    assert_eq!(aborted["result"]["aborted"], json!([run_id]), "{aborted}");
+    let chunks = sse.all().await;
+    assert_eq!(chunks.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(content_of(&chunks), "Calling exec.");
+    let history = rpc(&gw, "chat.history", json!({"sessionKey": "shared"})).await;
+    assert!(
+        history["messages"].as_array().expect("messages").len() >= 4,
+        "both runs are in the session's transcript: {history}"
+    );
+}
