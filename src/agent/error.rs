@@ -46,6 +46,9 @@ pub enum AgentError {
         /// The run in progress.
         run_id: String,
     },
+    /// The agent's provider cannot take a call now (a missing key, say); nothing was started.
+    #[error("{}", .0.message)]
+    NotReady(super::providers::ProviderError),
     /// The model could not summarise the session (`sessions.compact`); nothing was written.
     #[error("the summary call failed: {}", .0.message)]
     Summary(super::providers::ProviderError),

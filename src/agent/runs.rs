@@ -130,6 +130,32 @@ impl Agent {
             .count() as u64
     }
 
+    /// What every door does to start a run (`chat.send`, `chat.stream`, the OpenAI door): the
+    /// session's agent, its provider's readiness ([`AgentError::NotReady`]), then
+    /// [`send`](Self::send).
+    pub async fn start<G: AgentHost>(
+        &self,
+        gw: &Arc<G>,
+        request: SendRequest,
+    ) -> Result<SendOutcome, AgentError> {
+        let agent_id =
+            self.agent_for(gw.as_ref(), &request.session_key, request.agent.as_deref())?;
+        let provider = self
+            .provider(&agent_id)
+            .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;
+        provider.ready().map_err(AgentError::NotReady)?;
+        self.send(gw, request).await
+    }
+
+    /// Waits until `run_id` is over: its terminal payload out and its end recorded (at once
+    /// for a run not known).
+    pub async fn finished(&self, run_id: &str) {
+        let rx = self.state().runs.get(run_id).map(|r| r.done.subscribe());
+        if let Some(mut rx) = rx {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
     /// Starts (or queues, or steers into the active run) a run; a repeated idempotency key
     /// starts nothing. Answers once a run that starts now has its message on disk.
     pub async fn send<G: AgentHost>(

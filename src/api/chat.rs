@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::agent::{AgentError, SendRequest};
+use crate::agent::SendRequest;
 use crate::error::{Error, Result, code};
 use crate::events::Filter;
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
@@ -134,20 +134,16 @@ impl Method for Abort {
 /// Starts a send (its params are checked types); shared by `chat.send` and `chat.stream`.
 async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
     let session_key = String::from(p.session_key.unwrap_or_else(SessionKey::main));
-    let agent = ctx.gateway.agent();
-    let agent_id = agent.agent_for(ctx.gateway.as_ref(), &session_key, p.agent.as_deref())?;
-    let provider = agent
-        .provider(&agent_id)
-        .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;
-    if let Err(err) = provider.ready() {
-        return Err(Error::Upstream {
-            message: err.message,
-            kind: err.kind.as_str().into(),
-            status: err.status,
-        });
+    if ctx.gateway.store().is_ephemeral(&session_key) {
+        // Its one request's run owns it, and it is removed once that run is over.
+        return Err(Error::Conflict(format!(
+            "the session `{session_key}` is ephemeral (one request of the OpenAI door): send to another session"
+        )));
     }
-    let outcome = agent
-        .send(
+    let outcome = ctx
+        .gateway
+        .agent()
+        .start(
             &ctx.gateway,
             SendRequest {
                 session_key: session_key.clone(),

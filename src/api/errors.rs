@@ -74,6 +74,11 @@ impl From<AgentError> for Error {
                 message,
                 active_run_id: run_id,
             },
+            AgentError::NotReady(err) => Error::Upstream {
+                message,
+                kind: err.kind.as_str().into(),
+                status: err.status,
+            },
             AgentError::Summary(err) => Error::Upstream {
                 message,
                 kind: err.kind.as_str().into(),
@@ -109,6 +114,7 @@ impl From<StoreError> for Error {
             StoreError::Undeletable { key } => Error::Conflict(format!(
                 "the session `{key}` cannot be deleted; reset it instead"
             )),
+            e @ StoreError::Ephemeral { .. } => Error::Conflict(e.to_string()),
             StoreError::Archived { key, session_id } => Error::Conflict(format!(
                 "session `{key}` was reset: transcript {session_id} is archived"
             )),

@@ -71,6 +71,15 @@ pub enum StoreError {
         /// The session (`main`).
         key: String,
     },
+    /// The session is ephemeral (one OpenAI door request's): it is never reset or forked, and
+    /// is removed once its answer is out.
+    #[error(
+        "the session `{key}` is ephemeral (one request of the OpenAI door): it cannot be reset or forked"
+    )]
+    Ephemeral {
+        /// The session.
+        key: String,
+    },
     /// The transcript a write was meant for was archived by a reset; the session has a new one.
     #[error("session `{key}` was reset: transcript {session_id} is archived")]
     Archived {

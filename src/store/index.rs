@@ -89,7 +89,14 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match self.sessions.read() {
-                Ok(s) => (s.values().map(|t| t.entry()).collect(), *accounted),
+                // Ephemeral sessions never outlive the process: not in the index.
+                Ok(s) => (
+                    s.values()
+                        .filter(|t| !t.ephemeral)
+                        .map(|t| t.entry())
+                        .collect(),
+                    *accounted,
+                ),
                 Err(_) => return Ok(false),
             }
         };

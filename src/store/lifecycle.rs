@@ -27,11 +27,11 @@ use crate::util::now_ms;
 const MAIN: &str = "main";
 
 /// A transcript about to be written: its file, first lines and entry.
-struct Fresh {
-    path: PathBuf,
-    header: Header,
-    lines: Vec<Vec<u8>>,
-    entry: Entry,
+pub(super) struct Fresh {
+    pub(super) path: PathBuf,
+    pub(super) header: Header,
+    pub(super) lines: Vec<Vec<u8>>,
+    pub(super) entry: Entry,
 }
 
 /// `key` if it is a valid session key; `arg` says which argument it was.
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// The header, lines and entry of a new transcript for `key` (nothing is written yet).
-    fn fresh(
+    pub(super) fn fresh(
         &self,
         key: &str,
         agent: &str,
@@ -181,6 +181,9 @@ impl Store {
         let old = self
             .lookup(key)
             .ok_or_else(|| StoreError::no_session(key))?;
+        if old.ephemeral {
+            return Err(StoreError::Ephemeral { key: key.into() });
+        }
         let entry = old.entry();
         let fresh = self.fresh(
             key,
@@ -222,6 +225,10 @@ impl Store {
         let t = self
             .lookup(key)
             .ok_or_else(|| StoreError::no_session(key))?;
+        if t.ephemeral {
+            // Never kept: removed with its file, not archived.
+            return self.discard_locked(key, &t).await;
+        }
         let mut writer = t.writer.lock().await;
         let target = self.dir.join(format!(
             "{}.jsonl.deleted.{}",
@@ -262,6 +269,9 @@ impl Store {
         let t = self
             .lookup(key)
             .ok_or_else(|| StoreError::no_session(key))?;
+        if t.ephemeral {
+            return Err(StoreError::Ephemeral { key: key.into() });
+        }
         if self.lookup(&new_key).is_some() {
             return Err(StoreError::KeyTaken { key: new_key });
         }

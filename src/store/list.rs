@@ -42,7 +42,7 @@ impl Store {
         // Sorting reads only the key and an atomic; entries are locked for the page alone.
         let mut rows: Vec<Row<'_, &Arc<Transcript>>> = sessions
             .values()
-            .filter(|t| needle.as_deref().is_none_or(|n| t.matches(n)))
+            .filter(|t| !t.ephemeral && needle.as_deref().is_none_or(|n| t.matches(n)))
             .map(|t| (t.updated_at.load(Ordering::Acquire), t.key.as_str(), t))
             .collect();
         let total = rows.len() as u64;

@@ -22,11 +22,24 @@ pub(super) struct Transcript {
     pub(super) writer: tokio::sync::Mutex<Option<Writer>>,
     /// Set once the transcript was archived (reset, delete); writers must look the key up again.
     pub(super) retired: AtomicBool,
+    /// A session of one request (the OpenAI door's): never listed, never in the index, and
+    /// removed, not archived, when it is discarded.
+    pub(super) ephemeral: bool,
 }
 
 impl Transcript {
     /// The transcript `path`, known as `entry`, with its writer if one is open already.
     pub(super) fn new(path: PathBuf, entry: Entry, writer: Option<Writer>) -> Self {
+        Self::with_kind(path, entry, writer, false)
+    }
+
+    /// Like [`new`](Self::new), for an ephemeral session when `ephemeral`.
+    pub(super) fn with_kind(
+        path: PathBuf,
+        entry: Entry,
+        writer: Option<Writer>,
+        ephemeral: bool,
+    ) -> Self {
         Self {
             key: entry.key.clone(),
             key_lower: entry.key.to_lowercase(),
@@ -35,6 +48,7 @@ impl Transcript {
             entry: Mutex::new(entry),
             writer: tokio::sync::Mutex::new(writer),
             retired: AtomicBool::new(false),
+            ephemeral,
         }
     }
 

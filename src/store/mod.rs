@@ -17,7 +17,8 @@
 //! (messages, run/tool/approval markers and label/model changes, through one locked write),
 //! `history` and `read` (reading back), `compaction` (the context a model call is sent, and
 //! compaction lines), `list` and `cursor` (listing), `idempotency` (runs and their outcomes),
-//! `trail` (what resuming a run and remembered approvals need), `publish` (events), `usage`
+//! `trail` (what resuming a run and remembered approvals need), `publish` (events), `ephemeral`
+//! (the sessions of one request, never listed nor kept), `usage`
 //! (the usage ledger, and each session's usage); below them
 //! `entry` (with the open runs), `runs` (the run index), `live`, `keys`, `fs`, [`health`],
 //! [`error`] and the file format, [`transcript`] (with `markers`).
@@ -27,6 +28,7 @@ mod append;
 mod compaction;
 mod cursor;
 mod entry;
+mod ephemeral;
 pub mod error;
 mod fs;
 pub mod health;

@@ -34,6 +34,7 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let dir = data_dir.join("sessions");
         create_private_dir(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        super::ephemeral::clear_leftovers(&dir);
         let (index, usage_len) = read_index_file(&dir);
         let mut by_id: HashMap<String, Entry> = index
             .into_iter()

@@ -5,8 +5,11 @@ use crate::protocol::{Session, SessionChangeReason, SessionsChangedEvent};
 
 impl Store {
     /// Publishes that `key` changed for `reason`, with the session as it is now (none once
-    /// deleted).
+    /// deleted); nothing for an ephemeral session, which is not listed either.
     pub(super) fn publish(&self, key: &str, reason: SessionChangeReason, session: Option<Session>) {
+        if self.lookup(key).is_some_and(|t| t.ephemeral) {
+            return;
+        }
         self.hub.emit(
             Some(key),
             &SessionsChangedEvent {

@@ -16,6 +16,7 @@ mod hardening;
 mod jsonrpc;
 mod mcp;
 mod netns;
+mod openai;
 mod operating;
 mod plugins;
 mod process;
