@@ -49,6 +49,9 @@ pub enum AgentError {
     /// The model could not summarise the session (`sessions.compact`); nothing was written.
     #[error("the summary call failed: {}", .0.message)]
     Summary(super::providers::ProviderError),
+    /// The agent's provider cannot be used now (no API key, ...); no run was started.
+    #[error("{}", .0.message)]
+    NotReady(super::providers::ProviderError),
     /// No approval of that id is known.
     #[error("no approval `{0}`")]
     NoSuchApproval(String),

@@ -130,6 +130,23 @@ impl Agent {
             .count() as u64
     }
 
+    /// What `chat.send`, the doors and cron call: the agent the run would have
+    /// ([`Self::agent_for`]) must have a provider that is ready (else [`AgentError::NotReady`]),
+    /// then [`Self::send`].
+    pub async fn start<G: AgentHost>(
+        &self,
+        gw: &Arc<G>,
+        request: SendRequest,
+    ) -> Result<SendOutcome, AgentError> {
+        let agent_id =
+            self.agent_for(gw.as_ref(), &request.session_key, request.agent.as_deref())?;
+        let provider = self
+            .provider(&agent_id)
+            .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;
+        provider.ready().map_err(AgentError::NotReady)?;
+        self.send(gw, request).await
+    }
+
     /// Starts (or queues, or steers into the active run) a run; a repeated idempotency key
     /// starts nothing. Answers once a run that starts now has its message on disk.
     pub async fn send<G: AgentHost>(
