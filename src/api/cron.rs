@@ -78,7 +78,8 @@ pub struct Remove;
 impl Method for Remove {
     const NAME: &'static str = "cron.remove";
     const SCOPE: Scope = Scope::Admin;
-    const SUMMARY: &'static str = "Removes a job of cron.json (config jobs are removed from the config: -32023).";
+    const SUMMARY: &'static str =
+        "Removes a job of cron.json (config jobs are removed from the config: -32023).";
     const ERRORS: &'static [i32] = &[code::NOT_FOUND, code::CONFLICT];
     type Params = CronNameParams;
     type Result = CronRemoveResult;

@@ -421,11 +421,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 
 /// A `[cron.<name>]` job: its name, its schedule (checked by the scheduler's own parser), a
 /// message, a session key and a configured agent.
-fn validate_cron_job(
-    config: &Config,
-    name: &str,
-    job: &crate::config::CronJobConfig,
-) -> Result<(), ConfigError> {
+fn validate_cron_job(config: &Config, name: &str, job: &CronJobConfig) -> Result<(), ConfigError> {
     if crate::protocol::check_cron_name(name).is_err() {
         return Err(ConfigError::new(
             format!("cron.{name}"),

@@ -177,7 +177,10 @@ impl Cron {
                     wire,
                     schedule,
                     message: c.message.clone(),
-                    session_key: c.session_key.clone().unwrap_or_else(|| default_session(name)),
+                    session_key: c
+                        .session_key
+                        .clone()
+                        .unwrap_or_else(|| default_session(name)),
                     agent: c.agent.clone(),
                     enabled: c.enabled,
                     catch_up: c.catch_up,
@@ -227,7 +230,12 @@ impl Cron {
         self.jobs(&config)
             .into_iter()
             .map(|job| {
-                let state = self.file().state.get(&job.name).cloned().unwrap_or_default();
+                let state = self
+                    .file()
+                    .state
+                    .get(&job.name)
+                    .cloned()
+                    .unwrap_or_default();
                 self.entry(gw, &job, &state)
             })
             .collect()
@@ -455,7 +463,11 @@ impl Cron {
     }
 
     /// `cron.run`: fires the job now (its schedule is left as it is); the run's id.
-    pub async fn run_now<G: AgentHost>(&self, gw: &Arc<G>, name: &str) -> Result<String, CronError> {
+    pub async fn run_now<G: AgentHost>(
+        &self,
+        gw: &Arc<G>,
+        name: &str,
+    ) -> Result<String, CronError> {
         let _busy = self.inner.busy.lock().await;
         let job = self
             .job(&gw.config(), name)

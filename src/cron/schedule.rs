@@ -298,16 +298,24 @@ fn field(
     let bad = |why: String| {
         refuse(
             "cron",
-            format!("{name} field {text:?}: {why} (expected {min}-{max}, `*`, `a-b`, `,` lists and `/n` steps)"),
+            format!(
+                "{name} field {text:?}: {why} (expected {min}-{max}, `*`, `a-b`, `,` lists and `/n` steps)"
+            ),
         )
     };
     let value = |v: &str| -> Result<u32, ScheduleError> {
         let lower = v.to_ascii_lowercase();
         if let Some(i) = names.iter().position(|n| *n == lower) {
             // Months count from 1, weekdays from 0.
-            return Ok(if names.len() == 12 { i as u32 + 1 } else { i as u32 });
+            return Ok(if names.len() == 12 {
+                i as u32 + 1
+            } else {
+                i as u32
+            });
         }
-        let n: u32 = v.parse().map_err(|_| bad(format!("{v:?} is not a number")))?;
+        let n: u32 = v
+            .parse()
+            .map_err(|_| bad(format!("{v:?} is not a number")))?;
         if n < min || n > max {
             return Err(bad(format!("{n} is out of range")));
         }
@@ -394,7 +402,11 @@ mod tests {
         let first = s.next_after(ms("2026-11-01T04:00:00Z"), 0);
         assert_eq!(first, Some(ms("2026-11-01T05:30:00Z")), "01:30 EDT");
         let second = s.next_after(ms("2026-11-01T05:30:00Z"), 0);
-        assert_eq!(second, Some(ms("2026-11-02T06:30:00Z")), "next day, 01:30 EST");
+        assert_eq!(
+            second,
+            Some(ms("2026-11-02T06:30:00Z")),
+            "next day, 01:30 EST"
+        );
         // Started during the second 01:00 hour: that day's 01:30 has fired already.
         let s = cron("*/30 * * * *", "America/New_York");
         assert_eq!(
@@ -402,11 +414,7 @@ mod tests {
             Some(ms("2026-11-01T07:00:00Z")),
             "02:00 EST"
         );
-        let (count, _) = s.passed(
-            ms("2026-11-01T04:00:00Z"),
-            ms("2026-11-01T08:00:00Z"),
-            0,
-        );
+        let (count, _) = s.passed(ms("2026-11-01T04:00:00Z"), ms("2026-11-01T08:00:00Z"), 0);
         // 00:00 EDT .. 03:00 EST is 5 wall-clock hours; the repeated 01:00 and 01:30 are left
         // out: 00:30, 01:00, 01:30, 02:00, 02:30, 03:00.
         assert_eq!(count, 6);
@@ -479,7 +487,10 @@ mod tests {
                 .contains("minute")
         );
         assert_eq!(err(Some("0 0 30 2 *"), None, None, None).field, "cron");
-        assert_eq!(err(Some("* * * * *"), Some("Mars/Base"), None, None).field, "tz");
+        assert_eq!(
+            err(Some("* * * * *"), Some("Mars/Base"), None, None).field,
+            "tz"
+        );
         assert_eq!(err(None, None, Some(999), None).field, "everyMs");
         assert_eq!(err(None, None, Some(1000), Some(5)).field, "");
         assert_eq!(err(None, None, None, None).field, "");

@@ -115,7 +115,15 @@ impl Cron {
                     self.set_cursor(&job.name, latest);
                     self.disable_done(&job);
                     new_state = true;
-                    emit(gw.as_ref(), &job, CronFiringState::Skipped, None, Some(message), Some(latest), true);
+                    emit(
+                        gw.as_ref(),
+                        &job,
+                        CronFiringState::Skipped,
+                        None,
+                        Some(message),
+                        Some(latest),
+                        true,
+                    );
                 }
             }
         }
@@ -147,7 +155,15 @@ impl Cron {
                         count - 1
                     );
                     tracing::warn!(job = %job.name, missed = count - 1, "cron job: {message}");
-                    emit(gw.as_ref(), &job, CronFiringState::Skipped, None, Some(message), None, false);
+                    emit(
+                        gw.as_ref(),
+                        &job,
+                        CronFiringState::Skipped,
+                        None,
+                        Some(message),
+                        None,
+                        false,
+                    );
                 }
                 let _ = self.fire(gw, &job, Some(latest), false).await;
             }
@@ -202,7 +218,15 @@ impl Cron {
                     self.disable_done(job);
                     let _ = self.save().await;
                 }
-                emit(host, job, CronFiringState::Skipped, Some(previous.clone()), Some(error), scheduled, catch_up);
+                emit(
+                    host,
+                    job,
+                    CronFiringState::Skipped,
+                    Some(previous.clone()),
+                    Some(error),
+                    scheduled,
+                    catch_up,
+                );
                 return Err(CronError::Busy {
                     name: job.name.clone(),
                     run_id: previous,
@@ -236,7 +260,15 @@ impl Cron {
             let error = err.to_string();
             tracing::error!(job = %job.name, scheduled_at = ?scheduled, %error, "cron job failed: the firing could not be recorded, so no run was started");
             self.finish(job, None, Some("failed")).await;
-            emit(host, job, CronFiringState::Failed, None, Some(error), scheduled, catch_up);
+            emit(
+                host,
+                job,
+                CronFiringState::Failed,
+                None,
+                Some(error),
+                scheduled,
+                catch_up,
+            );
             return Err(err);
         }
         let request = SendRequest {
@@ -251,14 +283,30 @@ impl Cron {
             Ok(outcome) => {
                 self.finish(job, Some(outcome.run_id.clone()), None).await;
                 tracing::info!(job = %job.name, run_id = %outcome.run_id, scheduled_at = ?scheduled, catch_up, "cron job started a run");
-                emit(host, job, CronFiringState::Started, Some(outcome.run_id.clone()), None, scheduled, catch_up);
+                emit(
+                    host,
+                    job,
+                    CronFiringState::Started,
+                    Some(outcome.run_id.clone()),
+                    None,
+                    scheduled,
+                    catch_up,
+                );
                 Ok(outcome.run_id)
             }
             Err(err) => {
                 let error = err.to_string();
                 self.finish(job, None, Some("failed")).await;
                 tracing::warn!(job = %job.name, scheduled_at = ?scheduled, %error, "cron job failed: the run could not start");
-                emit(host, job, CronFiringState::Failed, None, Some(error), scheduled, catch_up);
+                emit(
+                    host,
+                    job,
+                    CronFiringState::Failed,
+                    None,
+                    Some(error),
+                    scheduled,
+                    catch_up,
+                );
                 Err(err.into())
             }
         }
