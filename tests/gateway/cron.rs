@@ -512,3 +512,126 @@ async fn one_second_schedule_across_kill_9_catches_up_once() {
 async fn catch_up_none_fires_nothing_for_the_downtime() {
     across_a_restart(Gateway::kill9, "none").await;
 }
+
+#[tokio::test]
+async fn a_firing_that_cannot_start_is_a_failed_event() {
+    // An agent whose provider has no key: every firing fails, and says why.
+    let gw = start(|c| {
+        c.agents.insert(
+            "nokey".into(),
+            clawgate::config::AgentConfig {
+                provider: clawgate::config::ProviderKind::Anthropic,
+                api_key_env: Some("CLAWGATE_CRON_TEST_UNSET_KEY".into()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let mut events = cron_events(gw.addr(), false).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let added = ws
+        .call(
+            "cron.add",
+            json!({"name": "nokey", "schedule": {"everyMs": 1000}, "message": "m", "agent": "nokey"}),
+        )
+        .await;
+    assert!(added.get("result").is_some(), "{added}");
+    let failed = events.next_payload_of("cron.changed").await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed.get("runId").is_none());
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CLAWGATE_CRON_TEST_UNSET_KEY"),
+        "{failed}"
+    );
+    assert!(failed["scheduledAt"].as_u64().is_some());
+    let list = ws.call("cron.list", json!({})).await;
+    assert_eq!(list["result"]["jobs"][0]["lastOutcome"], "failed", "{list}");
+    let run = ws.call("cron.run", json!({"name": "nokey"})).await;
+    assert_eq!(error_code(&run), -32026, "{run}");
+    // Nothing was started in its session.
+    assert!(gw.running.gateway.store().get("cron:nokey").is_err());
+}
+
+#[tokio::test]
+async fn a_job_added_to_the_config_while_running_fires() {
+    let gw = start(|_| {}).await;
+    let mut events = cron_events(gw.addr(), false).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let got = ws.call("config.get", json!({})).await;
+    let hash = got["result"]["hash"].as_str().expect("hash").to_string();
+    let patched = ws
+        .call(
+            "config.patch",
+            json!({"patch": {"cron": {"hot": {"every_ms": 1000, "message": "hot", "session_key": "ops"}}}, "baseHash": hash}),
+        )
+        .await;
+    assert_eq!(patched["result"]["reloadKind"], "hot", "{patched}");
+    let started = events.next_payload_of("cron.changed").await;
+    assert_eq!(started["name"], "hot", "{started}");
+    assert_eq!(started["state"], "started");
+    assert_eq!(started["sessionKey"], "ops");
+    let schema = ws.call("config.schema", json!({})).await;
+    let text = schema["result"].to_string();
+    assert!(
+        text.contains("every_ms"),
+        "[cron.<name>] is in config.schema"
+    );
+}
+
+#[tokio::test]
+async fn an_at_job_fires_once_and_disables_itself() {
+    let gw = start(|_| {}).await;
+    let mut events = cron_events(gw.addr(), false).await;
+    let mut ws = RawWs::connect(gw.addr()).await;
+    let at = now_ms() + 1500;
+    let added = ws
+        .call(
+            "cron.add",
+            json!({"name": "once", "schedule": {"at": at}, "message": "once"}),
+        )
+        .await;
+    assert_eq!(added["result"]["nextRunAt"], at, "{added}");
+    let started = events.next_payload_of("cron.changed").await;
+    assert_eq!(started["state"], "started", "{started}");
+    assert_eq!(started["scheduledAt"], at);
+    let list = ws.call("cron.list", json!({})).await;
+    let job = &list["result"]["jobs"][0];
+    assert_eq!(job["enabled"], false, "{list}");
+    assert!(job.get("nextRunAt").is_none());
+    assert_eq!(job["lastScheduledAt"], at);
+}
+
+#[tokio::test]
+async fn a_firing_interrupted_before_its_run_started_is_finished_once() {
+    // cron.json as a crash right after recording a firing leaves it: the time is recorded,
+    // no run id yet.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = now_ms() - 10_000;
+    let file = json!({"version": 1, "jobs": [{"name": "beat", "schedule": {"everyMs": 3_600_000}, "message": "beat", "enabled": true, "catchUp": "one", "createdAt": t - 3_600_000}],
+        "state": {"beat": {"anchor": t - 3_600_000, "cursor": t, "lastRunAt": t, "lastScheduledAt": t, "pending": t}}});
+    std::fs::write(dir.path().join("cron.json"), file.to_string()).expect("write");
+    for _ in 0..2 {
+        let mut gw = Launcher::on(dir.path()).start();
+        let mut ws = RawWs::connect(gw.addr).await;
+        // Once the scheduler has done its startup, the job's last run is recorded.
+        let t0 = Instant::now();
+        loop {
+            let list = ws.call("cron.list", json!({})).await;
+            let job = &list["result"]["jobs"][0];
+            if job["lastRunId"].is_string() && job["lastOutcome"] == "final" {
+                break;
+            }
+            assert!(t0.elapsed() < PATIENCE, "not finished: {list}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gw.terminate();
+        assert_eq!(
+            scheduled_runs(dir.path(), "cron:beat"),
+            vec![t],
+            "one run for {t}"
+        );
+    }
+}
