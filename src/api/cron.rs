@@ -62,9 +62,7 @@ impl Method for Update {
     fn examples() -> Vec<Example> {
         let mut result = daily();
         result["enabled"] = json!(false);
-        if let Some(job) = result.as_object_mut() {
-            job.remove("nextRunAt");
-        }
+        result["nextRunAt"] = json!(null);
         vec![Example {
             name: "pause",
             params: json!({"name": "daily", "enabled": false}),

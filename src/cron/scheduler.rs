@@ -172,6 +172,16 @@ impl Cron {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        // The state of a job no longer declared (a `[cron.<name>]` taken out of the config) is
+        // forgotten, so that one added again later under that name catches nothing up.
+        let jobs = self.jobs(&config);
+        {
+            let mut file = self.file();
+            let before = file.state.len();
+            file.state
+                .retain(|name, _| jobs.iter().any(|j| &j.name == name));
+            new_state |= file.state.len() != before;
+        }
         if new_state {
             let _ = self.save().await;
         }

@@ -125,8 +125,9 @@ pub struct CronJob {
     /// The agent it names, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// The next scheduled time (ms since the epoch); absent when disabled or done.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The next scheduled time (ms since the epoch); `null` when disabled or done (a passed
+    /// `at`).
+    #[serde(default)]
     pub next_run_at: Option<u64>,
     /// When it last fired (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -110,7 +110,7 @@ async fn add_list_update_remove_run() {
         .await;
     assert_eq!(updated["result"]["enabled"], false, "{updated}");
     assert_eq!(updated["result"]["catchUp"], "none");
-    assert!(updated["result"].get("nextRunAt").is_none());
+    assert!(updated["result"]["nextRunAt"].is_null(), "{updated}");
     assert_eq!(
         updated["result"]["message"], "Summarize",
         "unchanged fields stay"
@@ -600,7 +600,7 @@ async fn an_at_job_fires_once_and_disables_itself() {
     let list = ws.call("cron.list", json!({})).await;
     let job = &list["result"]["jobs"][0];
     assert_eq!(job["enabled"], false, "{list}");
-    assert!(job.get("nextRunAt").is_none());
+    assert!(job["nextRunAt"].is_null(), "{list}");
     assert_eq!(job["lastScheduledAt"], at);
 }
 

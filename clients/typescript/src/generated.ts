@@ -1212,7 +1212,8 @@ export interface CronJob {
    */
   name: string;
   /**
-   * The next scheduled time (ms since the epoch); absent when disabled or done.
+   * The next scheduled time (ms since the epoch); `null` when disabled or done (a passed
+   * `at`).
    */
   nextRunAt?: number | null;
   schedule: CronSchedule1;

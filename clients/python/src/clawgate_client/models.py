@@ -2146,7 +2146,8 @@ class CronJob(BaseModel):
     """
     next_run_at: Annotated[int | None, Field(alias='nextRunAt', ge=0)] = None
     """
-    The next scheduled time (ms since the epoch); absent when disabled or done.
+    The next scheduled time (ms since the epoch); `null` when disabled or done (a passed
+    `at`).
     """
     schedule: CronSchedule
     """
