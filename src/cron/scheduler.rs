@@ -71,6 +71,11 @@ impl Cron {
                     ..JobState::default()
                 };
                 file.state.insert(job.name.clone(), state.clone());
+                if let super::schedule::Schedule::At { at } = job.schedule
+                    && at <= now
+                {
+                    tracing::warn!(job = %job.name, at, "cron job: its `at` time has passed before the job was first seen; it will not fire");
+                }
                 (state, true)
             }
         }
