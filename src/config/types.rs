@@ -79,7 +79,7 @@ pub struct CronJobConfig {
     pub enabled: bool,
     /// `one` (default): a time that passed while the gateway was down runs once at startup;
     /// `none`: it does not.
-    pub catch_up: crate::protocol::CatchUp,
+    pub catch_up: crate::protocol::CronCatchUp,
 }
 
 impl Default for CronJobConfig {
@@ -93,7 +93,7 @@ impl Default for CronJobConfig {
             session_key: None,
             agent: None,
             enabled: true,
-            catch_up: crate::protocol::CatchUp::One,
+            catch_up: crate::protocol::CronCatchUp::One,
         }
     }
 }

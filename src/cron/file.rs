@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{CatchUp, CronSchedule};
+use crate::protocol::{CronCatchUp, CronSchedule};
 
 /// The file's name in the data directory.
 pub const FILE: &str = "cron.json";
@@ -30,7 +30,7 @@ pub struct StoredJob {
     /// Whether it fires.
     pub enabled: bool,
     /// Catch-up after downtime.
-    pub catch_up: CatchUp,
+    pub catch_up: CronCatchUp,
     /// When it was added (ms).
     pub created_at: u64,
 }

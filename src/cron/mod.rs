@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AgentError, AgentHost};
 use crate::protocol::{
-    CatchUp, CronAddParams, CronJob, CronSchedule, CronSource, CronUpdateParams, RunOutcome,
+    CronAddParams, CronCatchUp, CronJob, CronSchedule, CronSource, CronUpdateParams, RunOutcome,
 };
 use crate::util::now_ms;
 use file::{CronFile, JobState, StoredJob};
@@ -78,7 +78,7 @@ pub(crate) struct Job {
     pub(crate) session_key: String,
     pub(crate) agent: Option<String>,
     pub(crate) enabled: bool,
-    pub(crate) catch_up: CatchUp,
+    pub(crate) catch_up: CronCatchUp,
     pub(crate) source: CronSource,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::agent::{AgentHost, SendRequest};
 use crate::events::Filter;
 use crate::protocol::{
-    CatchUp, ConfigChangedEvent, CronChangedEvent, CronFiringState, CronSchedule, CronSource,
+    ConfigChangedEvent, CronCatchUp, CronChangedEvent, CronFiringState, CronSchedule, CronSource,
     Event, RunPhase, SendMode,
 };
 use crate::util::now_ms;
@@ -108,11 +108,11 @@ impl Cron {
             let (count, latest) = job.schedule.passed(state.cursor, now, state.anchor);
             let Some(latest) = latest else { continue };
             match job.catch_up {
-                CatchUp::One => {
+                CronCatchUp::One => {
                     tracing::info!(job = %job.name, missed = count, scheduled_at = latest, "cron job: {count} scheduled time(s) passed while the gateway was down; catching up once");
                     let _ = self.fire(gw, &job, Some(latest), true).await;
                 }
-                CatchUp::None => {
+                CronCatchUp::None => {
                     let message = format!(
                         "{count} scheduled time(s) passed while the gateway was down; not caught up (catchUp none)"
                     );

@@ -29,7 +29,7 @@ pub struct CronSchedule {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[schemars(title = "CronCatchUp")]
-pub enum CatchUp {
+pub enum CronCatchUp {
     /// Once, however many times passed.
     #[default]
     One,
@@ -70,7 +70,7 @@ pub struct CronAddParams {
     pub enabled: Option<bool>,
     /// Catch-up after downtime (default `one`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<CatchUp>,
+    pub catch_up: Option<CronCatchUp>,
 }
 
 /// Params of `cron.update`: the job by name, and the fields to change.
@@ -97,7 +97,7 @@ pub struct CronUpdateParams {
     pub enabled: Option<bool>,
     /// A new catch-up rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<CatchUp>,
+    pub catch_up: Option<CronCatchUp>,
 }
 
 /// Params of `cron.remove` and `cron.run`.
@@ -145,7 +145,7 @@ pub struct CronJob {
     /// Whether it fires.
     pub enabled: bool,
     /// Catch-up after downtime.
-    pub catch_up: CatchUp,
+    pub catch_up: CronCatchUp,
     /// Where it is declared (`store` or `config`).
     pub source: CronSource,
 }

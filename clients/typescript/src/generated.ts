@@ -31,13 +31,6 @@ export type ApprovalState1 = "pending" | "allowed" | "denied" | (string & {});
  */
 export type ApprovalDecision1 = "allow" | "deny" | (string & {});
 /**
- * Whether a job whose time passed while the gateway was down runs at startup.
- *
- * This interface was referenced by `ClawgateTypes`'s JSON-Schema
- * via the `definition` "CatchUp".
- */
-export type CronCatchUp = "one" | "none" | (string & {});
-/**
  * Who wrote it.
  */
 export type Role = "user" | "assistant" | "system" | "tool" | (string & {});
@@ -74,6 +67,13 @@ export type RunOutcome = "final" | "aborted" | "error" | (string & {});
  * Where the run is.
  */
 export type RunStatus = "started" | "queued" | "in_flight" | "done" | "steered" | (string & {});
+/**
+ * Whether a job whose time passed while the gateway was down runs at startup.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronCatchUp".
+ */
+export type CronCatchUp = "one" | "none" | (string & {});
 /**
  * `started`, `skipped` or `failed`.
  */

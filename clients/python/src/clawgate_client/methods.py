@@ -420,7 +420,7 @@ class CronMethods:
         name: str,
         schedule: models.CronSchedule | Mapping[str, Any],
         agent: str | None | Unset = UNSET,
-        catch_up: models.CatchUp | str | None | Unset = UNSET,
+        catch_up: models.CronCatchUp | str | None | Unset = UNSET,
         enabled: bool | None | Unset = UNSET,
         session_key: str | None | Unset = UNSET,
     ) -> models.CronJob:
@@ -490,7 +490,7 @@ class CronMethods:
         *,
         name: str,
         agent: str | None | Unset = UNSET,
-        catch_up: models.CatchUp | str | None | Unset = UNSET,
+        catch_up: models.CronCatchUp | str | None | Unset = UNSET,
         enabled: bool | None | Unset = UNSET,
         message: str | None | Unset = UNSET,
         schedule: models.CronSchedule | Mapping[str, Any] | None | Unset = UNSET,

@@ -205,21 +205,6 @@ class AuthStatus(BaseModel):
     """
 
 
-class CatchUp(OpenEnum):
-    """
-    Whether a job whose time passed while the gateway was down runs at startup.
-    """
-
-    one = 'one'
-    """
-    Once, however many times passed.
-    """
-    none = 'none'
-    """
-    Not at all: the job moves on to its next time.
-    """
-
-
 class ChatAbortParams(BaseModel):
     """
     Params of `chat.abort` (at least one field).
@@ -442,6 +427,21 @@ class ConfigSchema(BaseModel):
     )
 
 
+class CronCatchUp(OpenEnum):
+    """
+    Whether a job whose time passed while the gateway was down runs at startup.
+    """
+
+    one = 'one'
+    """
+    Once, however many times passed.
+    """
+    none = 'none'
+    """
+    Not at all: the job moves on to its next time.
+    """
+
+
 class CronFiringState(OpenEnum):
     """
     What happened to one firing.
@@ -563,7 +563,7 @@ class CronUpdateParams(BaseModel):
     """
     A new agent.
     """
-    catch_up: Annotated[CatchUp | None, Field(alias='catchUp')] = None
+    catch_up: Annotated[CronCatchUp | None, Field(alias='catchUp')] = None
     """
     A new catch-up rule.
     """
@@ -2030,7 +2030,7 @@ class CronAddParams(BaseModel):
     """
     The agent (default: the session's, else `gateway.default_agent` when it fires).
     """
-    catch_up: Annotated[CatchUp | None, Field(alias='catchUp')] = None
+    catch_up: Annotated[CronCatchUp | None, Field(alias='catchUp')] = None
     """
     Catch-up after downtime (default `one`).
     """
@@ -2109,7 +2109,7 @@ class CronJob(BaseModel):
     """
     The agent it names, if any.
     """
-    catch_up: Annotated[CatchUp, Field(alias='catchUp')]
+    catch_up: Annotated[CronCatchUp, Field(alias='catchUp')]
     """
     Catch-up after downtime.
     """
