@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod cron;
 pub mod discovery;
 pub mod error;
 pub mod events;

@@ -48,6 +48,26 @@ impl From<PatchError> for Error {
     }
 }
 
+/// The scheduler's refusals: a bad field `-32602`, a name taken or a config job `-32023`, a
+/// job whose run is still active `-32023` with `data.activeRunId`, an unknown job `-32022`.
+impl From<crate::cron::CronError> for Error {
+    fn from(err: crate::cron::CronError) -> Self {
+        use crate::cron::CronError;
+        let message = err.to_string();
+        match err {
+            CronError::Invalid { field, message } => Error::invalid_params(field, message),
+            CronError::Duplicate(_) | CronError::ConfigJob(_) => Error::Conflict(message),
+            CronError::NotFound(_) => Error::NotFound(message),
+            CronError::Busy { run_id, .. } => Error::RunActive {
+                message,
+                active_run_id: run_id,
+            },
+            CronError::Agent(err) => err.into(),
+            CronError::Storage(_) => Error::Storage(message),
+        }
+    }
+}
+
 /// The agent's refusals: shutdown is `-32025` (retryable), an unknown run `-32022`, a run in
 /// the way `-32023` with `data.activeRunId`, a failed summary call `-32026`; a store failure
 /// keeps the store's own mapping.
@@ -74,12 +94,7 @@ impl From<AgentError> for Error {
                 message,
                 active_run_id: run_id,
             },
-            AgentError::NotReady(err) => Error::Upstream {
-                message,
-                kind: err.kind.as_str().into(),
-                status: err.status,
-            },
-            AgentError::Summary(err) => Error::Upstream {
+            AgentError::Summary(err) | AgentError::NotReady(err) => Error::Upstream {
                 message,
                 kind: err.kind.as_str().into(),
                 status: err.status,

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod catalog;
 pub mod chat;
 pub mod config;
+pub mod cron;
 pub mod errors;
 pub mod events;
 pub mod gateway;
@@ -34,6 +35,7 @@ pub fn core_table() -> Result<MethodTable, DuplicateMethod> {
     plugins::register(&mut table)?;
     logs::register(&mut table)?;
     usage::register(&mut table)?;
+    cron::register(&mut table)?;
     crate::protocol::core_events(&mut table);
     Ok(table)
 }

@@ -412,7 +412,56 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     for (name, server) in &config.mcp_servers {
         validate_mcp_server(name, server)?;
     }
+    for (name, job) in &config.cron {
+        validate_cron_job(config, name, job)?;
+    }
     validate_prices(config)?;
+    Ok(())
+}
+
+/// A `[cron.<name>]` job: its name, its schedule (checked by the scheduler's own parser), a
+/// message, a session key and a configured agent.
+fn validate_cron_job(config: &Config, name: &str, job: &CronJobConfig) -> Result<(), ConfigError> {
+    if crate::protocol::check_cron_name(name).is_err() {
+        return Err(ConfigError::new(
+            format!("cron.{name}"),
+            format!("found the job name {name:?}, expected 1 to 32 characters of a-z 0-9 -"),
+        ));
+    }
+    let schedule = crate::cron::schedule::Schedule::new(
+        job.cron.as_deref(),
+        job.tz.as_deref(),
+        job.every_ms,
+        job.at,
+    );
+    if let Err(err) = schedule {
+        let key = match err.field {
+            "" => "cron".to_string(),
+            "everyMs" => "every_ms".to_string(),
+            other => other.to_string(),
+        };
+        let message = err.message.replace("everyMs", "every_ms");
+        return Err(ConfigError::new(format!("cron.{name}.{key}"), message));
+    }
+    if job.message.trim().is_empty() {
+        return Err(ConfigError::new(
+            format!("cron.{name}.message"),
+            "expected the message each firing sends, found none",
+        ));
+    }
+    if let Some(key) = &job.session_key
+        && let Err(err) = crate::protocol::validate_session_key(key)
+    {
+        return Err(ConfigError::new(format!("cron.{name}.session_key"), err));
+    }
+    if let Some(agent) = &job.agent
+        && config.agent(agent).is_none()
+    {
+        return Err(ConfigError::new(
+            format!("cron.{name}.agent"),
+            format!("no agent {agent:?} is configured ([agents.{agent}])"),
+        ));
+    }
     Ok(())
 }
 

@@ -42,6 +42,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("discovery", Reload::Restart),
     // Read at each request.
     ("http", Reload::Hot),
+    // The scheduler re-reads its jobs when the configuration changes.
+    ("cron", Reload::Hot),
 ];
 
 /// How `path` (dotted) reloads.

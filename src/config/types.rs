@@ -34,6 +34,9 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// The standard doors on the port: OpenAI-compatible `/v1` and A2A.
     pub http: HttpConfig,
+    /// Scheduled runs declared here, by name (`[cron.<name>]`, `a-z 0-9 -`, 1 to 32
+    /// characters); beside the jobs `cron.add` keeps in `<dataDir>/cron.json`.
+    pub cron: BTreeMap<String, CronJobConfig>,
 }
 
 impl Default for Config {
@@ -48,6 +51,49 @@ impl Default for Config {
             prices: BTreeMap::new(),
             discovery: DiscoveryConfig::default(),
             http: HttpConfig::default(),
+            cron: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[cron.<name>]`: a scheduled run. Exactly one of `cron` (with `tz`), `every_ms` or `at`.
+/// `cron.update` and `cron.remove` refuse it: it changes here.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CronJobConfig {
+    /// A 5-field cron expression (`minute hour day-of-month month day-of-week`).
+    pub cron: Option<String>,
+    /// The IANA time zone of `cron` (default `UTC`).
+    pub tz: Option<String>,
+    /// Every this many ms (at least 1000), counted from the previous scheduled time.
+    pub every_ms: Option<u64>,
+    /// Once, at this time (ms since the epoch).
+    pub at: Option<u64>,
+    /// The user message each firing sends.
+    pub message: String,
+    /// The session (default `cron:<name>`).
+    pub session_key: Option<String>,
+    /// The agent (default: the session's, else `gateway.default_agent`).
+    pub agent: Option<String>,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// `one` (default): a time that passed while the gateway was down runs once at startup;
+    /// `none`: it does not.
+    pub catch_up: crate::protocol::CronCatchUp,
+}
+
+impl Default for CronJobConfig {
+    fn default() -> Self {
+        Self {
+            cron: None,
+            tz: None,
+            every_ms: None,
+            at: None,
+            message: String::new(),
+            session_key: None,
+            agent: None,
+            enabled: true,
+            catch_up: crate::protocol::CronCatchUp::One,
         }
     }
 }

@@ -127,6 +127,7 @@ pub struct Gateway {
     health_dirty: Arc<Notify>,
     store: Arc<Store>,
     agent: crate::agent::Agent,
+    cron: crate::cron::Cron,
     mcp: crate::mcp::McpManager,
     live: crate::config::live::Live,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -168,8 +169,10 @@ impl Gateway {
         mcp.apply(&loaded.config.mcp_servers);
         crate::logging::ring().set_secrets(crate::config::secrets(&loaded.config));
         store.set_prices(loaded.config.prices.clone());
+        let cron = crate::cron::Cron::open(&loaded.data_dir);
         Arc::new(Self {
             agent,
+            cron,
             mcp,
             live,
             watcher: Mutex::new(None),
@@ -418,6 +421,11 @@ impl Gateway {
         &self.agent
     }
 
+    /// The scheduled runs.
+    pub fn cron(&self) -> &crate::cron::Cron {
+        &self.cron
+    }
+
     /// The name of the token `cred` presented (`None` with auth off).
     pub fn token_name(&self, cred: &crate::rpc::auth::Credential) -> Option<String> {
         crate::rpc::auth::token_name(&self.config(), cred)
@@ -439,6 +447,8 @@ impl Gateway {
             .ok()
             .and_then(|mut a| a.take())
             .map(|announcer| tokio::task::spawn_blocking(move || announcer.stop()));
+        // No job fires once the runs are being suspended.
+        self.cron.stop().await;
         let suspended_runs = self.agent.shutdown(self).await;
         self.hub.shutdown(ShutdownEvent {
             reason: reason.to_string(),
@@ -777,6 +787,8 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
     // Before any call is served: a repeated key of an interrupted run finds it in progress.
     gateway.agent().resume_all(&gateway);
+    // After the resumed runs are back in their lanes: a job whose run was resumed is skipped.
+    gateway.cron().start(gateway.clone());
     let acceptor = match tls {
         Some(tls) => {
             let acceptor = tls.acceptor().map_err(StartError::Tls)?;

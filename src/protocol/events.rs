@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::approvals::ApprovalsChangedEvent;
 use super::chat::ChatEvent;
 use super::config::ConfigChangedEvent;
+use super::cron::CronChangedEvent;
 use super::gateway::{Health, PresenceEvent};
 use super::mcp::McpChanged;
 use super::plugins::PluginsChangedEvent;
@@ -56,4 +57,5 @@ events! {
     ConfigChangedEvent => "config.changed", "The configuration changed (a file edit or config.patch).";
     McpChanged => "mcp.changed", "An MCP server changed state or tools.";
     ApprovalsChangedEvent => "approvals.changed", "An approval was requested or resolved.";
+    CronChangedEvent => "cron.changed", "A scheduled job fired (started), was skipped, or could not start (failed).";
 }

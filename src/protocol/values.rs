@@ -46,6 +46,8 @@ pub enum ValueError {
     ModelName,
     /// An agent id that is empty, too long, or has another character than `a-z 0-9 -`.
     AgentId,
+    /// A cron job name that breaks the agent id rule.
+    CronName,
 }
 
 impl fmt::Display for ValueError {
@@ -67,6 +69,9 @@ impl fmt::Display for ValueError {
             }
             Self::ModelName => f.write_str("expected a model name of 1 to 256 characters"),
             Self::AgentId => f.write_str("expected an agent id of 1 to 32 characters of a-z 0-9 -"),
+            Self::CronName => {
+                f.write_str("expected a job name of 1 to 32 characters of a-z 0-9 - (as agent ids)")
+            }
         }
     }
 }
@@ -262,6 +267,17 @@ checked_string! {
 checked_string! {
     /// An agent id (`[agents.<id>]`): 1 to 32 characters of `a-z 0-9 -`.
     AgentId, check_agent_id
+}
+
+/// The cron job name rule: the agent id rule (1 to 32 characters of `a-z 0-9 -`), so that
+/// `[cron.<name>]` and `CLAWGATE_CRON__<NAME>__…` work and `cron:<name>` is a session key.
+pub fn check_cron_name(name: &str) -> Result<(), ValueError> {
+    check_agent_id(name).map_err(|_| ValueError::CronName)
+}
+
+checked_string! {
+    /// A cron job's name (`cron.*`, `[cron.<name>]`): 1 to 32 characters of `a-z 0-9 -`.
+    CronName, check_cron_name
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// Replaces the file `name` of `dir` with `bytes`: written under a temporary name, flushed,
 /// renamed into place, and the directory flushed. A failed write leaves no temporary file.
-pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
     {

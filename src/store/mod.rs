@@ -61,7 +61,7 @@ pub use append::{NewMessage, Record};
 pub use compaction::{NewCompaction, StoredContext};
 pub use entry::OpenRun;
 pub use error::{KeyArg, MessageArg, OpenError, StoreError};
-pub use fs::create_private_dir;
+pub use fs::{create_private_dir, replace_file};
 pub use history::History;
 pub use list::Page;
 pub use runs::FinishedRun;

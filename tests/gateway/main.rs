@@ -10,6 +10,7 @@ mod compaction;
 mod config;
 mod config_guard;
 mod console;
+mod cron;
 mod events;
 mod fake_provider;
 mod hardening;

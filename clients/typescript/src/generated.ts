@@ -68,6 +68,39 @@ export type RunOutcome = "final" | "aborted" | "error" | (string & {});
  */
 export type RunStatus = "started" | "queued" | "in_flight" | "done" | "steered" | (string & {});
 /**
+ * Whether a job whose time passed while the gateway was down runs at startup.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronCatchUp".
+ */
+export type CronCatchUp = "one" | "none" | (string & {});
+/**
+ * `started`, `skipped` or `failed`.
+ */
+export type CronFiringState = "started" | "skipped" | "failed" | (string & {});
+/**
+ * What happened to one firing.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronFiringState".
+ */
+export type CronFiringState1 = "started" | "skipped" | "failed" | (string & {});
+/**
+ * Whether a job whose time passed while the gateway was down runs at startup.
+ */
+export type CronCatchUp1 = "one" | "none" | (string & {});
+/**
+ * Where it is declared (`store` or `config`).
+ */
+export type CronSource = "store" | "config" | (string & {});
+/**
+ * Where a job is declared.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronSource".
+ */
+export type CronSource1 = "store" | "config" | (string & {});
+/**
  * Why.
  */
 export type GapReason = "lagged" | "expired" | "restart" | (string & {});
@@ -1048,6 +1081,279 @@ export interface ConfigPatchResult {
  * via the `definition` "ConfigSchema".
  */
 export interface ConfigSchema {}
+/**
+ * Params of `cron.add`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronAddParams".
+ */
+export interface CronAddParams {
+  /**
+   * The agent (default: the session's, else `gateway.default_agent` when it fires).
+   */
+  agent?: string | null;
+  /**
+   * Catch-up after downtime (default `one`).
+   */
+  catchUp?: CronCatchUp | null;
+  /**
+   * Whether it fires (default true).
+   */
+  enabled?: boolean | null;
+  /**
+   * The user message each firing sends.
+   */
+  message: string;
+  /**
+   * The job's name: 1 to 32 characters of `a-z 0-9 -`.
+   */
+  name: string;
+  schedule: CronSchedule;
+  /**
+   * The session (default `cron:<name>`).
+   */
+  sessionKey?: string | null;
+}
+/**
+ * When it fires.
+ */
+export interface CronSchedule {
+  /**
+   * Once, at this time (ms since the epoch, in the future); the job then disables itself.
+   */
+  at?: number | null;
+  /**
+   * A 5-field cron expression (`minute hour day-of-month month day-of-week`), minute
+   * resolution, evaluated in `tz`.
+   */
+  cron?: string | null;
+  /**
+   * Every this many ms (at least 1000), counted from the previous scheduled time.
+   */
+  everyMs?: number | null;
+  /**
+   * The IANA time zone of `cron` (default `UTC`).
+   */
+  tz?: string | null;
+}
+/**
+ * The `cron.changed` event: a job fired, was skipped, or failed to start.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronChangedEvent".
+ */
+export interface CronChangedEvent {
+  /**
+   * The firing catches up a time that passed while the gateway was down.
+   */
+  catchUp?: boolean;
+  /**
+   * Why it was skipped or failed.
+   */
+  error?: string | null;
+  /**
+   * The job.
+   */
+  name: string;
+  /**
+   * The run started (`started`), or the one still active (`skipped`).
+   */
+  runId?: string | null;
+  /**
+   * The scheduled time this firing is for (ms); absent for `cron.run`. Never two
+   * `started` events of one job carry the same value.
+   */
+  scheduledAt?: number | null;
+  /**
+   * The session of the run.
+   */
+  sessionKey: string;
+  state: CronFiringState;
+}
+/**
+ * One job, as `cron.list`, `cron.add` and `cron.update` tell it.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronJob".
+ */
+export interface CronJob {
+  /**
+   * The agent it names, if any.
+   */
+  agent?: string | null;
+  catchUp: CronCatchUp1;
+  /**
+   * Whether it fires.
+   */
+  enabled: boolean;
+  /**
+   * How that run ended (`final`, `aborted`, `error`), or `failed` when the last firing could
+   * not start a run; absent while it runs.
+   */
+  lastOutcome?: string | null;
+  /**
+   * When it last fired (ms).
+   */
+  lastRunAt?: number | null;
+  /**
+   * The run it last started.
+   */
+  lastRunId?: string | null;
+  /**
+   * The scheduled time the last firing was for (ms).
+   */
+  lastScheduledAt?: number | null;
+  /**
+   * The message each firing sends.
+   */
+  message: string;
+  /**
+   * Its name.
+   */
+  name: string;
+  /**
+   * The next scheduled time (ms since the epoch); `null` when disabled or done (a passed
+   * `at`).
+   */
+  nextRunAt?: number | null;
+  schedule: CronSchedule1;
+  /**
+   * Its session.
+   */
+  sessionKey: string;
+  source: CronSource;
+}
+/**
+ * When it fires.
+ */
+export interface CronSchedule1 {
+  /**
+   * Once, at this time (ms since the epoch, in the future); the job then disables itself.
+   */
+  at?: number | null;
+  /**
+   * A 5-field cron expression (`minute hour day-of-month month day-of-week`), minute
+   * resolution, evaluated in `tz`.
+   */
+  cron?: string | null;
+  /**
+   * Every this many ms (at least 1000), counted from the previous scheduled time.
+   */
+  everyMs?: number | null;
+  /**
+   * The IANA time zone of `cron` (default `UTC`).
+   */
+  tz?: string | null;
+}
+/**
+ * Result of `cron.list`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronListResult".
+ */
+export interface CronListResult {
+  /**
+   * Every job, by name.
+   */
+  jobs: CronJob[];
+}
+/**
+ * Params of `cron.remove` and `cron.run`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronNameParams".
+ */
+export interface CronNameParams {
+  /**
+   * The job.
+   */
+  name: string;
+}
+/**
+ * Result of `cron.remove`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronRemoveResult".
+ */
+export interface CronRemoveResult {
+  /**
+   * Always true (an unknown name is `-32022`).
+   */
+  removed: boolean;
+}
+/**
+ * Result of `cron.run`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronRunResult".
+ */
+export interface CronRunResult {
+  /**
+   * The run started.
+   */
+  runId: string;
+}
+/**
+ * When a job fires: exactly one of `{cron, tz?}`, `{everyMs}` or `{at}`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronSchedule".
+ */
+export interface CronSchedule2 {
+  /**
+   * Once, at this time (ms since the epoch, in the future); the job then disables itself.
+   */
+  at?: number | null;
+  /**
+   * A 5-field cron expression (`minute hour day-of-month month day-of-week`), minute
+   * resolution, evaluated in `tz`.
+   */
+  cron?: string | null;
+  /**
+   * Every this many ms (at least 1000), counted from the previous scheduled time.
+   */
+  everyMs?: number | null;
+  /**
+   * The IANA time zone of `cron` (default `UTC`).
+   */
+  tz?: string | null;
+}
+/**
+ * Params of `cron.update`: the job by name, and the fields to change.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "CronUpdateParams".
+ */
+export interface CronUpdateParams {
+  /**
+   * A new agent.
+   */
+  agent?: string | null;
+  /**
+   * A new catch-up rule.
+   */
+  catchUp?: CronCatchUp | null;
+  /**
+   * Enables or disables it.
+   */
+  enabled?: boolean | null;
+  /**
+   * A new message.
+   */
+  message?: string | null;
+  /**
+   * The job.
+   */
+  name: string;
+  /**
+   * A new schedule.
+   */
+  schedule?: CronSchedule2 | null;
+  /**
+   * A new session.
+   */
+  sessionKey?: string | null;
+}
 /**
  * Result of `sessions.delete`.
  *
@@ -2317,6 +2623,11 @@ export interface Calls {
   "config.get": { params: NoParams; result: ConfigGetResult };
   "config.patch": { params: ConfigPatchParams; result: ConfigPatchResult };
   "config.schema": { params: NoParams; result: ConfigSchema };
+  "cron.add": { params: CronAddParams; result: CronJob };
+  "cron.list": { params: NoParams; result: CronListResult };
+  "cron.remove": { params: CronNameParams; result: CronRemoveResult };
+  "cron.run": { params: CronNameParams; result: CronRunResult };
+  "cron.update": { params: CronUpdateParams; result: CronJob };
   "gateway.health": { params: NoParams; result: Health };
   "gateway.hello": { params: HelloParams; result: HelloResult };
   "gateway.presence": { params: NoParams; result: PresenceResult };
@@ -2361,6 +2672,11 @@ export const SCOPES = {
   "config.get": "admin",
   "config.patch": "admin",
   "config.schema": "read",
+  "cron.add": "admin",
+  "cron.list": "read",
+  "cron.remove": "admin",
+  "cron.run": "write",
+  "cron.update": "admin",
   "events.subscribe": "read",
   "events.unsubscribe": "read",
   "gateway.health": "read",
@@ -2427,6 +2743,18 @@ export function bindMethods(t: Transport) {
       patch: (params: Calls["config.patch"]["params"]) => t.call("config.patch", params ?? ({} as Calls["config.patch"]["params"])),
       /** The JSON Schema of the configuration; each key says whether it reloads hot or at restart (x-reload). */
       schema: (params?: Calls["config.schema"]["params"]) => t.call("config.schema", params ?? ({} as Calls["config.schema"]["params"])),
+    },
+    cron: {
+      /** Adds a scheduled job (kept in cron.json): a cron expression with a time zone, an interval or a one-shot time. */
+      add: (params: Calls["cron.add"]["params"]) => t.call("cron.add", params ?? ({} as Calls["cron.add"]["params"])),
+      /** Every scheduled job (cron.json's and the config's), its next time and its last firing. */
+      list: (params?: Calls["cron.list"]["params"]) => t.call("cron.list", params ?? ({} as Calls["cron.list"]["params"])),
+      /** Removes a job of cron.json (config jobs are removed from the config: -32023). */
+      remove: (params: Calls["cron.remove"]["params"]) => t.call("cron.remove", params ?? ({} as Calls["cron.remove"]["params"])),
+      /** Fires a job now (its schedule is unchanged); -32023 with data.activeRunId while its previous run is active. */
+      run: (params: Calls["cron.run"]["params"]) => t.call("cron.run", params ?? ({} as Calls["cron.run"]["params"])),
+      /** Changes the fields given of a job of cron.json (config jobs change in the config: -32023). */
+      update: (params: Calls["cron.update"]["params"]) => t.call("cron.update", params ?? ({} as Calls["cron.update"]["params"])),
     },
     events: {
       /** Streams event envelopes matching a filter, optionally replaying those after afterSeq first. */

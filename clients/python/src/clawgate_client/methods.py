@@ -67,6 +67,11 @@ METHODS: dict[str, tuple[str, str | None, str | None]] = {
     "config.get": ("admin", None, None),
     "config.patch": ("admin", None, None),
     "config.schema": ("read", None, None),
+    "cron.add": ("admin", None, None),
+    "cron.list": ("read", None, None),
+    "cron.remove": ("admin", None, None),
+    "cron.run": ("write", None, None),
+    "cron.update": ("admin", None, None),
     "events.subscribe": ("read", "events.event", "events.unsubscribe"),
     "events.unsubscribe": ("read", None, None),
     "gateway.health": ("read", None, None),
@@ -98,6 +103,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "approvals.changed": models.ApprovalsChangedEvent,
     "chat": models.ChatEvent,
     "config.changed": models.ConfigChangedEvent,
+    "cron.changed": models.CronChangedEvent,
     "gap": models.GapEvent,
     "health": models.Health,
     "mcp.changed": models.McpChanged,
@@ -399,6 +405,126 @@ class ConfigMethods:
         Scope: read.
         """
         return _as_dict(await self._client.call("config.schema", None))
+
+
+class CronMethods:
+    """Methods of the `cron` namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def add(
+        self,
+        *,
+        message: str,
+        name: str,
+        schedule: models.CronSchedule | Mapping[str, Any],
+        agent: str | None | Unset = UNSET,
+        catch_up: models.CronCatchUp | str | None | Unset = UNSET,
+        enabled: bool | None | Unset = UNSET,
+        session_key: str | None | Unset = UNSET,
+    ) -> models.CronJob:
+        """`cron.add`: Adds a scheduled job (kept in cron.json): a cron expression with a time zone, an interval or a one-shot time.
+
+        Scope: admin.
+
+        Args:
+            agent: The agent (default: the session's, else `gateway.default_agent` when it fires). (wire `agent`, optional)
+            catch_up: Catch-up after downtime (default `one`). (wire `catchUp`, optional)
+            enabled: Whether it fires (default true). (wire `enabled`, optional)
+            message: The user message each firing sends. (wire `message`, required)
+            name: The job's name: 1 to 32 characters of `a-z 0-9 -`. (wire `name`, required)
+            schedule: When it fires. (wire `schedule`, required)
+            session_key: The session (default `cron:<name>`). (wire `sessionKey`, optional)
+        """
+        return models.CronJob.model_validate(
+            await self._client.call(
+                "cron.add",
+                wire_params(
+                    {
+                        "message": message,
+                        "name": name,
+                        "schedule": schedule,
+                        "agent": agent,
+                        "catchUp": catch_up,
+                        "enabled": enabled,
+                        "sessionKey": session_key,
+                    }
+                ),
+            )
+        )
+
+    async def list(self) -> models.CronListResult:
+        """`cron.list`: Every scheduled job (cron.json's and the config's), its next time and its last firing.
+
+        Scope: read.
+        """
+        return models.CronListResult.model_validate(await self._client.call("cron.list", None))
+
+    async def remove(self, *, name: str) -> models.CronRemoveResult:
+        """`cron.remove`: Removes a job of cron.json (config jobs are removed from the config: -32023).
+
+        Scope: admin.
+
+        Args:
+            name: The job. (wire `name`, required)
+        """
+        return models.CronRemoveResult.model_validate(
+            await self._client.call("cron.remove", wire_params({"name": name}))
+        )
+
+    async def run(self, *, name: str) -> models.CronRunResult:
+        """`cron.run`: Fires a job now (its schedule is unchanged); -32023 with data.activeRunId while its previous run is active.
+
+        Scope: write.
+
+        Args:
+            name: The job. (wire `name`, required)
+        """
+        return models.CronRunResult.model_validate(
+            await self._client.call("cron.run", wire_params({"name": name}))
+        )
+
+    async def update(
+        self,
+        *,
+        name: str,
+        agent: str | None | Unset = UNSET,
+        catch_up: models.CronCatchUp | str | None | Unset = UNSET,
+        enabled: bool | None | Unset = UNSET,
+        message: str | None | Unset = UNSET,
+        schedule: models.CronSchedule | Mapping[str, Any] | None | Unset = UNSET,
+        session_key: str | None | Unset = UNSET,
+    ) -> models.CronJob:
+        """`cron.update`: Changes the fields given of a job of cron.json (config jobs change in the config: -32023).
+
+        Scope: admin.
+
+        Args:
+            agent: A new agent. (wire `agent`, optional)
+            catch_up: A new catch-up rule. (wire `catchUp`, optional)
+            enabled: Enables or disables it. (wire `enabled`, optional)
+            message: A new message. (wire `message`, optional)
+            name: The job. (wire `name`, required)
+            schedule: A new schedule. (wire `schedule`, optional)
+            session_key: A new session. (wire `sessionKey`, optional)
+        """
+        return models.CronJob.model_validate(
+            await self._client.call(
+                "cron.update",
+                wire_params(
+                    {
+                        "name": name,
+                        "agent": agent,
+                        "catchUp": catch_up,
+                        "enabled": enabled,
+                        "message": message,
+                        "schedule": schedule,
+                        "sessionKey": session_key,
+                    }
+                ),
+            )
+        )
 
 
 class EventsMethods:
@@ -838,6 +964,7 @@ class Namespaces:
     approvals: ApprovalsMethods
     chat: ChatMethods
     config: ConfigMethods
+    cron: CronMethods
     events: EventsMethods
     gateway: GatewayMethods
     logs: LogsMethods
@@ -856,6 +983,7 @@ class Namespaces:
         self.approvals = ApprovalsMethods(client)
         self.chat = ChatMethods(client)
         self.config = ConfigMethods(client)
+        self.cron = CronMethods(client)
         self.events = EventsMethods(client)
         self.gateway = GatewayMethods(client)
         self.logs = LogsMethods(client)

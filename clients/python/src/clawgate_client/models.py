@@ -427,6 +427,168 @@ class ConfigSchema(BaseModel):
     )
 
 
+class CronCatchUp(OpenEnum):
+    """
+    Whether a job whose time passed while the gateway was down runs at startup.
+    """
+
+    one = 'one'
+    """
+    Once, however many times passed.
+    """
+    none = 'none'
+    """
+    Not at all: the job moves on to its next time.
+    """
+
+
+class CronFiringState(OpenEnum):
+    """
+    What happened to one firing.
+    """
+
+    started = 'started'
+    """
+    A run was started.
+    """
+    skipped = 'skipped'
+    """
+    No run was started: the previous one is still active or queued, or the time passed
+    while the gateway was down and `catchUp` is `none`.
+    """
+    failed = 'failed'
+    """
+    The run could not start (`error` says why).
+    """
+
+
+class CronNameParams(BaseModel):
+    """
+    Params of `cron.remove` and `cron.run`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    name: str
+    """
+    The job.
+    """
+
+
+class CronRemoveResult(BaseModel):
+    """
+    Result of `cron.remove`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    removed: bool
+    """
+    Always true (an unknown name is `-32022`).
+    """
+
+
+class CronRunResult(BaseModel):
+    """
+    Result of `cron.run`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    run_id: Annotated[str, Field(alias='runId')]
+    """
+    The run started.
+    """
+
+
+class CronSchedule(BaseModel):
+    """
+    When a job fires: exactly one of `{cron, tz?}`, `{everyMs}` or `{at}`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    at: Annotated[int | None, Field(ge=0)] = None
+    """
+    Once, at this time (ms since the epoch, in the future); the job then disables itself.
+    """
+    cron: str | None = None
+    """
+    A 5-field cron expression (`minute hour day-of-month month day-of-week`), minute
+    resolution, evaluated in `tz`.
+    """
+    every_ms: Annotated[int | None, Field(alias='everyMs', ge=0)] = None
+    """
+    Every this many ms (at least 1000), counted from the previous scheduled time.
+    """
+    tz: str | None = None
+    """
+    The IANA time zone of `cron` (default `UTC`).
+    """
+
+
+class CronSource(OpenEnum):
+    """
+    Where a job is declared.
+    """
+
+    store = 'store'
+    """
+    Added with `cron.add`, kept in `<dataDir>/cron.json`.
+    """
+    config = 'config'
+    """
+    Declared in the configuration as `[cron.<name>]` (changed there only).
+    """
+
+
+class CronUpdateParams(BaseModel):
+    """
+    Params of `cron.update`: the job by name, and the fields to change.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    A new agent.
+    """
+    catch_up: Annotated[CronCatchUp | None, Field(alias='catchUp')] = None
+    """
+    A new catch-up rule.
+    """
+    enabled: bool | None = None
+    """
+    Enables or disables it.
+    """
+    message: str | None = None
+    """
+    A new message.
+    """
+    name: str
+    """
+    The job.
+    """
+    schedule: CronSchedule | None = None
+    """
+    A new schedule.
+    """
+    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
+    """
+    A new session.
+    """
+
+
 class DeletedResult(BaseModel):
     """
     Result of `sessions.delete`.
@@ -1852,6 +2014,167 @@ class Compaction(BaseModel):
     ts: Annotated[int, Field(ge=0)]
     """
     When it was written.
+    """
+
+
+class CronAddParams(BaseModel):
+    """
+    Params of `cron.add`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    The agent (default: the session's, else `gateway.default_agent` when it fires).
+    """
+    catch_up: Annotated[CronCatchUp | None, Field(alias='catchUp')] = None
+    """
+    Catch-up after downtime (default `one`).
+    """
+    enabled: bool | None = None
+    """
+    Whether it fires (default true).
+    """
+    message: str
+    """
+    The user message each firing sends.
+    """
+    name: str
+    """
+    The job's name: 1 to 32 characters of `a-z 0-9 -`.
+    """
+    schedule: CronSchedule
+    """
+    When it fires.
+    """
+    session_key: Annotated[str | None, Field(alias='sessionKey')] = None
+    """
+    The session (default `cron:<name>`).
+    """
+
+
+class CronChangedEvent(BaseModel):
+    """
+    The `cron.changed` event: a job fired, was skipped, or failed to start.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    catch_up: Annotated[bool | None, Field(alias='catchUp')] = None
+    """
+    The firing catches up a time that passed while the gateway was down.
+    """
+    error: str | None = None
+    """
+    Why it was skipped or failed.
+    """
+    name: str
+    """
+    The job.
+    """
+    run_id: Annotated[str | None, Field(alias='runId')] = None
+    """
+    The run started (`started`), or the one still active (`skipped`).
+    """
+    scheduled_at: Annotated[int | None, Field(alias='scheduledAt', ge=0)] = None
+    """
+    The scheduled time this firing is for (ms); absent for `cron.run`. Never two
+    `started` events of one job carry the same value.
+    """
+    session_key: Annotated[str, Field(alias='sessionKey')]
+    """
+    The session of the run.
+    """
+    state: CronFiringState
+    """
+    `started`, `skipped` or `failed`.
+    """
+
+
+class CronJob(BaseModel):
+    """
+    One job, as `cron.list`, `cron.add` and `cron.update` tell it.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    agent: str | None = None
+    """
+    The agent it names, if any.
+    """
+    catch_up: Annotated[CronCatchUp, Field(alias='catchUp')]
+    """
+    Catch-up after downtime.
+    """
+    enabled: bool
+    """
+    Whether it fires.
+    """
+    last_outcome: Annotated[str | None, Field(alias='lastOutcome')] = None
+    """
+    How that run ended (`final`, `aborted`, `error`), or `failed` when the last firing could
+    not start a run; absent while it runs.
+    """
+    last_run_at: Annotated[int | None, Field(alias='lastRunAt', ge=0)] = None
+    """
+    When it last fired (ms).
+    """
+    last_run_id: Annotated[str | None, Field(alias='lastRunId')] = None
+    """
+    The run it last started.
+    """
+    last_scheduled_at: Annotated[int | None, Field(alias='lastScheduledAt', ge=0)] = (
+        None
+    )
+    """
+    The scheduled time the last firing was for (ms).
+    """
+    message: str
+    """
+    The message each firing sends.
+    """
+    name: str
+    """
+    Its name.
+    """
+    next_run_at: Annotated[int | None, Field(alias='nextRunAt', ge=0)] = None
+    """
+    The next scheduled time (ms since the epoch); `null` when disabled or done (a passed
+    `at`).
+    """
+    schedule: CronSchedule
+    """
+    When it fires.
+    """
+    session_key: Annotated[str, Field(alias='sessionKey')]
+    """
+    Its session.
+    """
+    source: CronSource
+    """
+    Where it is declared (`store` or `config`).
+    """
+
+
+class CronListResult(BaseModel):
+    """
+    Result of `cron.list`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    jobs: list[CronJob]
+    """
+    Every job, by name.
     """
 
 
