@@ -27,6 +27,7 @@ mod output;
 pub mod policy;
 mod run_loop;
 mod runs;
+mod start;
 mod state;
 mod turn;
 pub mod window;
@@ -38,6 +39,7 @@ pub use context::prepare_context;
 pub use error::AgentError;
 pub use output::{MAX_TOOL_OUTPUT, cut_output};
 pub use runs::Agent;
+pub use start::StartError;
 pub use state::{SendOutcome, SendRequest};
 
 /// What the agent needs from the application that hosts it: its own dependencies, not the

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::agent::{AgentError, SendRequest};
+use crate::agent::{SendRequest, StartError};
 use crate::error::{Error, Result, code};
 use crate::events::Filter;
 use crate::gateway::{Ctx as CallContext, Table as MethodTable};
@@ -134,20 +134,10 @@ impl Method for Abort {
 /// Starts a send (its params are checked types); shared by `chat.send` and `chat.stream`.
 async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
     let session_key = String::from(p.session_key.unwrap_or_else(SessionKey::main));
-    let agent = ctx.gateway.agent();
-    let agent_id = agent.agent_for(ctx.gateway.as_ref(), &session_key, p.agent.as_deref())?;
-    let provider = agent
-        .provider(&agent_id)
-        .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;
-    if let Err(err) = provider.ready() {
-        return Err(Error::Upstream {
-            message: err.message,
-            kind: err.kind.as_str().into(),
-            status: err.status,
-        });
-    }
-    let outcome = agent
-        .send(
+    let outcome = ctx
+        .gateway
+        .agent()
+        .start(
             &ctx.gateway,
             SendRequest {
                 session_key: session_key.clone(),
@@ -158,7 +148,15 @@ async fn send(ctx: &CallContext, p: ChatSendParams) -> Result<ChatSendResult> {
                 mode: p.mode.unwrap_or_default(),
             },
         )
-        .await?;
+        .await
+        .map_err(|err| match err {
+            StartError::Agent(err) => Error::from(err),
+            StartError::Provider(err) => Error::Upstream {
+                message: err.message,
+                kind: err.kind.as_str().into(),
+                status: err.status,
+            },
+        })?;
     Ok(ChatSendResult {
         run_id: outcome.run_id,
         session_key,
