@@ -166,7 +166,10 @@ fn describe() {
         WEBHOOK_DROPPED,
         "Envelopes an outgoing webhook never sent, by webhook and reason (queue_full, gap)."
     );
-    describe_gauge!(WEBHOOK_QUEUE, "Envelopes waiting in an outgoing webhook's queue.");
+    describe_gauge!(
+        WEBHOOK_QUEUE,
+        "Envelopes waiting in an outgoing webhook's queue."
+    );
     describe_gauge!(
         RESIDENT_MEMORY,
         Unit::Bytes,

@@ -38,7 +38,8 @@ impl Agent {
         gw: &Arc<G>,
         request: SendRequest,
     ) -> Result<SendOutcome, StartError> {
-        let agent_id = self.agent_for(gw.as_ref(), &request.session_key, request.agent.as_deref())?;
+        let agent_id =
+            self.agent_for(gw.as_ref(), &request.session_key, request.agent.as_deref())?;
         let provider = self
             .provider(&agent_id)
             .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;

@@ -446,7 +446,10 @@ fn validate_hooks(config: &Config) -> Result<(), ConfigError> {
         if let Some(key) = &hook.session_key
             && let Err(reason) = crate::protocol::validate_session_key(key)
         {
-            return Err(ConfigError::new(format!("hooks.{name}.session_key"), reason));
+            return Err(ConfigError::new(
+                format!("hooks.{name}.session_key"),
+                reason,
+            ));
         }
     }
     Ok(())

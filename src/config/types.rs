@@ -614,11 +614,7 @@ pub struct HookConfig {
     /// index is a number: `{{body.commits.0.id}}`), `{{body}}` the whole body.
     pub message: String,
     /// The session the runs go to (default `hook:<name>`).
-    #[serde(
-        default,
-        alias = "sessionKey",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "sessionKey", skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
     /// The agent of the session it creates (default `gateway.default_agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,7 +34,7 @@ use crate::protocol::{
     ChatEvent, ChatSendParams, Event, IdempotencyKey, MessageText, RunOutcome, RunStatus,
 };
 use crate::rpc::http::{
-    BodyError, Body, Reply, json_response, refusal_response, throttled_response, whole,
+    Body, BodyError, Reply, json_response, refusal_response, throttled_response, whole,
 };
 use crate::rpc::server::{AuthFailure, DoorMeta, authenticate};
 use crate::rpc::throttle::Limits;
@@ -70,15 +70,18 @@ fn refuse(status: StatusCode, kind: &str, message: impl Into<String>) -> Respons
 async fn answer(gw: Arc<Gateway>, req: Request<Incoming>, meta: DoorMeta) -> Response<Body> {
     let path = req.uri().path().to_string();
     let Some(name) = path.strip_prefix("/hooks/").filter(|n| !n.contains('/')) else {
-        return refuse(StatusCode::NOT_FOUND, "not_found", format!("no hook at {path}"));
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no hook at {path}"),
+        );
     };
     let name = name.to_string();
     let query = req.uri().query().map(str::to_string);
     let wait = query_flag(query.as_deref(), "wait");
     if name == AGENT_HOOK {
         // The token check first, as on every door: a locked-out address gets 429 here.
-        let cred = match authenticate(gw.as_ref(), meta.client, req.headers(), query.as_deref())
-        {
+        let cred = match authenticate(gw.as_ref(), meta.client, req.headers(), query.as_deref()) {
             Ok(cred) => cred,
             Err(AuthFailure::Throttled { retry_after_ms }) => {
                 return throttled_response(retry_after_ms);
@@ -92,7 +95,9 @@ async fn answer(gw: Arc<Gateway>, req: Request<Incoming>, meta: DoorMeta) -> Res
                 return refuse(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    format!("POST /hooks/agent needs a token with the write scope; this one has {had}"),
+                    format!(
+                        "POST /hooks/agent needs a token with the write scope; this one has {had}"
+                    ),
                 );
             }
         }
@@ -114,7 +119,9 @@ async fn answer(gw: Arc<Gateway>, req: Request<Incoming>, meta: DoorMeta) -> Res
         return refuse(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no hook named {name:?}: configure [hooks.{name}], or use /hooks/agent with a token"),
+            format!(
+                "no hook named {name:?}: configure [hooks.{name}], or use /hooks/agent with a token"
+            ),
         );
     };
     if req.method() != http::Method::POST {
@@ -191,7 +198,11 @@ async fn agent_hook(gw: &Arc<Gateway>, body: &Bytes, wait: bool) -> Response<Bod
         Ok(p) => p,
         Err(err) => {
             let path = err.path().to_string();
-            let at = if path == "." { String::new() } else { format!("{path}: ") };
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -240,7 +251,9 @@ async fn named_hook(
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("the message made from hooks.{name}.message and this body is not valid: {err}"),
+                format!(
+                    "the message made from hooks.{name}.message and this body is not valid: {err}"
+                ),
             );
         }
     };
@@ -300,13 +313,22 @@ async fn run(gw: &Arc<Gateway>, request: SendRequest, wait: bool) -> Response<Bo
     let session_key = request.session_key.clone();
     // Subscribed before sending, so no payload of the run can be missed.
     let mut sub = if wait {
-        let filter = match Filter::new(Some(&[ChatEvent::NAME.to_string()]), Some(session_key.clone())) {
+        let filter = match Filter::new(
+            Some(&[ChatEvent::NAME.to_string()]),
+            Some(session_key.clone()),
+        ) {
             Ok(f) => f,
             Err(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", "chat filter"),
         };
         match gw.hub().subscribe(filter, None, None) {
             Ok(sub) => Some(sub),
-            Err(err) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
+            Err(err) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    err.to_string(),
+                );
+            }
         }
     } else {
         None
@@ -319,7 +341,8 @@ async fn run(gw: &Arc<Gateway>, request: SendRequest, wait: bool) -> Response<Bo
     let Some(mut sub) = sub.take() else {
         return json_response(
             StatusCode::ACCEPTED,
-            json!({"runId": run_id, "sessionKey": session_key, "status": outcome.status}).to_string(),
+            json!({"runId": run_id, "sessionKey": session_key, "status": outcome.status})
+                .to_string(),
         );
     };
     sub.only_run(&run_id);
@@ -345,13 +368,16 @@ async fn run(gw: &Arc<Gateway>, request: SendRequest, wait: bool) -> Response<Bo
         if let Some(outcome) = outcome.outcome {
             return json_response(
                 StatusCode::OK,
-                json!({"runId": run_id, "sessionKey": session_key, "outcome": outcome, "text": ""}).to_string(),
+                json!({"runId": run_id, "sessionKey": session_key, "outcome": outcome, "text": ""})
+                    .to_string(),
             );
         }
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the gateway is shutting down; run {run_id} did not end before it (see runs.get)"),
+            format!(
+                "the gateway is shutting down; run {run_id} did not end before it (see runs.get)"
+            ),
         );
     };
     #[derive(serde::Deserialize)]
@@ -360,7 +386,13 @@ async fn run(gw: &Arc<Gateway>, request: SendRequest, wait: bool) -> Response<Bo
     }
     let payload = match serde_json::from_str::<Wire>(&terminal.json) {
         Ok(w) => w.payload,
-        Err(err) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
+        Err(err) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            );
+        }
     };
     let outcome = match payload.state.as_str() {
         "final" => RunOutcome::Final,
@@ -372,7 +404,8 @@ async fn run(gw: &Arc<Gateway>, request: SendRequest, wait: bool) -> Response<Bo
         _ => payload.partial_text,
     }
     .unwrap_or_default();
-    let mut body = json!({"runId": run_id, "sessionKey": session_key, "outcome": outcome, "text": text});
+    let mut body =
+        json!({"runId": run_id, "sessionKey": session_key, "outcome": outcome, "text": text});
     if let Some(error) = payload.error {
         body["error"] = json!(error);
     }
@@ -386,7 +419,8 @@ fn start_refusal(err: StartError) -> Response<Body> {
         StartError::Provider(_) => refuse(StatusCode::BAD_GATEWAY, "upstream", message),
         StartError::Agent(AgentError::RunActive { run_id, .. }) => json_response(
             StatusCode::CONFLICT,
-            json!({"error": {"kind": "busy", "message": message, "activeRunId": run_id}}).to_string(),
+            json!({"error": {"kind": "busy", "message": message, "activeRunId": run_id}})
+                .to_string(),
         ),
         StartError::Agent(AgentError::OtherAgent { .. } | AgentError::AgentRemoved { .. }) => {
             refuse(StatusCode::CONFLICT, "conflict", message)
@@ -410,10 +444,14 @@ mod tests {
 
     #[test]
     fn the_template_fills_paths_and_leaves_missing_ones_empty() {
-        let body = json!({"a": {"b": "x", "n": 3, "o": {"k": true}}, "list": [{"id": "c1"}], "nul": null});
+        let body =
+            json!({"a": {"b": "x", "n": 3, "o": {"k": true}}, "list": [{"id": "c1"}], "nul": null});
         assert_eq!(fill("{{body.a.b}}!", &body), "x!");
         assert_eq!(fill("{{ body.a.n }} {{body.a.o}}", &body), "3 {\"k\":true}");
-        assert_eq!(fill("[{{body.list.0.id}}][{{body.list.9.id}}]", &body), "[c1][]");
+        assert_eq!(
+            fill("[{{body.list.0.id}}][{{body.list.9.id}}]", &body),
+            "[c1][]"
+        );
         assert_eq!(fill("<{{body.missing.deep}}><{{body.nul}}>", &body), "<><>");
         assert_eq!(fill("{{body}}", &json!({"x": 1})), "{\"x\":1}");
         assert_eq!(fill("no placeholders", &body), "no placeholders");

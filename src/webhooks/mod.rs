@@ -57,7 +57,11 @@ impl Webhooks {
         let changes = Filter::new(Some(&[ConfigChangedEvent::NAME.to_string()]), None)
             .ok()
             .and_then(|f| host.hub().subscribe(f, None, None).ok());
-        let task = tokio::spawn(supervise(host, changes, stop.clone()));
+        // The workers of the startup configuration subscribe now, before the gateway serves:
+        // every event published after the start reaches them.
+        let mut workers = BTreeMap::new();
+        start_missing(host.as_ref(), &host.config(), &mut workers);
+        let task = tokio::spawn(supervise(host, workers, changes, stop.clone()));
         Self {
             stop,
             task: Mutex::new(Some(task)),
@@ -77,11 +81,10 @@ impl Webhooks {
 /// Keeps one worker per configured webhook until stopped or the hub shuts down.
 async fn supervise(
     host: Arc<dyn WebhookHost>,
+    mut workers: BTreeMap<String, worker::Worker>,
     mut changes: Option<crate::events::Subscriber>,
     stop: CancellationToken,
 ) {
-    let mut workers: BTreeMap<String, worker::Worker> = BTreeMap::new();
-    reconcile(host.as_ref(), &mut workers).await;
     loop {
         let Some(sub) = changes.as_mut() else {
             // No subscription (cannot happen with a live hub): the startup set stays.
@@ -122,7 +125,16 @@ async fn reconcile(host: &dyn WebhookHost, workers: &mut BTreeMap<String, worker
             tracing::info!(webhook = %name, "webhook stopped");
         }
     }
-    for (name, cfg) in wanted {
+    start_missing(host, &config, workers);
+}
+
+/// Starts a worker for each configured webhook that has none.
+fn start_missing(
+    host: &dyn WebhookHost,
+    config: &Config,
+    workers: &mut BTreeMap<String, worker::Worker>,
+) {
+    for (name, cfg) in &config.webhooks {
         if workers.contains_key(name) {
             continue;
         }

@@ -47,7 +47,11 @@ impl Worker {
             Ok(f) => f.named_deltas_only(),
             Err(path) => {
                 // Validated with the configuration; kept as a guard.
-                tracing::error!(webhook = name, path, "webhook events do not parse; not started");
+                tracing::error!(
+                    webhook = name,
+                    path,
+                    "webhook events do not parse; not started"
+                );
                 return None;
             }
         };
@@ -122,7 +126,10 @@ impl Shared {
             return;
         }
         log.last_warn = Some(Instant::now());
-        let (queue_full, gap) = (std::mem::take(&mut log.queue_full), std::mem::take(&mut log.gap));
+        let (queue_full, gap) = (
+            std::mem::take(&mut log.queue_full),
+            std::mem::take(&mut log.gap),
+        );
         drop(log);
         tracing::warn!(
             webhook = %self.name,
@@ -202,7 +209,12 @@ impl AsRef<[u8]> for Body {
 
 /// One delivery: up to `max_attempts` POSTs of `env` (each signed with its own timestamp,
 /// all with one delivery id), with exponential backoff and jitter between them.
-async fn deliver(shared: &Shared, client: &reqwest::Client, config: &WebhookConfig, env: Arc<Envelope>) {
+async fn deliver(
+    shared: &Shared,
+    client: &reqwest::Client,
+    config: &WebhookConfig,
+    env: Arc<Envelope>,
+) {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let body = bytes::Bytes::from_owner(Body(env.clone()));
     let timeout = Duration::from_millis(config.timeout_ms);
@@ -214,7 +226,10 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, config: &WebhookConf
             .post(&config.url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::USER_AGENT, concat!("clawgate/", env!("CARGO_PKG_VERSION")))
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("clawgate/", env!("CARGO_PKG_VERSION")),
+            )
             .header(DELIVERY_HEADER, &id)
             .header(TIMESTAMP_HEADER, ts.to_string())
             .header(SIGNATURE_HEADER, signature)
@@ -295,7 +310,10 @@ mod tests {
         for attempt in 1..=5u32 {
             let base = Duration::from_millis(100 * (1 << (attempt - 1)));
             let wait = backoff(100, attempt);
-            assert!(wait >= base && wait <= base + base / 2, "{attempt}: {wait:?}");
+            assert!(
+                wait >= base && wait <= base + base / 2,
+                "{attempt}: {wait:?}"
+            );
         }
         assert!(backoff(1_000, 40) <= MAX_BACKOFF + MAX_BACKOFF / 2);
         assert!(backoff(1_000, 40) >= MAX_BACKOFF);

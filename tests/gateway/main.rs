@@ -27,3 +27,4 @@ mod store_failures;
 mod tls;
 mod tools_confinement;
 mod usage;
+mod webhooks;
