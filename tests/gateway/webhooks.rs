@@ -701,3 +701,43 @@ async fn named_hooks_verify_the_signature_and_template_the_message() {
     assert!(!get.body.contains(GH_SECRET), "{}", get.body);
     gw.running.shutdown("test").await;
 }
+
+#[tokio::test]
+async fn bad_signatures_count_as_failed_logins_and_lock_the_address_out_with_429() {
+    let gw = start(|c: &mut Config| {
+        c.gateway.auth.throttle_loopback = true;
+        c.gateway.auth.max_failures = 2;
+        c.hooks.insert(
+            "github".into(),
+            HookConfig {
+                secret: GH_SECRET.into(),
+                message: "{{body}}".into(),
+                session_key: None,
+                agent: None,
+                mode: SendMode::Queue,
+            },
+        );
+    })
+    .await;
+    let body = r#"{"x":1}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = post_signed(
+            &gw,
+            "/hooks/github",
+            "x-clawgate-signature",
+            "sha256=00",
+            body,
+        )
+        .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(&statuses[..2], [401, 401], "{statuses:?}");
+    assert_eq!(statuses[3], 429, "{statuses:?}");
+    // Locked out whatever it sends: a good signature too.
+    let sig = format!("sha256={}", hmac_hex(GH_SECRET, &[body.as_bytes()]));
+    let r = post_signed(&gw, "/hooks/github", "x-clawgate-signature", &sig, body).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.headers.get("retry-after").is_some());
+    gw.running.shutdown("test").await;
+}
