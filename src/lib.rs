@@ -29,6 +29,7 @@ pub mod rpc;
 pub mod store;
 pub mod tls;
 pub mod util;
+pub mod webhooks;
 
 pub use app::start;
 pub use error::{Error, Result};

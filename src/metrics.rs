@@ -46,6 +46,17 @@ pub const STORE_FSYNC: &str = "clawgate_store_fsync_seconds";
 pub const AUTH_FAILURES: &str = "clawgate_auth_failures_total";
 /// `clawgate_auth_lockouts`: client addresses locked out now.
 pub const AUTH_LOCKOUTS: &str = "clawgate_auth_lockouts";
+/// `clawgate_webhook_deliveries_total{webhook,outcome}`: deliveries of outgoing webhooks
+/// ended, `outcome` `delivered` or `failed` (given up after `max_attempts`).
+pub const WEBHOOK_DELIVERIES: &str = "clawgate_webhook_deliveries_total";
+/// `clawgate_webhook_attempts_total{webhook,outcome}`: POSTs made, `outcome` `ok` or `error`.
+pub const WEBHOOK_ATTEMPTS: &str = "clawgate_webhook_attempts_total";
+/// `clawgate_webhook_dropped_total{webhook,reason}`: envelopes a webhook never sent,
+/// `reason` `queue_full` (its queue of 1,000 overflowed, oldest first) or `gap` (lost by its
+/// hub subscription, announced by a `gap`).
+pub const WEBHOOK_DROPPED: &str = "clawgate_webhook_dropped_total";
+/// `clawgate_webhook_queue{webhook}`: envelopes waiting in a webhook's queue.
+pub const WEBHOOK_QUEUE: &str = "clawgate_webhook_queue";
 /// `process_resident_memory_bytes`: the process's resident set.
 pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 
@@ -142,6 +153,22 @@ fn describe() {
     describe_gauge!(
         AUTH_LOCKOUTS,
         "Client addresses locked out for failed logins now."
+    );
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Outgoing webhook deliveries ended, by webhook and outcome (delivered, failed)."
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "Outgoing webhook POSTs, by webhook and outcome (ok, error)."
+    );
+    describe_counter!(
+        WEBHOOK_DROPPED,
+        "Envelopes an outgoing webhook never sent, by webhook and reason (queue_full, gap)."
+    );
+    describe_gauge!(
+        WEBHOOK_QUEUE,
+        "Envelopes waiting in an outgoing webhook's queue."
     );
     describe_gauge!(
         RESIDENT_MEMORY,
@@ -400,5 +427,73 @@ pub fn tokens(agent: &str, input: u64, output: u64, cache_read: u64, cache_write
         ("cache_write", cache_write),
     ] {
         counter!(TOKENS, "agent" => agent, "kind" => kind).increment(n);
+    }
+}
+
+/// The handles of one outgoing webhook, taken once when its worker starts (its name comes
+/// from the configuration, never from a client).
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    delivered: Counter,
+    failed: Counter,
+    attempt_ok: Counter,
+    attempt_error: Counter,
+    queue_full: Counter,
+    gap: Counter,
+    queue: metrics::Gauge,
+}
+
+impl std::fmt::Debug for WebhookMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookMetrics").finish_non_exhaustive()
+    }
+}
+
+impl WebhookMetrics {
+    /// The handles of webhook `name`.
+    pub fn new(name: &str) -> Self {
+        let name = intern(name);
+        Self {
+            delivered: counter!(WEBHOOK_DELIVERIES, "webhook" => name, "outcome" => "delivered"),
+            failed: counter!(WEBHOOK_DELIVERIES, "webhook" => name, "outcome" => "failed"),
+            attempt_ok: counter!(WEBHOOK_ATTEMPTS, "webhook" => name, "outcome" => "ok"),
+            attempt_error: counter!(WEBHOOK_ATTEMPTS, "webhook" => name, "outcome" => "error"),
+            queue_full: counter!(WEBHOOK_DROPPED, "webhook" => name, "reason" => "queue_full"),
+            gap: counter!(WEBHOOK_DROPPED, "webhook" => name, "reason" => "gap"),
+            queue: gauge!(WEBHOOK_QUEUE, "webhook" => name),
+        }
+    }
+
+    /// One delivery ended: `delivered` or given up.
+    pub fn delivery(&self, delivered: bool) {
+        if delivered {
+            self.delivered.increment(1);
+        } else {
+            self.failed.increment(1);
+        }
+    }
+
+    /// One POST answered 2xx (`ok`) or not.
+    pub fn attempt(&self, ok: bool) {
+        if ok {
+            self.attempt_ok.increment(1);
+        } else {
+            self.attempt_error.increment(1);
+        }
+    }
+
+    /// `n` envelopes dropped from a full queue.
+    pub fn dropped_full(&self, n: u64) {
+        self.queue_full.increment(n);
+    }
+
+    /// `n` envelopes lost by the hub subscription (a `gap`).
+    pub fn dropped_gap(&self, n: u64) {
+        self.gap.increment(n);
+    }
+
+    /// The queue's length now.
+    pub fn queue_len(&self, n: usize) {
+        self.queue.set(n as f64);
     }
 }

@@ -416,6 +416,129 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         validate_cron_job(config, name, job)?;
     }
     validate_prices(config)?;
+    validate_hooks(config)?;
+    validate_webhooks(config)?;
+    Ok(())
+}
+
+/// The name `/hooks/agent` takes: no `[hooks.<name>]` may use it.
+pub const RESERVED_HOOK: &str = "agent";
+
+/// `[hooks.<name>]`: a name of the MCP servers' form (not `agent`), a secret, a template
+/// whose placeholders are `{{body}}` or `{{body.<path>}}`.
+fn validate_hooks(config: &Config) -> Result<(), ConfigError> {
+    for (name, hook) in &config.hooks {
+        if !is_mcp_server_name(name) || name == RESERVED_HOOK {
+            return Err(ConfigError::new(
+                format!("hooks.{name}"),
+                format!(
+                    "found the hook name {name:?}, expected lowercase letters and digits in words joined by single `-` \
+                     (like \"github\" or \"ci-alerts\"), at most {MCP_SERVER_NAME_MAX} characters, not \"{RESERVED_HOOK}\" (that is /hooks/agent)"
+                ),
+            ));
+        }
+        if hook.secret.is_empty() {
+            return Err(ConfigError::new(
+                format!("hooks.{name}.secret"),
+                "expected the secret the sender signs with (a long random string)",
+            ));
+        }
+        if let Err(message) = check_template(&hook.message) {
+            return Err(ConfigError::new(format!("hooks.{name}.message"), message));
+        }
+        if let Some(key) = &hook.session_key
+            && let Err(reason) = crate::protocol::validate_session_key(key)
+        {
+            return Err(ConfigError::new(
+                format!("hooks.{name}.session_key"),
+                reason,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a hook's message template: every `{{` closes, and holds `body` or `body.<path>`.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(format!(
+                "a `{{{{` at byte {} is not closed by `}}}}`",
+                template.len() - rest.len() + start
+            ));
+        };
+        let inner = after[..end].trim();
+        let ok = inner == "body"
+            || inner
+                .strip_prefix("body.")
+                .is_some_and(|path| path.split('.').all(|part| !part.is_empty()));
+        if !ok {
+            return Err(format!(
+                "found the placeholder {{{{{inner}}}}}, expected {{{{body}}}} or {{{{body.<path>}}}} such as {{{{body.issue.title}}}}"
+            ));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
+/// `[webhooks.<name>]`: a name of the MCP servers' form, an `http(s)://` URL, valid event
+/// patterns, a secret, at least one attempt.
+fn validate_webhooks(config: &Config) -> Result<(), ConfigError> {
+    for (name, hook) in &config.webhooks {
+        let at = |key: &str| format!("webhooks.{name}.{key}");
+        if !is_mcp_server_name(name) {
+            return Err(ConfigError::new(
+                format!("webhooks.{name}"),
+                format!(
+                    "found the webhook name {name:?}, expected lowercase letters and digits in words joined by single `-` \
+                     (like \"slack\" or \"audit-log\"), at most {MCP_SERVER_NAME_MAX} characters"
+                ),
+            ));
+        }
+        let url_ok = (hook.url.starts_with("http://") || hook.url.starts_with("https://"))
+            && hook.url.parse::<http::Uri>().is_ok();
+        if !url_ok {
+            return Err(ConfigError::new(
+                at("url"),
+                format!(
+                    "found {:?}, expected an http:// or https:// URL such as \"https://example.com/clawgate\"",
+                    hook.url
+                ),
+            ));
+        }
+        if hook.events.is_empty() {
+            return Err(ConfigError::new(
+                at("events"),
+                "expected at least one event name or pattern, like [\"chat.final\", \"sessions.*\"]",
+            ));
+        }
+        if let Err(path) = crate::events::Filter::new(Some(&hook.events), None) {
+            return Err(ConfigError::new(
+                format!("webhooks.{name}.{path}"),
+                "expected an event name, a prefix ending in `.*` (\"sessions.*\") or a chat state (\"chat.final\")",
+            ));
+        }
+        if hook.secret.is_empty() {
+            return Err(ConfigError::new(
+                at("secret"),
+                "expected the secret deliveries are signed with (a long random string)",
+            ));
+        }
+        for (key, value) in [
+            ("max_attempts", u64::from(hook.max_attempts)),
+            ("timeout_ms", hook.timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    at(key),
+                    "found 0, expected a number greater than 0",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

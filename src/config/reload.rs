@@ -44,6 +44,10 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("http", Reload::Hot),
     // The scheduler re-reads its jobs when the configuration changes.
     ("cron", Reload::Hot),
+    // Read at each request to /hooks/<name>.
+    ("hooks", Reload::Hot),
+    // Adding, removing or changing a webhook starts, stops or restarts its worker at once.
+    ("webhooks", Reload::Hot),
 ];
 
 /// How `path` (dotted) reloads.
@@ -93,6 +97,9 @@ pub fn secrets(config: &Config) -> Vec<String> {
         out.extend(server.env.values().cloned());
         out.extend(server.headers.values().cloned());
     }
+    out.extend(config.hooks.values().map(|h| h.secret.clone()));
+    out.extend(config.webhooks.values().map(|w| w.secret.clone()));
+    out.retain(|s| !s.is_empty());
     out
 }
 
@@ -100,7 +107,7 @@ pub fn secrets(config: &Config) -> Vec<String> {
 pub const REDACTED: &str = "<redacted>";
 
 /// The configuration as JSON with secrets (token values, plugin environment, MCP servers'
-/// environment and headers) replaced.
+/// environment and headers, the secrets of hooks and webhooks) replaced.
 pub fn redacted(config: &Config) -> serde_json::Value {
     let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
     if let Some(tokens) = value
@@ -130,6 +137,15 @@ pub fn redacted(config: &Config) -> serde_json::Value {
                     for v in map.values_mut() {
                         *v = serde_json::Value::from(REDACTED);
                     }
+                }
+            }
+        }
+    }
+    for table in ["/hooks", "/webhooks"] {
+        if let Some(entries) = value.pointer_mut(table).and_then(|s| s.as_object_mut()) {
+            for entry in entries.values_mut() {
+                if entry.get("secret").is_some() {
+                    entry["secret"] = serde_json::Value::from(REDACTED);
                 }
             }
         }
@@ -294,6 +310,27 @@ mod tests {
         assert_eq!(value["gateway"]["auth"]["tokens"][0]["name"], "ci");
         assert_eq!(value["plugins"][0]["env"]["KEY"], REDACTED);
         assert_eq!(value["plugins"][0]["command"][0], "x");
+    }
+
+    #[test]
+    fn hook_and_webhook_secrets_are_redacted_and_reload_hot() {
+        assert_eq!(reload_kind("hooks.gh.secret"), Reload::Hot);
+        assert_eq!(reload_kind("webhooks.out.url"), Reload::Hot);
+        let c = config(
+            "[hooks.gh]\nsecret = \"in-s3cret\"\nmessage = \"{{body.x}}\"\nsessionKey = \"k\"\n[webhooks.out]\nurl = \"http://127.0.0.1:1/\"\nevents = [\"chat.final\"]\nsecret = \"out-s3cret\"\n",
+        );
+        let value = redacted(&c);
+        let text = value.to_string();
+        assert!(
+            !text.contains("in-s3cret") && !text.contains("out-s3cret"),
+            "{text}"
+        );
+        assert_eq!(value["hooks"]["gh"]["secret"], REDACTED);
+        assert_eq!(value["hooks"]["gh"]["session_key"], "k");
+        assert_eq!(value["webhooks"]["out"]["secret"], REDACTED);
+        assert_eq!(value["webhooks"]["out"]["max_attempts"], 8);
+        let all = secrets(&c);
+        assert!(all.contains(&"in-s3cret".to_string()) && all.contains(&"out-s3cret".to_string()));
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Config {
     /// Scheduled runs declared here, by name (`[cron.<name>]`, `a-z 0-9 -`, 1 to 32
     /// characters); beside the jobs `cron.add` keeps in `<dataDir>/cron.json`.
     pub cron: BTreeMap<String, CronJobConfig>,
+    /// Named incoming webhooks (`[hooks.<name>]`): each adds `POST /hooks/<name>`, verified
+    /// by an HMAC-SHA256 signature of its body instead of a token.
+    pub hooks: BTreeMap<String, HookConfig>,
+    /// Outgoing webhooks (`[webhooks.<name>]`): matching events are POSTed, signed, to a URL.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
 }
 
 impl Default for Config {
@@ -52,6 +57,8 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             http: HttpConfig::default(),
             cron: BTreeMap::new(),
+            hooks: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
         }
     }
 }
@@ -638,4 +645,69 @@ pub struct PriceConfig {
     /// Input tokens written to the provider's prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_per_mtok: Option<f64>,
+}
+
+/// `[hooks.<name>]`: `POST /hooks/<name>` starts a run with a message made from the request's
+/// JSON body; the request is verified by an HMAC-SHA256 signature of its raw body with
+/// `secret` (`x-clawgate-signature: sha256=<hex>`, or GitHub's `X-Hub-Signature-256`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The shared secret the sender signs with (`config.get` redacts it).
+    pub secret: String,
+    /// The message template: `{{body.a.b}}` is the value at that path of the JSON body (a
+    /// string as it is, anything else as JSON, a missing path or `null` as nothing; an array
+    /// index is a number: `{{body.commits.0.id}}`), `{{body}}` the whole body.
+    pub message: String,
+    /// The session the runs go to (default `hook:<name>`).
+    #[serde(default, alias = "sessionKey", skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    /// The agent of the session it creates (default `gateway.default_agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// What a delivery does while a run of the session is active (`queue`, `steer`,
+    /// `interrupt`, `reject`: answered 409).
+    #[serde(default)]
+    pub mode: crate::protocol::SendMode,
+}
+
+/// The default `max_attempts` of an outgoing webhook.
+pub const WEBHOOK_DEFAULT_ATTEMPTS: u32 = 8;
+
+/// `[webhooks.<name>]`: each event matching `events` is POSTed to `url`, one delivery at a
+/// time and in order, signed with `secret`, retried with exponential backoff and jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where the envelopes go, `http://` or `https://`.
+    pub url: String,
+    /// Event names, `prefix.*` patterns and `chat.<state>` names, as in `events.subscribe`
+    /// (`*` is every event). `chat` deltas go out only when `chat.delta` is named.
+    pub events: Vec<String>,
+    /// The key of the signature header `x-clawgate-signature: sha256=<hex HMAC-SHA256 of
+    /// "<timestamp>.<body>">` (`config.get` redacts it).
+    pub secret: String,
+    /// Attempts per delivery (a non-2xx answer or no answer is a failed attempt) before it is
+    /// given up and the next one goes.
+    #[serde(default = "webhook_attempts")]
+    pub max_attempts: u32,
+    /// The wait before the first retry, in ms; it doubles at each retry (at most 5 minutes),
+    /// with up to 50% random jitter added.
+    #[serde(default = "webhook_backoff_ms")]
+    pub backoff_ms: u64,
+    /// How long one attempt may take, in ms.
+    #[serde(default = "webhook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn webhook_attempts() -> u32 {
+    WEBHOOK_DEFAULT_ATTEMPTS
+}
+
+fn webhook_backoff_ms() -> u64 {
+    1_000
+}
+
+fn webhook_timeout_ms() -> u64 {
+    10_000
 }

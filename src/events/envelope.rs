@@ -24,6 +24,9 @@ pub struct Envelope {
     pub run_id: Option<Box<str>>,
     /// The run's last event (`final`, `aborted`, `error`).
     pub ends_run: bool,
+    /// The payload's state (`chat` payloads: `delta`, `final`...), tagged when publishing so
+    /// `chat.<state>` filters compare strings instead of reading the JSON.
+    pub state: Option<Box<str>>,
 }
 
 /// The agent run an event belongs to, given when publishing it.
@@ -79,6 +82,7 @@ pub(super) fn control(
         control: true,
         run_id: None,
         ends_run: false,
+        state: None,
     })
 }
 

@@ -134,7 +134,8 @@ impl EventHub {
 
     /// Publishes a declared event (its name comes from its declaration); returns its `seq`.
     pub fn emit<E: Event>(&self, session_key: Option<&str>, payload: &E) -> u64 {
-        self.publish(E::NAME, session_key, payload)
+        self.publish_full(E::NAME, session_key, None, payload.state(), payload)
+            .map_or_else(|| self.seq(), |env| env.seq)
     }
 
     /// Publishes a declared event of an agent run (see [`Self::publish_tagged`]).
@@ -144,7 +145,7 @@ impl EventHub {
         run: Option<RunTag<'_>>,
         payload: &E,
     ) -> Option<Arc<Envelope>> {
-        self.publish_tagged(E::NAME, session_key, run, payload)
+        self.publish_full(E::NAME, session_key, run, payload.state(), payload)
     }
 
     /// Publishes an event by name: for plugins' events, whose names arrive at run time.
@@ -160,6 +161,19 @@ impl EventHub {
         event: &str,
         session_key: Option<&str>,
         run: Option<RunTag<'_>>,
+        payload: &impl Serialize,
+    ) -> Option<Arc<Envelope>> {
+        self.publish_full(event, session_key, run, None, payload)
+    }
+
+    /// Publishes an event tagged with its run and its payload's state (see
+    /// [`Event::state`]); returns its envelope (`None` if the payload does not serialize).
+    fn publish_full(
+        &self,
+        event: &str,
+        session_key: Option<&str>,
+        run: Option<RunTag<'_>>,
+        state: Option<&str>,
         payload: &impl Serialize,
     ) -> Option<Arc<Envelope>> {
         let payload = match serde_json::to_string(payload) {
@@ -183,6 +197,7 @@ impl EventHub {
             control: false,
             run_id: run.map(|r| r.run_id.into()),
             ends_run: run.is_some_and(|r| r.ends_run),
+            state: state.map(Into::into),
         });
         let limits = &self.limits;
         inner

@@ -302,6 +302,7 @@ mod tests {
             control,
             run_id: None,
             ends_run: false,
+            state: None,
         })
     }
 

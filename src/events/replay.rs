@@ -131,6 +131,7 @@ mod tests {
             control: false,
             run_id: None,
             ends_run: false,
+            state: None,
         })
     }
 

@@ -146,6 +146,8 @@ pub struct Gateway {
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
     /// The mDNS announcement, withdrawn on shutdown.
     announcer: Mutex<Option<crate::discovery::Announcer>>,
+    /// The outgoing webhooks (set once at start, stopped on shutdown).
+    webhooks: std::sync::OnceLock<crate::webhooks::Webhooks>,
 }
 
 impl Gateway {
@@ -208,6 +210,7 @@ impl Gateway {
             throttle: crate::rpc::throttle::Throttle::default(),
             tls: std::sync::OnceLock::new(),
             announcer: Mutex::new(None),
+            webhooks: std::sync::OnceLock::new(),
         })
     }
 
@@ -475,6 +478,9 @@ impl Gateway {
         }
         crate::plugins::stop_all(self);
         self.mcp.shutdown().await;
+        if let Some(webhooks) = self.webhooks.get() {
+            webhooks.stop().await;
+        }
         self.index_stop.cancel();
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -548,6 +554,15 @@ impl crate::config::live::LiveHost for Gateway {
     }
     fn plugins_changed(&self) {
         Gateway::plugins_changed(self)
+    }
+}
+
+impl crate::webhooks::WebhookHost for Gateway {
+    fn hub(&self) -> &Arc<EventHub> {
+        Gateway::hub(self)
+    }
+    fn config(&self) -> Arc<Config> {
+        Gateway::config(self)
     }
 }
 
@@ -785,6 +800,9 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
     }
     crate::plugins::reconcile(&gateway);
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
+    let _ = gateway
+        .webhooks
+        .set(crate::webhooks::Webhooks::start(gateway.clone()));
     // Before any call is served: a repeated key of an interrupted run finds it in progress.
     gateway.agent().resume_all(&gateway);
     // After the resumed runs are back in their lanes: a job whose run was resumed is skipped.

@@ -23,6 +23,11 @@ pub trait Event: Serialize + JsonSchema {
     const NAME: &'static str;
     /// One line saying when it is sent.
     const SUMMARY: &'static str;
+    /// The payload's state, for events that have one (`chat`): the hub tags the envelope with
+    /// it when publishing, so a `<event>.<state>` filter (`chat.final`) reads no JSON.
+    fn state(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Receives the core's event declarations (the method table is one).
@@ -32,10 +37,13 @@ pub trait EventVisitor {
 }
 
 macro_rules! events {
-    ($($ty:ty => $name:literal, $summary:literal;)*) => {
+    ($($ty:ty => $name:literal, $summary:literal $(, state: $state:ident)?;)*) => {
         $(impl Event for $ty {
             const NAME: &'static str = $name;
             const SUMMARY: &'static str = $summary;
+            $(fn state(&self) -> Option<&str> {
+                Some(self.$state.as_str())
+            })?
         })*
 
         /// Hands every core event declaration to `visitor`.
@@ -52,7 +60,7 @@ events! {
     PresenceEvent => "presence", "A WebSocket client joined or left.";
     Health => "health", "Connections, sessions or active runs changed (at most once a second).";
     SessionsChangedEvent => "sessions.changed", "A session was created, updated, reset, deleted or forked.";
-    ChatEvent => "chat", "A chat payload; the envelope carries sessionKey.";
+    ChatEvent => "chat", "A chat payload; the envelope carries sessionKey.", state: state;
     PluginsChangedEvent => "plugins.changed", "A plugin changed state (starting, running, restarting, failed, stopped).";
     ConfigChangedEvent => "config.changed", "The configuration changed (a file edit or config.patch).";
     McpChanged => "mcp.changed", "An MCP server changed state or tools.";

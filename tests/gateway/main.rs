@@ -29,3 +29,4 @@ mod store_failures;
 mod tls;
 mod tools_confinement;
 mod usage;
+mod webhooks;
