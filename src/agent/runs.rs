@@ -790,7 +790,7 @@ async fn lane_worker<G: AgentHost>(gw: Arc<G>, key: String) {
             RunEnd::Suspended => {
                 // Shutdown: the process ends; the next start resumes it.
                 if let Some(r) = gw.agent().state().runs.get(&run_id) {
-                    let _ = r.done.send(true);
+                    r.done.send_replace(true);
                 }
                 gw.set_active_runs(gw.agent().active_runs());
                 return;

@@ -324,7 +324,7 @@ impl State {
         if let Some(r) = self.runs.get_mut(run_id) {
             r.state = RunState::Done(outcome);
             r.terminal = terminal;
-            let _ = r.done.send(true);
+            r.done.send_replace(true);
         }
         let key = self.runs.get(run_id).map(|r| r.session_key.clone());
         if let Some(key) = key

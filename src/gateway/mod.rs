@@ -7,7 +7,7 @@
 
 mod presence;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -107,6 +107,8 @@ impl From<BaseTable> for Parts {
 /// Everything handlers share. Cheap to reach through `Arc<Gateway>`.
 pub struct Gateway {
     doors: Option<Doors>,
+    /// State of the parts above this layer (the doors), one value per type.
+    extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
     config: ArcSwap<Config>,
     tokens: ArcSwap<crate::rpc::auth::TokenTable>,
     data_dir: PathBuf,
@@ -182,6 +184,7 @@ impl Gateway {
             plugins: crate::plugins::Plugins::default(),
             base_table: parts.table,
             doors: parts.doors,
+            extensions: Mutex::new(HashMap::new()),
             tokens: ArcSwap::from_pointee(crate::rpc::auth::TokenTable::new(&loaded.config)),
             config: ArcSwap::from_pointee(loaded.config),
             data_dir: loaded.data_dir,
@@ -318,6 +321,23 @@ impl Gateway {
     /// The event hub.
     pub fn hub(&self) -> &Arc<EventHub> {
         &self.hub
+    }
+
+    /// The one value of type `T` this gateway keeps for a part above it (a door's state),
+    /// made with `T::default()` the first time.
+    pub fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let id = std::any::TypeId::of::<T>();
+        let Ok(mut map) = self.extensions.lock() else {
+            return Arc::new(T::default());
+        };
+        let entry = map
+            .entry(id)
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn std::any::Any + Send + Sync>)
+            .clone();
+        drop(map);
+        entry
+            .downcast::<T>()
+            .unwrap_or_else(|_| Arc::new(T::default()))
     }
 
     /// The data directory.

@@ -1,5 +1,6 @@
 //! Integration tests: the real gateway on an ephemeral port, driven over real sockets.
 
+mod a2a;
 mod agent;
 mod agents;
 mod approvals;
