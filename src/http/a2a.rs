@@ -515,16 +515,6 @@ fn terminal_text(json: &str) -> (Option<&'static str>, Option<String>) {
     }
 }
 
-/// The `state` of a chat envelope's payload.
-fn payload_state(json: &str) -> Option<String> {
-    serde_json::from_str::<Value>(json)
-        .ok()?
-        .get("payload")?
-        .get("state")?
-        .as_str()
-        .map(str::to_string)
-}
-
 /// The text of the message carrying a pending approval of `run_id`.
 fn approval_text(gw: &Gateway, run_id: &str, session_key: &str) -> Option<String> {
     gw.agent()
@@ -730,7 +720,6 @@ impl Call {
                     "the task waits for an approval: send a data part {\"decision\": \"allow\" | \"deny\"}",
                 ));
             };
-            let session_key = format!("{SESSION_PREFIX}{}", view.context_id);
             let entry = self.gw.agent().run_get(self.gw.as_ref(), task_id)?;
             let mut sub = self.subscribe_run(&entry.session_key)?;
             sub.only_run(task_id);
@@ -760,7 +749,6 @@ impl Call {
                 .agent()
                 .approvals()
                 .resolve(&approval.approval_id, resolution, &resolver)?;
-            let _ = session_key;
             return Ok((task_id.to_string(), sub, true));
         }
         if text.is_empty() {
@@ -821,14 +809,10 @@ impl Call {
                 let Some(Delivery::Event(env)) = sub.next().await else {
                     break;
                 };
-                let state = payload_state(&env.json);
-                if matches!(
-                    state.as_deref(),
-                    Some("final" | "aborted" | "error" | "approval_requested")
-                ) {
-                    view = self
-                        .view_after(&run_id, state.as_deref().unwrap_or(""))
-                        .await?;
+                // The hub tags each chat envelope with its payload's state: no parsing here.
+                let state = env.state.as_deref().unwrap_or("");
+                if matches!(state, "final" | "aborted" | "error" | "approval_requested") {
+                    view = self.view_after(&run_id, state).await?;
                 }
             }
             return Ok(json!({"task": view.task()}));
@@ -913,36 +897,32 @@ impl Call {
                 let Some(Delivery::Event(env)) = delivery else {
                     return;
                 };
-                let state = match serde_json::from_str::<Value>(&env.json) {
-                    Ok(v) => {
-                        if v["payload"]["state"] == "delta"
-                            && let Some(text) = v["payload"]["text"].as_str()
-                            && !text.is_empty()
-                        {
-                            let update = json!({"artifactUpdate": {
-                                "taskId": run_id,
-                                "contextId": first.context_id,
-                                "artifact": {"artifactId": artifact_id, "name": "answer", "parts": [{"text": text}]},
-                                "append": chunks > 0,
-                                "lastChunk": false,
-                            }});
-                            chunks += 1;
-                            if tx.send(frame(update)).await.is_err() {
-                                return;
-                            }
-                            continue;
-                        }
-                        v["payload"]["state"].as_str().map(str::to_string)
+                let state = env.state.as_deref().unwrap_or("");
+                if state == "delta" {
+                    // Only a delta's text is read from the payload.
+                    let Ok(v) = serde_json::from_str::<Value>(&env.json) else {
+                        continue;
+                    };
+                    let Some(text) = v["payload"]["text"].as_str().filter(|t| !t.is_empty()) else {
+                        continue;
+                    };
+                    let update = json!({"artifactUpdate": {
+                        "taskId": run_id,
+                        "contextId": first.context_id,
+                        "artifact": {"artifactId": artifact_id, "name": "answer", "parts": [{"text": text}]},
+                        "append": chunks > 0,
+                        "lastChunk": false,
+                    }});
+                    chunks += 1;
+                    if tx.send(frame(update)).await.is_err() {
+                        return;
                     }
-                    Err(_) => None,
-                };
-                if state.is_none() {
                     continue;
                 }
-                let Ok(view) = self
-                    .view_after(&run_id, state.as_deref().unwrap_or(""))
-                    .await
-                else {
+                if state.is_empty() {
+                    continue;
+                }
+                let Ok(view) = self.view_after(&run_id, state).await else {
                     return;
                 };
                 if view.state != last_state || view.terminal() {

@@ -49,7 +49,7 @@ fn message(text: &str) -> Value {
 }
 
 fn uuid() -> String {
-    format!("m-{}", std::process::id()) + &format!("{:?}", std::time::Instant::now())
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 #[tokio::test]
