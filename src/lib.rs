@@ -9,6 +9,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod cron;

@@ -32,9 +32,22 @@ impl Subscription for Subscribe {
     }
 }
 
+/// How long a node waits to consume the shared stream as far as a client's `afterSeq`.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Registers `events.subscribe` and `events.unsubscribe`.
 pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
     table.subscription::<Subscribe, _, _>(|ctx: CallContext, params: SubscribeParams| async move {
+        // Cluster mode: a client resuming here from another node may be ahead of what this
+        // node has consumed of the shared stream; it is given a moment to catch up.
+        let hub = ctx.gateway.hub();
+        if let Some(after) = params.after_seq
+            && hub.relayed()
+            && after > hub.seq()
+            && params.epoch.as_deref() == Some(hub.epoch())
+        {
+            hub.wait_for_seq(after, CATCH_UP).await;
+        }
         subscribe(ctx, params)
     })
 }

@@ -158,6 +158,7 @@ fn features(gw: &crate::gateway::Gateway, config: &crate::config::Config) -> Vec
         ("metrics", config.metrics.enabled),
         ("openai", config.http.openai.enabled),
         ("a2a", config.http.a2a.enabled),
+        ("cluster", gw.cluster().is_some()),
     ];
     features.extend(
         on.iter()

@@ -418,6 +418,65 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_prices(config)?;
     validate_hooks(config)?;
     validate_webhooks(config)?;
+    if let Some(cluster) = &config.cluster {
+        validate_cluster(cluster)?;
+    }
+    Ok(())
+}
+
+/// `[cluster]`: NATS URLs, a node id of safe characters (it is part of NATS subjects and keys),
+/// 1 to 5 replicas, a lease of at least a second, TLS key and certificate together.
+fn validate_cluster(cluster: &crate::config::types::ClusterConfig) -> Result<(), ConfigError> {
+    for one in cluster.nats_url.split(',') {
+        let one = one.trim();
+        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| one.starts_with(s));
+        let host = one.split_once("://").map_or("", |(_, r)| r);
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        if !scheme_ok || host.is_empty() || host.contains('/') {
+            return Err(ConfigError::new(
+                "cluster.nats_url",
+                format!(
+                    "found {:?}, expected NATS server URLs like \"nats://127.0.0.1:4222\" (several separated by commas)",
+                    crate::config::reload::redact_url(one)
+                ),
+            ));
+        }
+    }
+    if let Some(id) = &cluster.node_id
+        && !crate::config::is_node_id(id)
+    {
+        return Err(ConfigError::new(
+            "cluster.node_id",
+            format!("found {id:?}, expected 1 to 64 letters, digits, `-` or `_` (like \"node-a\")"),
+        ));
+    }
+    if !(1..=5).contains(&cluster.replicas) {
+        return Err(ConfigError::new(
+            "cluster.replicas",
+            format!(
+                "found {}, expected 1 to 5 (JetStream's limit)",
+                cluster.replicas
+            ),
+        ));
+    }
+    if cluster.lease_ms < 1_000 {
+        return Err(ConfigError::new(
+            "cluster.lease_ms",
+            format!("found {}, expected at least 1000 (ms)", cluster.lease_ms),
+        ));
+    }
+    if cluster.tls_cert.is_some() != cluster.tls_key.is_some() {
+        return Err(ConfigError::new(
+            if cluster.tls_cert.is_some() {
+                "cluster.tls_key"
+            } else {
+                "cluster.tls_cert"
+            },
+            "expected tls_cert and tls_key together (the client certificate and its key)",
+        ));
+    }
     Ok(())
 }
 

@@ -48,6 +48,8 @@ pub const RELOAD: &[(&str, Reload)] = &[
     ("hooks", Reload::Hot),
     // Adding, removing or changing a webhook starts, stops or restarts its worker at once.
     ("webhooks", Reload::Hot),
+    // The NATS connection, streams and buckets are set up once, at start.
+    ("cluster", Reload::Restart),
 ];
 
 /// How `path` (dotted) reloads.
@@ -99,6 +101,14 @@ pub fn secrets(config: &Config) -> Vec<String> {
     }
     out.extend(config.hooks.values().map(|h| h.secret.clone()));
     out.extend(config.webhooks.values().map(|w| w.secret.clone()));
+    if let Some(cluster) = &config.cluster {
+        for one in cluster.nats_url.split(',') {
+            let rest = one.split_once("://").map_or(one, |(_, r)| r);
+            if let Some((creds, _)) = rest.rsplit_once('@') {
+                out.push(creds.to_string());
+            }
+        }
+    }
     out.retain(|s| !s.is_empty());
     out
 }
@@ -141,6 +151,12 @@ pub fn redacted(config: &Config) -> serde_json::Value {
             }
         }
     }
+    if let Some(url) = value
+        .pointer_mut("/cluster/nats_url")
+        .and_then(|u| u.as_str().map(redact_url))
+    {
+        value["cluster"]["nats_url"] = serde_json::Value::from(url);
+    }
     for table in ["/hooks", "/webhooks"] {
         if let Some(entries) = value.pointer_mut(table).and_then(|s| s.as_object_mut()) {
             for entry in entries.values_mut() {
@@ -151,6 +167,23 @@ pub fn redacted(config: &Config) -> serde_json::Value {
         }
     }
     value
+}
+
+/// `url` (one or several, comma-separated) with the credentials of each (`user:pass@`,
+/// `token@`) replaced by [`REDACTED`].
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
+            match rest.rsplit_once('@') {
+                Some((_, host)) if scheme.is_empty() => format!("{REDACTED}@{host}"),
+                Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Dotted paths of the leaves that differ between two configurations (arrays compare whole).

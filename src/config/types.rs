@@ -42,6 +42,10 @@ pub struct Config {
     pub hooks: BTreeMap<String, HookConfig>,
     /// Outgoing webhooks (`[webhooks.<name>]`): matching events are POSTed, signed, to a URL.
     pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// Cluster mode (`[cluster]`): this gateway is one node of several sharing everything
+    /// through NATS JetStream. Absent: one process, and no NATS client is started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -59,8 +63,63 @@ impl Default for Config {
             cron: BTreeMap::new(),
             hooks: BTreeMap::new(),
             webhooks: BTreeMap::new(),
+            cluster: None,
         }
     }
+}
+
+/// `[cluster]`: one node of a cluster on NATS JetStream (server 2.10 or later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The NATS server(s), `nats://host:port` (several separated by commas); credentials in it
+    /// (`nats://user:pass@host`) are redacted in `config.get`.
+    pub nats_url: String,
+    /// This node's id (`A-Z a-z 0-9 - _`, 1 to 64 characters); default the host name plus a
+    /// random suffix, new at each start.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// JetStream replicas of every stream and bucket (1 to 5; at most the servers there are).
+    #[serde(default = "cluster_replicas")]
+    pub replicas: usize,
+    /// Where the event stream is kept by the servers: `file` or `memory`.
+    #[serde(default)]
+    pub events_storage: ClusterStorage,
+    /// How long a node's session leases last without renewal, in ms (at least 1000): the
+    /// time after which another node takes over the sessions of a node that died.
+    #[serde(default = "cluster_lease_ms")]
+    pub lease_ms: u64,
+    /// A NATS credentials file (JWT and NKey seed) to connect with.
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signs the NATS servers' certificates (`tls://` URLs).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients; with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn cluster_replicas() -> usize {
+    1
+}
+
+fn cluster_lease_ms() -> u64 {
+    10_000
+}
+
+/// Where JetStream keeps a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterStorage {
+    /// On the servers' disks: survives a server restart.
+    #[default]
+    File,
+    /// In the servers' memory: faster, lost when every replica restarts.
+    Memory,
 }
 
 /// `[cron.<name>]`: a scheduled run. Exactly one of `cron` (with `tz`), `every_ms` or `at`.

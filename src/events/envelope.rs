@@ -41,13 +41,18 @@ pub struct RunTag<'a> {
 /// Builds an envelope's JSON up to its trailing `seq`, which [`close`] appends: the `seq` of
 /// an ordinary event is only known under the hub's lock, and the rest is built before it.
 pub(super) fn head(epoch: &str, event: &str, session_key: Option<&str>, payload: &str) -> String {
+    head_at(epoch, event, session_key, payload, now_ms())
+}
+
+/// [`head`] of an event published at `ts`.
+fn head_at(epoch: &str, event: &str, session_key: Option<&str>, payload: &str, ts: u64) -> String {
     let mut json = String::with_capacity(payload.len() + event.len() + 128);
     json.push_str("{\"epoch\":\"");
     json.push_str(epoch);
     json.push_str("\",\"event\":");
     push_json_str(&mut json, event);
     json.push_str(",\"ts\":");
-    json.push_str(&now_ms().to_string());
+    json.push_str(&ts.to_string());
     if let Some(key) = session_key {
         json.push_str(",\"sessionKey\":");
         push_json_str(&mut json, key);
@@ -62,6 +67,22 @@ pub(super) fn head(epoch: &str, event: &str, session_key: Option<&str>, payload:
 pub(super) fn close(json: &mut String, seq: u64) {
     json.push_str(&seq.to_string());
     json.push('}');
+}
+
+/// The envelope of an event relayed through the shared stream (cluster mode), with `seq`.
+pub(super) fn from_relayed(epoch: &str, seq: u64, r: &super::Relayed) -> Envelope {
+    let mut json = head_at(epoch, &r.event, r.session_key.as_deref(), &r.payload, r.ts);
+    close(&mut json, seq);
+    Envelope {
+        seq,
+        event: r.event.clone(),
+        session_key: r.session_key.clone(),
+        json: json.into_boxed_str(),
+        control: false,
+        run_id: r.run_id.clone(),
+        ends_run: r.ends_run,
+        state: r.state.clone(),
+    }
 }
 
 /// A control envelope (`tick`, `gap`, `shutdown`) carrying `seq`, a `seq` already published.

@@ -23,7 +23,8 @@ mod replay;
 mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -54,12 +55,42 @@ pub struct HubLimits {
     pub subscriber_queue_bytes: usize,
 }
 
+/// An event published on a node of a cluster, before the shared stream gives it its `seq`.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// The event's name.
+    pub event: String,
+    /// The session it is about.
+    pub session_key: Option<String>,
+    /// The run it belongs to.
+    pub run_id: Option<Box<str>>,
+    /// The run's last event.
+    pub ends_run: bool,
+    /// The payload's state (see [`Envelope::state`]).
+    pub state: Option<Box<str>>,
+    /// When it was published (ms).
+    pub ts: u64,
+    /// The payload, serialized once by the node that published it.
+    pub payload: String,
+}
+
+/// Where the hub hands its events in cluster mode: the shared stream, which gives each its
+/// `seq` and brings it back to every node's hub ([`EventHub::ingest`]).
+pub trait Relay: Send + Sync {
+    /// Sends `event` to the shared stream, in the order of the calls.
+    fn relay(&self, event: Relayed);
+}
+
 /// The gateway's event hub.
 pub struct EventHub {
     epoch: String,
     limits: HubLimits,
     inner: Mutex<Inner>,
     shutdown: watch::Sender<Option<Arc<Envelope>>>,
+    /// Cluster mode: events go to the shared stream and come back through [`Self::ingest`].
+    relay: OnceLock<Arc<dyn Relay>>,
+    /// The latest `seq` delivered, for [`Self::wait_for_seq`].
+    seen: watch::Sender<u64>,
 }
 
 /// The replay ring and the subscribers, under one lock.
@@ -78,9 +109,16 @@ struct Inner {
 impl EventHub {
     /// A hub for a new process lifetime, with a fresh epoch.
     pub fn new(limits: HubLimits) -> Arc<Self> {
+        Self::with_epoch(limits, uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// A hub whose epoch is given: in cluster mode, the shared stream's identity.
+    pub fn with_epoch(limits: HubLimits, epoch: String) -> Arc<Self> {
         let (shutdown, _) = watch::channel(None);
         Arc::new(Self {
-            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            relay: OnceLock::new(),
+            seen: watch::channel(0).0,
+            epoch,
             limits,
             inner: Mutex::new(Inner {
                 seq: 0,
@@ -102,6 +140,41 @@ impl EventHub {
     /// The latest `seq` published.
     pub fn seq(&self) -> u64 {
         self.lock().seq
+    }
+
+    /// Cluster mode: from now on events go to `relay` and are delivered when the shared
+    /// stream brings them back ([`Self::ingest`]).
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Whether events go through a relay (cluster mode).
+    pub fn relayed(&self) -> bool {
+        self.relay.get().is_some()
+    }
+
+    /// Waits until the hub has delivered `seq` (cluster mode: consumed that far in the shared
+    /// stream), at most `patience`; whether it has.
+    pub async fn wait_for_seq(&self, seq: u64, patience: Duration) -> bool {
+        let mut seen = self.seen.subscribe();
+        tokio::time::timeout(patience, seen.wait_for(|s| *s >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// `env` as delivered: in cluster mode an envelope returned by a publish has no `seq` yet
+    /// (0); the delivered one of the same run end is looked up among the events kept.
+    pub fn confirmed(&self, env: &Arc<Envelope>) -> Arc<Envelope> {
+        if env.seq != 0 || env.run_id.is_none() {
+            return env.clone();
+        }
+        let inner = self.lock();
+        inner
+            .replay
+            .newest_first()
+            .find(|e| e.run_id == env.run_id && e.ends_run == env.ends_run && e.event == env.event)
+            .cloned()
+            .unwrap_or_else(|| env.clone())
     }
 
     /// The hub's sizes.
@@ -184,6 +257,21 @@ impl EventHub {
             }
         };
         crate::metrics::event_published(event);
+        if let Some(relay) = self.relay.get() {
+            let relayed = Relayed {
+                event: event.to_string(),
+                session_key: session_key.map(str::to_string),
+                run_id: run.map(|r| r.run_id.into()),
+                ends_run: run.is_some_and(|r| r.ends_run),
+                state: state.map(Into::into),
+                ts: now_ms(),
+                payload,
+            };
+            // Its `seq` comes with the stream; until then the caller holds it with seq 0.
+            let env = Arc::new(envelope::from_relayed(&self.epoch, 0, &relayed));
+            relay.relay(relayed);
+            return Some(env);
+        }
         let mut json = envelope::head(&self.epoch, event, session_key, &payload);
         let mut inner = self.lock();
         inner.seq += 1;
@@ -199,12 +287,32 @@ impl EventHub {
             ends_run: run.is_some_and(|r| r.ends_run),
             state: state.map(Into::into),
         });
+        Some(self.deliver(inner, env))
+    }
+
+    /// Cluster mode: delivers an event the shared stream brought, with the stream's `seq`;
+    /// one already delivered (a `seq` not above the latest) is ignored.
+    pub fn ingest(&self, seq: u64, event: &Relayed) -> Option<Arc<Envelope>> {
+        let mut inner = self.lock();
+        if seq <= inner.seq {
+            return None;
+        }
+        inner.seq = seq;
+        let env = Arc::new(envelope::from_relayed(&self.epoch, seq, event));
+        Some(self.deliver(inner, env))
+    }
+
+    /// Keeps `env` (its `seq` the latest) for replay and queues it for every subscriber it
+    /// matches, then hands the queues to the connections after the lock.
+    fn deliver(&self, mut inner: MutexGuard<'_, Inner>, env: Arc<Envelope>) -> Arc<Envelope> {
+        let session_key = env.session_key.as_deref();
+        self.seen.send_replace(env.seq);
         let limits = &self.limits;
         inner
             .replay
             .push(env.clone(), limits.replay_capacity, limits.replay_max_bytes);
         if inner.closed {
-            return Some(env);
+            return env;
         }
         // Queued under the lock, so every queue receives events in `seq` order; handed to the
         // connections after it, so a large fan-out does not hold up other publishers.
@@ -221,7 +329,7 @@ impl EventHub {
         }
         drop(inner);
         flush_all(queued);
-        Some(env)
+        env
     }
 
     /// Publishes a `tick` to every subscriber.

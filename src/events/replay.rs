@@ -32,6 +32,11 @@ impl ReplayRing {
         self.events.front().map(|e| e.seq)
     }
 
+    /// The events kept, newest first.
+    pub(super) fn newest_first(&self) -> impl Iterator<Item = &Arc<Envelope>> {
+        self.events.iter().rev()
+    }
+
     /// The events kept whose `seq` is above `after`, oldest first.
     pub(super) fn after(&self, after: u64) -> impl Iterator<Item = &Arc<Envelope>> {
         self.events.iter().filter(move |e| e.seq > after)

@@ -66,6 +66,9 @@ pub enum StartError {
     /// The TLS certificate could not be loaded or made.
     #[error("TLS (gateway.tls): {0}")]
     Tls(String),
+    /// Cluster mode could not start (NATS unreachable, too small a `max_payload`, ...).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What the gateway's handlers receive.
@@ -150,6 +153,15 @@ pub struct Gateway {
     announcer: Mutex<Option<crate::discovery::Announcer>>,
     /// The outgoing webhooks (set once at start, stopped on shutdown).
     webhooks: std::sync::OnceLock<crate::webhooks::Webhooks>,
+    /// Cluster mode: the NATS connection and what the nodes share (set once at start).
+    cluster: std::sync::OnceLock<ClusterParts>,
+}
+
+/// What cluster mode adds to the gateway.
+struct ClusterParts {
+    cluster: Arc<crate::cluster::Cluster>,
+    relay: Arc<crate::cluster::events::StreamRelay>,
+    stop: CancellationToken,
 }
 
 impl Gateway {
@@ -214,7 +226,13 @@ impl Gateway {
             tls: std::sync::OnceLock::new(),
             announcer: Mutex::new(None),
             webhooks: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Cluster mode's connection and shared state; `None` for one process.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get().map(|c| &c.cluster)
     }
 
     /// The current configuration snapshot.
@@ -402,6 +420,9 @@ impl Gateway {
             ("config", true),
             ("notShuttingDown", !self.is_shutting_down()),
         ])
+        .into_iter()
+        .chain(self.cluster().map(|c| ("cluster", c.connected())))
+        .collect()
     }
 
     /// The session store.
@@ -478,6 +499,12 @@ impl Gateway {
             restart_expected_ms: None,
             suspended_runs,
         });
+        if let Some(parts) = self.cluster.get() {
+            // The runs' last events reach the stream before the node goes.
+            if !parts.relay.flush(Duration::from_secs(3)).await {
+                tracing::warn!("some events did not reach the event stream within 3 s");
+            }
+        }
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(3), self.tasks.wait())
             .await
@@ -509,6 +536,10 @@ impl Gateway {
         if let Some(withdraw) = withdraw {
             let _ = withdraw.await;
             tracing::info!("mDNS announcement withdrawn");
+        }
+        if let Some(parts) = self.cluster.get() {
+            parts.stop.cancel();
+            let _ = parts.cluster.client().flush().await;
         }
     }
 }
@@ -734,12 +765,38 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
         message: e.to_string(),
     })?;
     let events = &loaded.config.events;
-    let hub = EventHub::new(HubLimits {
+    let limits = HubLimits {
         replay_capacity: events.replay_capacity,
         replay_max_bytes: events.replay_max_bytes,
         subscriber_queue: events.subscriber_queue,
         subscriber_queue_bytes: events.subscriber_queue_bytes,
-    });
+    };
+    // Cluster mode: connected before anything publishes, so every event goes to the stream.
+    let (hub, cluster) = match &loaded.config.cluster {
+        None => (EventHub::new(limits), None),
+        Some(config) => {
+            let cluster = crate::cluster::Cluster::connect(
+                config,
+                loaded.config.gateway.max_payload_bytes,
+                crate::cluster::StreamLimits {
+                    messages: events.replay_capacity,
+                    bytes: events.replay_max_bytes,
+                },
+            )
+            .await?;
+            let hub = EventHub::with_epoch(limits, cluster.epoch().to_string());
+            let stop = CancellationToken::new();
+            let relay = crate::cluster::events::start(&cluster, &hub, stop.clone()).await;
+            (
+                hub,
+                Some(ClusterParts {
+                    cluster,
+                    relay,
+                    stop,
+                }),
+            )
+        }
+    };
     let health_dirty = Arc::new(Notify::new());
     let store = {
         let (dir, hub, dirty) = (data_dir.clone(), hub.clone(), health_dirty.clone());
@@ -798,6 +855,9 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
         health_dirty,
     );
     gateway.fd_connection_cap.store(fd_cap, Ordering::Relaxed);
+    if let Some(parts) = cluster {
+        let _ = gateway.cluster.set(parts);
+    }
     let index_task = tokio::spawn(gateway.store.clone().index_loop(gateway.index_stop.clone()));
     if let Ok(mut slot) = gateway.index_task.lock() {
         *slot = Some(index_task);
