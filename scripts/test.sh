@@ -16,6 +16,9 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== MCP test servers (tests/mcp, from their lockfile)"
 ./tests/mcp/install.sh
 
+echo "== NATS server for the cluster tests (tests/nats, pinned)"
+./tests/nats/install.sh
+
 echo "== cargo test"
 cargo test --lib --bins --tests --locked
 

@@ -17,6 +17,7 @@ mod fake_provider;
 mod hardening;
 mod jsonrpc;
 mod mcp;
+mod nats_infra;
 mod netns;
 mod openai;
 mod operating;

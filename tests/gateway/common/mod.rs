@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod launcher;
+pub mod nats;
 pub mod transcript;
 pub mod ws;
 
