@@ -249,7 +249,7 @@ fn start_group(n: usize) -> Vec<NatsServer> {
                 let name = format!("n{i}");
                 let store = dir.path().join("store");
                 let mut conf = format!(
-                    "server_name: {name}\nlisten: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\n\
+                    "server_name: {name}\nlisten: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\nmax_payload: 8MB\n\
                      jetstream {{ store_dir: {store:?}, sync_interval: always }}\n",
                     ports[3 * i],
                     ports[3 * i + 1],
