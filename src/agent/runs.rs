@@ -575,9 +575,18 @@ impl Agent {
     /// `on_restart = "fail"` or no longer configured, ends `error {kind: "interrupted"}`.
     /// Returns how many runs it took up.
     pub fn resume_all<G: AgentHost>(&self, gw: &Arc<G>) -> usize {
+        self.resume_where(gw, |_| true)
+    }
+
+    /// [`Self::resume_all`] for the sessions whose key passes `which` (cluster mode: a session
+    /// taken over from a node that died).
+    pub fn resume_where<G: AgentHost>(&self, gw: &Arc<G>, which: impl Fn(&str) -> bool) -> usize {
         let config = gw.config();
         let mut taken = 0;
         for (key, _session_id, open) in gw.store().open_runs() {
+            if !which(&key) {
+                continue;
+            }
             let fail = match config.agent(&open.agent_id) {
                 None => Some(format!(
                     "its agent `{}` is no longer configured",

@@ -148,6 +148,10 @@ impl From<StoreError> for Error {
                 retryable: true,
             },
             StoreError::Storage(why) => Error::Storage(why),
+            StoreError::Log(why) => Error::Unavailable {
+                message: format!("the cluster's transcript log did not take the write: {why}"),
+                retryable: true,
+            },
             StoreError::Internal(why) => Error::Internal(why),
         }
     }

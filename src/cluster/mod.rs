@@ -13,6 +13,8 @@
 //! [`node_subject`].
 
 pub mod events;
+pub mod owners;
+pub mod transcripts;
 
 use std::sync::Arc;
 use std::time::Duration;

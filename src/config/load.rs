@@ -439,13 +439,13 @@ fn validate_cluster(cluster: &crate::config::types::ClusterConfig) -> Result<(),
                 "cluster.nats_url",
                 format!(
                     "found {:?}, expected NATS server URLs like \"nats://127.0.0.1:4222\" (several separated by commas)",
-                    crate::config::reload::redact_url(one)
+                    redact_url(one)
                 ),
             ));
         }
     }
     if let Some(id) = &cluster.node_id
-        && !crate::config::is_node_id(id)
+        && !is_node_id(id)
     {
         return Err(ConfigError::new(
             "cluster.node_id",

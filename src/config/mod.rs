@@ -11,15 +11,6 @@ pub use load::*;
 pub use reload::*;
 pub use types::*;
 
-/// Whether `id` is a valid `cluster.node_id`: 1 to 64 ASCII letters, digits, `-` or `_` (it is
-/// part of NATS subjects and bucket keys).
-pub fn is_node_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -113,9 +113,6 @@ pub fn secrets(config: &Config) -> Vec<String> {
     out
 }
 
-/// The placeholder that stands for a secret in `config.get`.
-pub const REDACTED: &str = "<redacted>";
-
 /// The configuration as JSON with secrets (token values, plugin environment, MCP servers'
 /// environment and headers, the secrets of hooks and webhooks) replaced.
 pub fn redacted(config: &Config) -> serde_json::Value {
@@ -167,23 +164,6 @@ pub fn redacted(config: &Config) -> serde_json::Value {
         }
     }
     value
-}
-
-/// `url` (one or several, comma-separated) with the credentials of each (`user:pass@`,
-/// `token@`) replaced by [`REDACTED`].
-pub fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let one = one.trim();
-            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
-            match rest.rsplit_once('@') {
-                Some((_, host)) if scheme.is_empty() => format!("{REDACTED}@{host}"),
-                Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
-                None => one.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Dotted paths of the leaves that differ between two configurations (arrays compare whole).

@@ -770,3 +770,32 @@ fn webhook_backoff_ms() -> u64 {
 fn webhook_timeout_ms() -> u64 {
     10_000
 }
+
+/// Whether `id` is a valid `cluster.node_id`: 1 to 64 ASCII letters, digits, `-` or `_` (it is
+/// part of NATS subjects and bucket keys).
+pub fn is_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `url` (one or several, comma-separated) with the credentials of each (`user:pass@`,
+/// `token@`) replaced by [`REDACTED`].
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
+            match rest.rsplit_once('@') {
+                Some((_, host)) if scheme.is_empty() => format!("{REDACTED}@{host}"),
+                Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The placeholder that stands for a secret in `config.get`.
+pub const REDACTED: &str = "<redacted>";

@@ -29,6 +29,25 @@ pub struct Envelope {
     pub state: Option<Box<str>>,
 }
 
+/// An event published on a node of a cluster, before the shared stream gives it its `seq`.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// The event's name.
+    pub event: String,
+    /// The session it is about.
+    pub session_key: Option<String>,
+    /// The run it belongs to.
+    pub run_id: Option<Box<str>>,
+    /// The run's last event.
+    pub ends_run: bool,
+    /// The payload's state (see [`Envelope::state`]).
+    pub state: Option<Box<str>>,
+    /// When it was published (ms).
+    pub ts: u64,
+    /// The payload, serialized once by the node that published it.
+    pub payload: String,
+}
+
 /// The agent run an event belongs to, given when publishing it.
 #[derive(Debug, Clone, Copy)]
 pub struct RunTag<'a> {
@@ -70,7 +89,7 @@ pub(super) fn close(json: &mut String, seq: u64) {
 }
 
 /// The envelope of an event relayed through the shared stream (cluster mode), with `seq`.
-pub(super) fn from_relayed(epoch: &str, seq: u64, r: &super::Relayed) -> Envelope {
+pub(super) fn from_relayed(epoch: &str, seq: u64, r: &Relayed) -> Envelope {
     let mut json = head_at(epoch, &r.event, r.session_key.as_deref(), &r.payload, r.ts);
     close(&mut json, seq);
     Envelope {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use envelope::{Envelope, RunTag};
+pub use envelope::{Envelope, Relayed, RunTag};
 pub use filter::Filter;
 pub use queue::{Offered, Outlet};
 pub use replay::SubscribeError;
@@ -53,25 +53,6 @@ pub struct HubLimits {
     /// Bytes of live events a subscriber may fall behind before it loses some (one event
     /// always fits).
     pub subscriber_queue_bytes: usize,
-}
-
-/// An event published on a node of a cluster, before the shared stream gives it its `seq`.
-#[derive(Debug, Clone)]
-pub struct Relayed {
-    /// The event's name.
-    pub event: String,
-    /// The session it is about.
-    pub session_key: Option<String>,
-    /// The run it belongs to.
-    pub run_id: Option<Box<str>>,
-    /// The run's last event.
-    pub ends_run: bool,
-    /// The payload's state (see [`Envelope::state`]).
-    pub state: Option<Box<str>>,
-    /// When it was published (ms).
-    pub ts: u64,
-    /// The payload, serialized once by the node that published it.
-    pub payload: String,
 }
 
 /// Where the hub hands its events in cluster mode: the shared stream, which gives each its

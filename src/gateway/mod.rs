@@ -5,6 +5,7 @@
 //! trait of its own: about 140 of the lines are the four impls (`AgentHost`, `LiveHost`,
 //! `PluginHost`, `rpc::Host`), one-line delegations that read best beside the accessors.
 
+mod cluster;
 mod presence;
 
 use std::collections::{BTreeMap, HashMap};
@@ -157,12 +158,7 @@ pub struct Gateway {
     cluster: std::sync::OnceLock<ClusterParts>,
 }
 
-/// What cluster mode adds to the gateway.
-struct ClusterParts {
-    cluster: Arc<crate::cluster::Cluster>,
-    relay: Arc<crate::cluster::events::StreamRelay>,
-    stop: CancellationToken,
-}
+use cluster::ClusterParts;
 
 impl Gateway {
     /// New state from a loaded configuration, a frozen method table, and the hub and store.
@@ -538,6 +534,8 @@ impl Gateway {
             tracing::info!("mDNS announcement withdrawn");
         }
         if let Some(parts) = self.cluster.get() {
+            // Handed over: the next call for each session, on any node, takes it at once.
+            parts.owners.release_all().await;
             parts.stop.cancel();
             let _ = parts.cluster.client().flush().await;
         }
@@ -709,6 +707,12 @@ impl crate::rpc::Host for Gateway {
             None => Err(req),
         }
     }
+    fn route(
+        self: &Arc<Self>,
+        call: crate::rpc::RouteCall<'_>,
+    ) -> Option<crate::rpc::table::BoxFuture<crate::rpc::Route>> {
+        self.route_call(call)
+    }
 }
 
 /// A started gateway.
@@ -787,11 +791,15 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
             let hub = EventHub::with_epoch(limits, cluster.epoch().to_string());
             let stop = CancellationToken::new();
             let relay = crate::cluster::events::start(&cluster, &hub, stop.clone()).await;
+            let owners = crate::cluster::owners::Owners::new(cluster.clone());
+            let log = crate::cluster::transcripts::JetStreamLog::new(cluster.clone());
             (
                 hub,
                 Some(ClusterParts {
                     cluster,
                     relay,
+                    owners,
+                    log,
                     stop,
                 }),
             )
@@ -807,13 +815,16 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
                 message: e.to_string(),
             })??
     };
-    store
-        .ensure("main", loaded.config.default_agent_id())
-        .await
-        .map_err(|e| StartError::DataDir {
-            path: data_dir.clone(),
-            message: e.to_string(),
-        })?;
+    // Cluster mode: `main` is made by the node that owns it (cluster::start).
+    if cluster.is_none() {
+        store
+            .ensure("main", loaded.config.default_agent_id())
+            .await
+            .map_err(|e| StartError::DataDir {
+                path: data_dir.clone(),
+                message: e.to_string(),
+            })?;
+    }
     let gw_config = &loaded.config.gateway;
     let target = crate::config::parse_bind(&gw_config.bind).map_err(|e| StartError::Bind {
         addr: gw_config.bind.clone(),
@@ -884,7 +895,12 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
         .webhooks
         .set(crate::webhooks::Webhooks::start(gateway.clone()));
     // Before any call is served: a repeated key of an interrupted run finds it in progress.
-    gateway.agent().resume_all(&gateway);
+    // Cluster mode: only the runs of the sessions this node still owns (cluster::start).
+    if gateway.cluster().is_some() {
+        cluster::start(&gateway).await;
+    } else {
+        gateway.agent().resume_all(&gateway);
+    }
     // After the resumed runs are back in their lanes: a job whose run was resumed is skipped.
     gateway.cron().start(gateway.clone());
     let acceptor = match tls {

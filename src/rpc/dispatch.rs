@@ -24,7 +24,7 @@ pub use super::order::{Sequencer, Ticket};
 use super::table::{MethodKind, SubscribeHandler, SubscriptionTask, parse_params};
 pub use super::wire::error_json;
 use super::wire::{RawRequest, RequestId, classify_id, finish_response, success_json};
-use super::{Entry, Host, TableSnapshot};
+use super::{Entry, Host, Route, RouteCall, TableSnapshot};
 use crate::config::Config;
 use crate::error::{Error, code};
 use crate::metrics::MethodMetrics;
@@ -275,12 +275,52 @@ async fn handle_request<S: Host>(
     let table = gateway.table();
     // The method's handles once it is found in the table; "unknown" until then.
     let mut metrics = table.unknown_metrics();
-    let (out, code) = run_request(gateway, conn, &table, &mut metrics, req, method, limit).await;
+    let (out, code) = run_request(
+        gateway,
+        conn,
+        &table,
+        &mut metrics,
+        req,
+        method,
+        limit,
+        None,
+    )
+    .await;
     metrics.record(code, started.elapsed());
     out
 }
 
+/// Runs one request another process forwarded here ([`Host::route`]) with the caller's scope
+/// given by that process; answers the response text (`None` for a notification or a message
+/// that is not one request). It is run here or refused, never forwarded again.
+pub async fn handle_forwarded<S: Host>(
+    gateway: &Arc<S>,
+    conn: &Arc<Connection>,
+    body: &[u8],
+    scope: Scope,
+) -> Option<String> {
+    let req = serde_json::from_slice::<RawRequest<'_>>(body).ok()?;
+    let method = req.method_name();
+    let limit = gateway.config().gateway.max_payload_bytes;
+    let table = gateway.table();
+    let mut metrics = table.unknown_metrics();
+    let (out, _) = run_request(
+        gateway,
+        conn,
+        &table,
+        &mut metrics,
+        req,
+        method,
+        limit,
+        Some(scope),
+    )
+    .await;
+    out.map(|o| o.json)
+}
+
 /// [`handle_request`]'s steps; answers the outcome and its error code (`None`: a success).
+/// `forwarded` is the caller's scope of a call another process forwarded here.
+#[allow(clippy::too_many_arguments)] // one request's parts, passed through once
 async fn run_request<'t, S: Host>(
     gateway: &Arc<S>,
     conn: &Arc<Connection>,
@@ -289,6 +329,7 @@ async fn run_request<'t, S: Host>(
     req: RawRequest<'_>,
     method: Option<Cow<'_, str>>,
     limit: usize,
+    forwarded: Option<Scope>,
 ) -> (Option<Outcome>, Option<i32>) {
     // The id first: every error we can tie to a request echoes it.
     let id = match request_id(&req) {
@@ -315,7 +356,11 @@ async fn run_request<'t, S: Host>(
         (out, Some(err.code()))
     };
     let config = gateway.config();
-    let scope = match admit(&**gateway, conn, &config) {
+    let admitted = match forwarded {
+        Some(scope) if !gateway.is_shutting_down() => Ok(scope),
+        _ => admit(&**gateway, conn, &config),
+    };
+    let scope = match admitted {
         Ok(scope) => scope,
         Err(err) => return fail(err),
     };
@@ -330,6 +375,22 @@ async fn run_request<'t, S: Host>(
     };
     *metrics = &entry.metrics;
     let desc = &entry.desc;
+    if matches!(desc.kind, MethodKind::Call(_)) {
+        let call = RouteCall {
+            method: &method,
+            params,
+            id: id.as_ref().map_or("null", |id| id.raw),
+            scope,
+            forwarded: forwarded.is_some(),
+        };
+        if let Some(route) = gateway.route(call) {
+            match route.await {
+                Route::Here => {}
+                Route::Answered(json) => return (id.as_ref().map(|_| Outcome::json(json)), None),
+                Route::Refused(err) => return fail(err),
+            }
+        }
+    }
     let ready = Ready {
         ctx: CallContext {
             gateway: gateway.clone(),

@@ -84,6 +84,41 @@ pub trait Host: Send + Sync + Sized + 'static {
         let _ = meta;
         Err(req)
     }
+
+    /// Where a call that passed its checks runs: `None` (the default) here, else a future that
+    /// decides ([`Route`]): here after all, or answered by another process (cluster mode: the
+    /// node that owns the call's session). Asked for calls only, never for subscriptions.
+    fn route(self: &Arc<Self>, call: RouteCall<'_>) -> Option<table::BoxFuture<Route>> {
+        let _ = call;
+        None
+    }
+}
+
+/// A call [`Host::route`] decides about.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteCall<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The raw params, if any.
+    pub params: Option<&'a str>,
+    /// The raw id (`null` for a notification): an answer from elsewhere carries it.
+    pub id: &'a str,
+    /// The caller's scope.
+    pub scope: crate::protocol::Scope,
+    /// The call was forwarded here by another process: it runs here or is refused, it is not
+    /// forwarded again.
+    pub forwarded: bool,
+}
+
+/// Where [`Host::route`] sends a call.
+#[derive(Debug)]
+pub enum Route {
+    /// Run it here.
+    Here,
+    /// Answered elsewhere: the whole response text, carrying the call's id.
+    Answered(String),
+    /// Refused (for example: the process that must answer is unreachable).
+    Refused(crate::error::Error),
 }
 
 /// An immutable view of the method table, swapped atomically when plugins come and go.

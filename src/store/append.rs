@@ -194,10 +194,15 @@ impl Store {
                 continue;
             }
             let (lines, out) = build(&t.entry())?;
-            let mut buf = Vec::new();
+            let mut each = Vec::with_capacity(lines.len());
             for line in &lines {
-                buf.extend(transcript::line_bytes(line).map_err(StoreError::internal)?);
+                each.push(transcript::line_bytes(line).map_err(StoreError::internal)?);
             }
+            if !t.ephemeral {
+                // Cluster mode: acknowledged by the shared log before the file has them.
+                self.log_lines(&t.entry().session_id, &each).await?;
+            }
+            let buf = each.concat();
             let w = self.open_writer(&t, &mut writer, what).await?;
             let len = self
                 .append_lines(&t, w, buf, lines.len() as u64, what)

@@ -110,6 +110,10 @@ pub enum StoreError {
     /// which session, never a path.
     #[error("storage unavailable: {0}")]
     Storage(String),
+    /// Cluster mode: the shared transcript log (JetStream) did not take the lines; nothing was
+    /// written. Retryable.
+    #[error("the cluster's transcript log did not take the write: {0}")]
+    Log(String),
     /// A bug, or an I/O failure that is not the storage's (a missing file, a failed task).
     #[error("internal error: {0}")]
     Internal(String),

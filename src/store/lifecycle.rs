@@ -104,6 +104,7 @@ impl Store {
         messages: Vec<TranscriptMessage>,
     ) -> Result<Session, StoreError> {
         let fresh = self.fresh(key, agent, label, model, forked_from, messages)?;
+        self.log_fresh(&fresh).await?;
         let writer = self
             .blocking(what, {
                 let (path, header, lines) = (fresh.path.clone(), fresh.header, fresh.lines);
@@ -126,6 +127,13 @@ impl Store {
         self.mark_dirty();
         self.changed.notify_one();
         session
+    }
+
+    /// Cluster mode: the new transcript's lines (its header first) go to the shared log.
+    async fn log_fresh(&self, fresh: &Fresh) -> Result<(), StoreError> {
+        let mut lines = vec![transcript::header_line(&fresh.header).map_err(StoreError::internal)?];
+        lines.extend(fresh.lines.iter().cloned());
+        self.log_lines(&fresh.header.id, &lines).await
     }
 
     /// The header, lines and entry of a new transcript for `key` (nothing is written yet).
@@ -193,6 +201,7 @@ impl Store {
             None,
             Vec::new(),
         )?;
+        self.log_fresh(&fresh).await?;
         // Appends to the old transcript wait here, then find it retired and look the key up anew.
         let mut old_writer = old.writer.lock().await;
         let archive = self

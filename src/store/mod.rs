@@ -24,6 +24,7 @@
 //! [`error`] and the file format, [`transcript`] (with `markers`).
 //! The files below never name [`Store`], so no two files of the store import each other.
 
+mod adopt;
 mod append;
 mod compaction;
 mod cursor;
@@ -74,8 +75,25 @@ use crate::protocol::Session;
 use health::StorageHealth;
 use live::Transcript;
 
+/// Cluster mode: where each transcript line is written before the node's own file (JetStream),
+/// the line's bytes unchanged, one log per `sessionId`, fenced so that two writers can never
+/// interleave, and acknowledged before the write returns.
+pub trait TranscriptLog: Send + Sync {
+    /// Appends `lines` (whole lines, each with its newline) to the log of `session_id`.
+    fn append<'a>(
+        &'a self,
+        session_id: &'a str,
+        lines: Vec<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+    /// The session `key` changed (`None`: deleted): the shared session index learns it.
+    fn indexed(&self, key: &str, session: Option<&Session>);
+}
+
 /// The session store.
 pub struct Store {
+    /// Cluster mode: the shared log every line goes to first.
+    log: std::sync::OnceLock<Arc<dyn TranscriptLog>>,
     dir: PathBuf,
     hub: Arc<EventHub>,
     sessions: RwLock<HashMap<String, Arc<Transcript>>>,
@@ -104,6 +122,27 @@ impl Store {
             .await
             .map_err(StoreError::internal)?
             .map_err(|e| self.health.error(what, &e))
+    }
+
+    /// Cluster mode: from now on every line goes to `log` before the transcript file.
+    pub fn set_log(&self, log: Arc<dyn TranscriptLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Writes `lines` of `session_id` to the shared log first (cluster mode; nothing without
+    /// one).
+    pub(super) async fn log_lines(
+        &self,
+        session_id: &str,
+        lines: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        match self.log.get() {
+            Some(log) if !lines.is_empty() => log
+                .append(session_id, lines.to_vec())
+                .await
+                .map_err(StoreError::Log),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the store can write: `false` from a write that failed for want of storage (a

@@ -137,6 +137,7 @@ impl Store {
             data_dir.join(LEDGER_FILE).display()
         )))?;
         Ok(Arc::new(Self {
+            log: std::sync::OnceLock::new(),
             dir,
             hub,
             sessions: RwLock::new(sessions),

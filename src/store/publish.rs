@@ -10,6 +10,9 @@ impl Store {
         if self.lookup(key).is_some_and(|t| t.ephemeral) {
             return;
         }
+        if let Some(log) = self.log.get() {
+            log.indexed(key, session.as_ref());
+        }
         self.hub.emit(
             Some(key),
             &SessionsChangedEvent {

@@ -302,11 +302,17 @@ impl Staged {
     /// Writes `header` and `lines` to the staging name of `path` and flushes them (`fsync`).
     /// On failure nothing is left behind (the staging file is removed).
     pub fn write(path: &Path, header: &Header, lines: &[Vec<u8>]) -> io::Result<Self> {
+        let mut all = Vec::with_capacity(lines.len() + 1);
+        all.push(header_line(header)?);
+        all.extend(lines.iter().cloned());
+        Self::write_lines(path, &all)
+    }
+
+    /// Writes whole lines (the header first) as they are to the staging name of `path`, and
+    /// flushes them; on failure nothing is left behind.
+    pub fn write_lines(path: &Path, lines: &[Vec<u8>]) -> io::Result<Self> {
         let staging = staging_path(path);
-        let mut buf = header_line(header)?;
-        for line in lines {
-            buf.extend_from_slice(line);
-        }
+        let buf = lines.concat();
         let mut file = create_private(&staging)?;
         let written = file.write_all(&buf).and_then(|()| file.sync_all());
         if let Err(err) = written {
@@ -318,7 +324,7 @@ impl Staged {
             file,
             staging,
             len: buf.len() as u64,
-            lines: 1 + lines.len() as u64,
+            lines: lines.len() as u64,
         })
     }
 
