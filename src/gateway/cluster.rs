@@ -135,6 +135,16 @@ impl Gateway {
         self.cluster.get()
     }
 
+    /// Cluster mode: every session of the shared index (`None` for one process).
+    pub async fn indexed_sessions(&self) -> Option<Result<Vec<crate::protocol::Session>, Error>> {
+        let parts = self.parts()?;
+        Some(parts.log.indexed().await.map_err(|e| {
+            unavailable(format!(
+                "cannot read the cluster's session index: {e}; retry"
+            ))
+        }))
+    }
+
     /// The sessions this node owns (0 for one process).
     pub fn sessions_owned(&self) -> usize {
         self.parts().map_or(0, |p| p.owners.count())

@@ -64,7 +64,7 @@ pub use entry::OpenRun;
 pub use error::{KeyArg, MessageArg, OpenError, StoreError};
 pub use fs::{create_private_dir, replace_file};
 pub use history::History;
-pub use list::Page;
+pub use list::{Page, list_of};
 pub use runs::FinishedRun;
 pub use trail::RunTrail;
 pub use transcript::{ApprovalLine, RunMarker, RunMarkerState, ToolMarker};

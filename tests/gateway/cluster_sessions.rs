@@ -132,6 +132,22 @@ async fn calls_for_a_session_run_on_its_owner_from_any_node() {
     }
     assert_eq!(seen[0], vec!["one two three four five six", "steered in"]);
     assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+    // Every node lists it (the shared index), the node that owns it too.
+    for ws in [&mut on_a, &mut on_c] {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let list = call_until_served(ws, "sessions.list", json!({"search": "team"})).await;
+            let found = list["sessions"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["key"] == "team" && s["messageCount"].as_u64() >= Some(2))
+            });
+            if found {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not listed: {list}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // The transcript is written on its owner only, and once.
     let owner = Transcript::of_key(b.data_dir(), "team");
     let users: Vec<Value> = owner
