@@ -145,6 +145,47 @@ impl Gateway {
         }))
     }
 
+    /// Runs `method` with `params` on the node it belongs to when that is another node (its
+    /// result, or its error as is); `None`: it runs here (one process, or this node owns it).
+    pub async fn call_elsewhere(
+        self: &Arc<Self>,
+        method: &str,
+        params: &str,
+        scope: Scope,
+    ) -> Option<Result<serde_json::Value, Error>> {
+        let call = RouteCall {
+            method,
+            params: Some(params),
+            id: "0",
+            scope,
+            forwarded: false,
+        };
+        match self.route_call(call)?.await {
+            Route::Here => None,
+            Route::Refused(err) => Some(Err(err)),
+            Route::Answered(json) => {
+                let v: serde_json::Value = match serde_json::from_str(&json) {
+                    Ok(v) => v,
+                    Err(e) => return Some(Err(Error::internal(format!("a node's answer: {e}")))),
+                };
+                Some(match v.get("result") {
+                    Some(result) => Ok(result.clone()),
+                    None => Err(Error::Remote {
+                        code: v["error"]["code"]
+                            .as_i64()
+                            .and_then(|c| i32::try_from(c).ok())
+                            .unwrap_or(-32603),
+                        message: v["error"]["message"]
+                            .as_str()
+                            .unwrap_or("failed on another node")
+                            .to_string(),
+                        data: v["error"]["data"].clone(),
+                    }),
+                })
+            }
+        }
+    }
+
     /// The sessions this node owns (0 for one process).
     pub fn sessions_owned(&self) -> usize {
         self.parts().map_or(0, |p| p.owners.count())

@@ -148,6 +148,18 @@ async fn calls_for_a_session_run_on_its_owner_from_any_node() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // chat.stream on a node that does not own the session: sent by the owner, streamed here.
+    let streamed = on_a
+        .stream_run(json!({"sessionKey": "team", "message": "streamed"}))
+        .await;
+    assert_eq!(
+        streamed.first().cloned().unwrap_or_default()["state"],
+        "started"
+    );
+    assert_eq!(
+        streamed.last().cloned().unwrap_or_default()["state"],
+        "final"
+    );
     // The transcript is written on its owner only, and once.
     let owner = Transcript::of_key(b.data_dir(), "team");
     let users: Vec<Value> = owner
@@ -155,7 +167,7 @@ async fn calls_for_a_session_run_on_its_owner_from_any_node() {
         .into_iter()
         .filter(|m| m["role"] == "user")
         .collect();
-    assert_eq!(users.len(), 2, "{users:?}");
+    assert_eq!(users.len(), 3, "{users:?}");
     assert!(
         crate::common::transcript::transcript_files(a.data_dir())
             .iter()
