@@ -10,7 +10,6 @@
 
 #[allow(dead_code)] // the parts of the shared bench code the other benches use
 mod common;
-#[allow(dead_code)]
 #[path = "../tests/gateway/common/nats.rs"]
 mod nats;
 
