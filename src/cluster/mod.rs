@@ -13,6 +13,7 @@
 //! [`node_subject`].
 
 pub mod events;
+pub mod nodes;
 
 use std::sync::Arc;
 use std::time::Duration;
