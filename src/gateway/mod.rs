@@ -5,7 +5,7 @@
 //! trait of its own: about 140 of the lines are the four impls (`AgentHost`, `LiveHost`,
 //! `PluginHost`, `rpc::Host`), one-line delegations that read best beside the accessors.
 
-mod nodes;
+pub mod nodes;
 mod presence;
 
 use std::collections::{BTreeMap, HashMap};
@@ -156,9 +156,16 @@ pub struct Gateway {
     /// leader), stopped on shutdown (and when it loses the lead).
     webhooks: Mutex<Option<crate::webhooks::Webhooks>>,
     /// Cluster mode: this node's entry, the other nodes and the leader lease (set once).
-    nodes: std::sync::OnceLock<nodes::NodeParts>,
+    nodes: std::sync::OnceLock<NodeParts>,
     /// Cluster mode: the NATS connection and what the nodes share (set once at start).
     cluster: std::sync::OnceLock<ClusterParts>,
+}
+
+/// What cluster mode's node adds to the gateway (`nodes.rs`; set once at start).
+struct NodeParts {
+    nodes: Arc<crate::cluster::nodes::Nodes>,
+    /// Held while the leader's duties start or stop, so shutdown never races a start.
+    duties: tokio::sync::Mutex<()>,
 }
 
 /// What cluster mode adds to the gateway.

@@ -16,12 +16,12 @@ use crate::events::EventHub;
 use crate::protocol::{ClusterNodeStatus, ClusterStatus, PresenceEntry};
 use crate::rpc::MethodDescriptor;
 
-use super::Gateway;
+use super::{Gateway, NodeParts};
 
 /// The core methods that keep working while NATS is unreachable: each reads or changes only
 /// this node's own state (its configuration, logs, connections, local catalogs, the local
-/// event hub). Every other core method needs the state the nodes share and is refused with
-/// `-32025` (`retryable`) meanwhile; methods of plugins are not refused.
+/// event hub), as every unsubscribe does. Every other core method needs the state the nodes
+/// share and is refused with `-32025` (`retryable`) meanwhile; methods of plugins are not.
 pub const LOCAL_METHODS: &[&str] = &[
     "gateway.hello",
     "gateway.health",
@@ -32,9 +32,7 @@ pub const LOCAL_METHODS: &[&str] = &[
     "config.schema",
     "config.patch",
     "logs.tail",
-    "logs.untail",
     "events.subscribe",
-    "events.unsubscribe",
     "models.list",
     "tools.catalog",
     "agents.list",
@@ -42,13 +40,6 @@ pub const LOCAL_METHODS: &[&str] = &[
     "plugins.list",
     "cron.list",
 ];
-
-/// What cluster mode's node adds to the gateway (set once at start).
-pub(super) struct NodeParts {
-    nodes: Arc<Nodes>,
-    /// Held while the leader's duties start or stop, so shutdown never races a start.
-    duties: tokio::sync::Mutex<()>,
-}
 
 impl NodeHost for Gateway {
     fn hub(&self) -> &Arc<EventHub> {
@@ -128,7 +119,9 @@ impl Gateway {
     /// Cluster mode, NATS unreachable: the refusal of a core method that needs it.
     pub(super) fn nats_unavailable(&self, desc: &MethodDescriptor<Gateway>) -> Option<Error> {
         let cluster = self.cluster()?;
-        if cluster.connected() || desc.owner != "core" || LOCAL_METHODS.contains(&&*desc.name) {
+        let local = LOCAL_METHODS.contains(&&*desc.name)
+            || matches!(desc.kind, crate::rpc::MethodKind::Unsubscribe { .. });
+        if cluster.connected() || desc.owner != "core" || local {
             return None;
         }
         Some(Error::Unavailable {
