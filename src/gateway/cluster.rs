@@ -186,6 +186,30 @@ impl Gateway {
         }
     }
 
+    /// [`crate::agent::AgentHost::claim`]: this node owns `key` (taken over now if no node
+    /// held it), or the reason it does not.
+    pub(super) async fn claim_session(self: &Arc<Self>, key: &str) -> Result<(), String> {
+        let Some(parts) = self.parts() else {
+            return Ok(());
+        };
+        if self.store().is_ephemeral(key) {
+            return Ok(());
+        }
+        match parts.owners.owner(key).await.map_err(|e| e.to_string())? {
+            Owner::Me { taken: false } => Ok(()),
+            Owner::Me { taken: true } => match self.take_over(parts, key).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    parts.owners.release(key).await;
+                    Err(format!("cannot take session `{key}` over: {err}"))
+                }
+            },
+            Owner::Other(node) => Err(format!(
+                "session `{key}` is owned by node `{node}`; a call through JSON-RPC on any node is forwarded there"
+            )),
+        }
+    }
+
     /// The sessions this node owns (0 for one process).
     pub fn sessions_owned(&self) -> usize {
         self.parts().map_or(0, |p| p.owners.count())
@@ -316,7 +340,7 @@ impl Gateway {
                 {
                     if parts.log.read(&id).await?.is_empty() {
                         use crate::store::TranscriptLog;
-                        parts.log.append(&id, lines).await?;
+                        parts.log.append(key, &id, lines).await?;
                     }
                     if let Ok(session) = self.store().get(key) {
                         parts.log.index(key, Some(&session)).await;

@@ -559,6 +559,14 @@ impl crate::agent::AgentHost for Gateway {
     fn mcp_tools(&self, servers: Option<&[String]>) -> Vec<Arc<dyn crate::agent::tools::Tool>> {
         self.mcp.tools(servers)
     }
+    fn claim(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'static>>
+    {
+        let (gw, key) = (self.clone(), key.to_string());
+        Box::pin(async move { gw.claim_session(&key).await })
+    }
     fn agent(&self) -> &crate::agent::Agent {
         Gateway::agent(self)
     }
@@ -811,7 +819,8 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
             let stop = CancellationToken::new();
             let relay = crate::cluster::events::start(&cluster, &hub, stop.clone()).await;
             let owners = crate::cluster::owners::Owners::new(cluster.clone());
-            let log = crate::cluster::transcripts::JetStreamLog::new(cluster.clone());
+            let log =
+                crate::cluster::transcripts::JetStreamLog::new(cluster.clone(), owners.clone());
             (
                 hub,
                 Some(ClusterParts {
