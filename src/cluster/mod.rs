@@ -38,6 +38,12 @@ pub const LEASES_BUCKET: &str = "clawgate_leases";
 pub const SESSIONS_BUCKET: &str = "clawgate_sessions";
 /// The nodes alive: key = node id, value = the node's JSON, renewed while it lives.
 pub const NODES_BUCKET: &str = "clawgate_nodes";
+/// The scheduled jobs and their state (`cron.json` of the leader): key [`CRON_KEY`].
+pub const CRON_BUCKET: &str = "clawgate_cron";
+/// The one key of [`CRON_BUCKET`].
+pub const CRON_KEY: &str = "jobs";
+/// The key of the leader lease in [`LEASES_BUCKET`] (session keys are hex: never this).
+pub const LEADER_KEY: &str = "_leader";
 /// How long JetStream remembers a message id, so a republished event is stored once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -107,6 +113,7 @@ pub struct Cluster {
     leases: kv::Store,
     sessions: kv::Store,
     nodes: kv::Store,
+    cron: kv::Store,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -229,6 +236,7 @@ impl Cluster {
         let leases = open(bucket(LEASES_BUCKET, lease)).await?;
         let nodes = open(bucket(NODES_BUCKET, lease)).await?;
         let sessions = open(bucket(SESSIONS_BUCKET, Duration::ZERO)).await?;
+        let cron = open(bucket(CRON_BUCKET, Duration::ZERO)).await?;
         tracing::info!(node = %node_id, nats = %redacted, %epoch, replicas, "cluster mode: connected to NATS JetStream");
         Ok(Arc::new(Self {
             config: config.clone(),
@@ -241,6 +249,7 @@ impl Cluster {
             leases,
             sessions,
             nodes,
+            cron,
         }))
     }
 
@@ -305,6 +314,21 @@ impl Cluster {
     /// The nodes alive.
     pub fn nodes(&self) -> &kv::Store {
         &self.nodes
+    }
+
+    /// The scheduled jobs, as the leader last wrote them.
+    pub fn cron(&self) -> &kv::Store {
+        &self.cron
+    }
+
+    /// The node holding the leader lease now, if any.
+    pub async fn leader(&self) -> Option<String> {
+        match self.leases.entry(LEADER_KEY).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                Some(String::from_utf8_lossy(&e.value).into_owned())
+            }
+            _ => None,
+        }
     }
 }
 

@@ -98,7 +98,12 @@ struct Inner {
     /// the scheduler as the node loses and regains the leader lease).
     stop: Mutex<CancellationToken>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cluster mode: where each saved `cron.json` is also written (the shared bucket).
+    share: std::sync::OnceLock<Share>,
 }
+
+/// Receives the bytes of every `cron.json` written.
+pub type Share = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
 /// The session a job runs in when it names none.
 pub fn default_session(name: &str) -> String {
@@ -137,8 +142,23 @@ impl Cron {
                 wake: Notify::new(),
                 stop: Mutex::new(CancellationToken::new()),
                 task: Mutex::new(None),
+                share: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Cluster mode: every `cron.json` written goes to `share` too.
+    pub fn set_share(&self, share: Share) {
+        let _ = self.inner.share.set(share);
+    }
+
+    /// Cluster mode, becoming the leader: the jobs and their state as the previous leader
+    /// left them (`bytes` of its `cron.json`) replace this node's, before [`Self::start`].
+    pub async fn replace(&self, bytes: &[u8]) -> Result<(), CronError> {
+        let file: CronFile = serde_json::from_slice(bytes)
+            .map_err(|e| CronError::Storage(format!("the shared cron jobs do not parse: {e}")))?;
+        *self.file() = file;
+        self.save().await
     }
 
     fn file(&self) -> MutexGuard<'_, CronFile> {
@@ -152,13 +172,22 @@ impl Cron {
     async fn save(&self) -> Result<(), CronError> {
         let snapshot = self.file().clone();
         let dir = self.inner.dir.clone();
+        let shared = self
+            .inner
+            .share
+            .get()
+            .and_then(|_| serde_json::to_vec(&snapshot).ok());
         tokio::task::spawn_blocking(move || file::save(&dir, &snapshot))
             .await
             .map_err(|e| CronError::Storage(e.to_string()))?
             .map_err(|e| {
                 tracing::error!(err = %e, "cannot write cron.json");
                 CronError::Storage(e.to_string())
-            })
+            })?;
+        if let (Some(share), Some(bytes)) = (self.inner.share.get(), shared) {
+            share(bytes);
+        }
+        Ok(())
     }
 
     /// Every job: the configuration's (which win a name both have) and the stored ones, by

@@ -46,6 +46,8 @@ enum Target {
     Session(String),
     Run(String),
     Approval(String),
+    /// The scheduled jobs: the leader's.
+    Leader,
 }
 
 /// The members of params that say where a call runs (others are ignored here).
@@ -62,6 +64,9 @@ struct Probe {
 
 /// Where `method` with `params` must run; `None`: on any node (here).
 fn target(method: &str, params: Option<&str>) -> Option<Target> {
+    if method.starts_with("cron.") {
+        return Some(Target::Leader);
+    }
     let keyed = matches!(
         method,
         "chat.send"
@@ -210,6 +215,25 @@ impl Gateway {
         }
     }
 
+    /// Starts the scheduled jobs here (this node leads, or is alone): in cluster mode first
+    /// with the jobs and their state as the previous leader left them in the shared bucket.
+    pub(super) async fn start_cron(self: &Arc<Self>) {
+        if let Some(parts) = self.parts() {
+            match parts.cluster.cron().get(crate::cluster::CRON_KEY).await {
+                Ok(Some(bytes)) => {
+                    if let Err(err) = self.cron().replace(&bytes).await {
+                        tracing::warn!(%err, "cannot take the shared cron jobs; running this node's");
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read the shared cron jobs; running this node's")
+                }
+            }
+        }
+        self.cron().start(self.clone());
+    }
+
     /// The sessions this node owns (0 for one process).
     pub fn sessions_owned(&self) -> usize {
         self.parts().map_or(0, |p| p.owners.count())
@@ -242,6 +266,23 @@ impl Gateway {
                         return Route::Here;
                     }
                     gw.find(parts, &format!("run:{id}"), text, scope).await
+                }
+                Target::Leader => {
+                    if forwarded {
+                        return Route::Here;
+                    }
+                    match parts.cluster.leader().await {
+                        Some(leader) if leader != parts.cluster.node_id() => {
+                            forward(parts, &node_subject(&leader), None, text, scope)
+                                .await
+                                .unwrap_or_else(|why| {
+                                    Route::Refused(unavailable(format!(
+                                        "the scheduled jobs are kept by the leader, node `{leader}`, which does not answer ({why}); retry"
+                                    )))
+                                })
+                        }
+                        _ => Route::Here,
+                    }
                 }
                 Target::Approval(id) => {
                     if forwarded || gw.agent().approvals().get(&id).is_ok() {
@@ -398,6 +439,28 @@ async fn forward(
 pub(super) async fn start(gw: &Arc<Gateway>) {
     let Some(parts) = gw.parts() else { return };
     gw.store().set_log(parts.log.clone());
+    {
+        // The latest cron.json the leader wrote, to the shared bucket (a watch: only the
+        // latest matters, and it holds one).
+        let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<u8>>>(None);
+        let bucket = parts.cluster.cron().clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(bytes) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                if let Err(err) = bucket
+                    .put(crate::cluster::CRON_KEY, Bytes::from(bytes))
+                    .await
+                {
+                    tracing::warn!(%err, "cannot share the cron jobs");
+                }
+            }
+        });
+        gw.cron().set_share(Arc::new(move |bytes| {
+            tx.send_replace(Some(bytes));
+        }));
+    }
     {
         let log = parts.log.clone();
         let gw2 = Arc::downgrade(gw);

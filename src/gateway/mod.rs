@@ -933,7 +933,7 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
     }
     // After the resumed runs are back in their lanes: a job whose run was resumed is skipped.
     if leading {
-        gateway.cron().start(gateway.clone());
+        gateway.start_cron().await;
     }
     gateway.follow_leadership(leading);
     let acceptor = match tls {

@@ -213,7 +213,7 @@ async fn follow(gw: Arc<Gateway>, mut leadership: watch::Receiver<bool>, mut lea
             }
             if want {
                 gw.start_webhooks();
-                gw.cron().start(gw.clone());
+                gw.start_cron().await;
             } else {
                 gw.cron().stop().await;
                 gw.stop_webhooks().await;

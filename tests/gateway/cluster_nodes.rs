@@ -294,6 +294,23 @@ async fn one_leader_fires_the_cron_jobs_and_another_takes_over_when_it_dies() {
         assert_eq!(other.log_lines("INFO", LEADER), 0);
     }
 
+    // A job added through a node that does not lead is kept by the leader, listed everywhere.
+    let mut on_c = RawWs::connect(c.addr).await;
+    let added = on_c
+        .call(
+            "cron.add",
+            json!({"name": "added", "schedule": {"everyMs": 3_600_000}, "message": "later"}),
+        )
+        .await;
+    assert!(added.get("result").is_some(), "{added}");
+    let listed = |v: &Value| {
+        v["result"]["jobs"]
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().any(|j| j["name"] == "added"))
+    };
+    let list = events.call("cron.list", json!({})).await;
+    assert!(listed(&list), "{list}");
+
     a.kill9();
     // One of b and c takes the lead after the lease and fires from then on.
     let t0 = Instant::now();
@@ -316,6 +333,10 @@ async fn one_leader_fires_the_cron_jobs_and_another_takes_over_when_it_dies() {
     }
     assert_eq!(follower.log_lines("INFO", FIRED), 0, "{}", follower.log());
     assert_eq!(follower.log_lines("INFO", LEADER), 0);
+    // The new leader has the job added through c while a led (the shared cron bucket).
+    let mut on_follower = RawWs::connect(follower.addr).await;
+    let list = on_follower.call("cron.list", json!({})).await;
+    assert!(listed(&list), "{list}");
     let mut distinct = scheduled.clone();
     distinct.sort_unstable();
     distinct.dedup();
