@@ -250,11 +250,16 @@ impl Gateway {
         let gw = self.clone();
         let text = request_text(&call);
         let (scope, forwarded) = (call.scope, call.forwarded);
+        // Reading the jobs stays possible without NATS (this node's copy, as last shared).
+        let local_read = call.method == "cron.list";
         Some(Box::pin(async move {
             let Some(parts) = gw.parts() else {
                 return Route::Here;
             };
             if !parts.cluster.connected() {
+                if local_read {
+                    return Route::Here;
+                }
                 return Route::Refused(unavailable(
                     "NATS is unreachable: this node cannot reach the session's owner; retry shortly".into(),
                 ));
