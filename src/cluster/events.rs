@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
+use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, EVENTS_SUBJECT};
+use super::{Cluster, EVENTS_STREAM, EVENTS_SUBJECT};
 use crate::events::{EventHub, Relay, Relayed};
 
 /// Events waiting to be sent to the stream at most; past that (NATS away for long under a
@@ -256,68 +257,173 @@ async fn ack_prefix(acks: Vec<async_nats::jetstream::context::PublishAckFuture>)
     done
 }
 
-/// Delivers the stream to `hub` from its oldest event kept, for as long as the node runs.
+/// Delivers the stream to `hub` from its oldest event kept, for as long as the node runs: a
+/// consumer at a time ([`follow`]), made again from the next `seq` the hub lacks whenever it
+/// fails, falls silent while the stream goes on, or the stream itself was made again.
 async fn consume_loop(cluster: Arc<Cluster>, hub: Arc<EventHub>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let start = hub.seq() + 1;
-        let policy = if start == 1 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            }
+        let t0 = tokio::time::Instant::now();
+        let why = match follow(&cluster, &hub, &stop).await {
+            Ok(()) => return,
+            Err(why) => why,
         };
-        let consumer = cluster
-            .events_stream()
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: cluster.client().new_inbox(),
-                deliver_policy: policy,
-                ..Default::default()
-            })
-            .await;
-        let messages = match consumer {
-            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match messages {
-            Ok(mut messages) => {
-                backoff = Duration::from_millis(100);
-                loop {
-                    let next = tokio::select! {
-                        m = messages.next() => m,
-                        () = stop.cancelled() => return,
-                    };
-                    match next {
-                        Some(Ok(msg)) => {
-                            let Ok(info) = msg.info() else { continue };
-                            let seq = info.stream_sequence;
-                            match parse(msg.headers.as_ref(), &msg.payload) {
-                                Some(event) => {
-                                    hub.ingest(seq, &event);
-                                }
-                                None => tracing::warn!(
-                                    seq,
-                                    "a message in the event stream that is not a clawgate event; skipped"
-                                ),
-                            }
-                        }
-                        Some(Err(err)) => {
-                            tracing::warn!(%err, "the event stream's consumer failed; recreating it");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot consume the event stream; retrying");
-            }
+        // A consumer that lived long was fine: the next one starts without waiting long.
+        if t0.elapsed() > CHECK * 5 {
+            backoff = Duration::from_millis(100);
         }
+        tracing::warn!(%why, at = hub.seq(), "the event stream's consumer is made again");
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// How often the delivering task looks at the stream itself.
+const CHECK: Duration = Duration::from_secs(2);
+
+/// One consumer's life, from the next `seq` the hub lacks: `Ok` when the node stops, else why
+/// it must be made again.
+///
+/// The ordered consumer of async-nats recreates itself after a reconnect, but it can stay
+/// silent for long (its requests to a cluster electing leaders time out, and it waits up to
+/// 10 s between attempts); so every [`CHECK`] the stream is asked how far it is, and a
+/// consumer that has not delivered, within a check, what the stream held at the one before is
+/// replaced. The same look finds a stream that was deleted (made again here) or made again
+/// elsewhere (a new epoch).
+async fn follow(
+    cluster: &Arc<Cluster>,
+    hub: &Arc<EventHub>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let stream = current_stream(cluster, hub).await?;
+    let start = hub.seq() + 1;
+    let policy = if start == 1 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        }
+    };
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: cluster.client().new_inbox(),
+            deliver_policy: policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot make a consumer: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("cannot consume: {e}"))?;
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + CHECK, CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What the stream held at the previous check, when the hub had not reached it.
+    let mut due: Option<u64> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = messages.next() => match next {
+                Some(Ok(msg)) => {
+                    let Ok(info) = msg.info() else { continue };
+                    let seq = info.stream_sequence;
+                    if seq <= hub.seq() {
+                        // Behind what was delivered: not this stream's order any more.
+                        return Err(format!("the consumer went back to {seq}"));
+                    }
+                    match parse(msg.headers.as_ref(), &msg.payload) {
+                        Some(event) => {
+                            hub.ingest(seq, &event);
+                        }
+                        None => tracing::warn!(
+                            seq,
+                            "a message in the event stream that is not a clawgate event; skipped"
+                        ),
+                    }
+                }
+                Some(Err(err)) => return Err(format!("the consumer failed: {err}")),
+                None => return Err("the consumer ended".into()),
+            },
+            _ = check.tick() => {
+                let at = hub.seq();
+                if due.is_some_and(|due| at < due) {
+                    return Err(format!("the consumer is silent while the stream is past {at}"));
+                }
+                due = None;
+                match look(cluster).await {
+                    Look::Gone => return Err("the event stream is gone".into()),
+                    Look::At { epoch, .. } if epoch != *hub.epoch() => {
+                        return Err("the event stream was made again".into());
+                    }
+                    Look::At { last, .. } => due = (last > at).then_some(last),
+                    // NATS away: the consumer comes back with the connection, or the next
+                    // look tells.
+                    Look::Unknown => {}
+                }
+            }
+        }
+    }
+}
+
+/// What a look at the event stream found.
+enum Look {
+    /// It is there: its epoch and its last `seq`.
+    At { epoch: String, last: u64 },
+    /// It does not exist.
+    Gone,
+    /// No answer.
+    Unknown,
+}
+
+/// Asks JetStream about the event stream, at most [`CHECK`].
+async fn look(cluster: &Cluster) -> Look {
+    let asked = tokio::time::timeout(CHECK, cluster.jetstream().get_stream(EVENTS_STREAM)).await;
+    match asked {
+        Ok(Ok(stream)) => {
+            let info = stream.cached_info();
+            Look::At {
+                epoch: super::epoch_of(info),
+                last: info.state.last_sequence,
+            }
+        }
+        Ok(Err(err)) if stream_not_found(&err) => Look::Gone,
+        _ => Look::Unknown,
+    }
+}
+
+fn stream_not_found(err: &async_nats::jetstream::context::GetStreamError) -> bool {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    matches!(err.kind(), GetStreamErrorKind::JetStream(e)
+        if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The event stream as it is now, made again (with the configuration of the start) if it was
+/// deleted; when it is not the stream the hub delivers (it was made again, here or by another
+/// node), the hub starts its new epoch: `seq`s from 1, and `gap {restart}` to subscribers.
+async fn current_stream(cluster: &Cluster, hub: &EventHub) -> Result<stream::Stream, String> {
+    let js = cluster.jetstream();
+    let stream = match js.get_stream(EVENTS_STREAM).await {
+        Ok(stream) => stream,
+        Err(err) if stream_not_found(&err) => {
+            tracing::warn!("the event stream is gone (deleted?); making it again");
+            js.get_or_create_stream(cluster.events_config().clone())
+                .await
+                .map_err(|e| format!("cannot make the event stream again: {e}"))?
+        }
+        Err(err) => return Err(format!("cannot find the event stream: {err}")),
+    };
+    let epoch = super::epoch_of(stream.cached_info());
+    let old = hub.epoch();
+    if epoch != *old {
+        tracing::warn!(
+            old = %old,
+            new = %epoch,
+            "the event stream was made again: a new epoch, seq from 1; subscribers get gap restart"
+        );
+        hub.restart(&epoch);
+    }
+    Ok(stream)
 }
