@@ -132,6 +132,16 @@ pub enum Error {
     /// A subscription method called over HTTP.
     #[error("`{0}` is a subscription: connect over WebSocket to call it")]
     WebSocketRequired(String),
+    /// Cluster mode: the error another node answered a forwarded call with, passed on as is.
+    #[error("{message}")]
+    Remote {
+        /// Its code.
+        code: i32,
+        /// Its message.
+        message: String,
+        /// Its data.
+        data: Value,
+    },
     /// The model provider failed or cannot be used.
     #[error("{message}")]
     Upstream {
@@ -177,6 +187,7 @@ impl Error {
             Self::Unavailable { .. } | Self::Storage(_) => code::UNAVAILABLE,
             Self::WebSocketRequired(_) => code::WEBSOCKET_REQUIRED,
             Self::Upstream { .. } => code::UPSTREAM,
+            Self::Remote { code, .. } => *code,
         }
     }
 
@@ -199,11 +210,15 @@ impl Error {
             Self::Unavailable { .. } | Self::Storage(_) => "unavailable",
             Self::WebSocketRequired(_) => "websocket_required",
             Self::Upstream { .. } => "upstream",
+            Self::Remote { .. } => "remote",
         }
     }
 
     /// The `error.data` object: always `kind`, plus the fields each kind promises.
     pub fn data(&self) -> Value {
+        if let Self::Remote { data, .. } = self {
+            return data.clone();
+        }
         let mut data = json!({ "kind": self.kind() });
         match self {
             Self::InvalidParams { path, .. } => data["path"] = json!(path),

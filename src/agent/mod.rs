@@ -61,6 +61,17 @@ pub trait AgentHost: Send + Sync + 'static {
     fn is_shutting_down(&self) -> bool;
     /// The number of active runs changed.
     fn set_active_runs(&self, n: u64);
+    /// Cluster mode: makes this process the writer of session `key` before a run starts in it
+    /// (taking it over when its owner went away); refused when another process owns it. One
+    /// process: always granted.
+    fn claim(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'static>>
+    {
+        let _ = key;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The loop reads the host through its own narrower trait, so that nothing below the run

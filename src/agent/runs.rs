@@ -144,6 +144,9 @@ impl Agent {
             .provider(&agent_id)
             .ok_or_else(|| AgentError::NoSuchAgent(agent_id.clone()))?;
         provider.ready().map_err(AgentError::NotReady)?;
+        gw.claim(&request.session_key)
+            .await
+            .map_err(|e| AgentError::Store(crate::store::StoreError::Log(e)))?;
         self.send(gw, request).await
     }
 

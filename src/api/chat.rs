@@ -224,7 +224,17 @@ fn stream(ctx: CallContext, p: ChatStreamParams) -> BoxFuture<Result<Subscriptio
             .hub()
             .subscribe(filter, None, None)
             .map_err(|e| Error::internal(e.to_string()))?;
-        let result = send(&ctx, p).await?;
+        // Cluster mode: sent by the session's owner; its events reach this node's hub.
+        let params = serde_json::to_string(&p).map_err(|e| Error::internal(e.to_string()))?;
+        let result = match ctx
+            .gateway
+            .call_elsewhere("chat.send", &params, ctx.scope)
+            .await
+        {
+            Some(answer) => serde_json::from_value::<ChatSendResult>(answer?)
+                .map_err(|e| Error::internal(format!("chat.send on another node: {e}")))?,
+            None => send(&ctx, p).await?,
+        };
         // This run's events only, ending with its last one.
         sub.only_run(&result.run_id);
         if result.status == RunStatus::Done {

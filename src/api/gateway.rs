@@ -265,5 +265,6 @@ fn status(ctx: &CallContext) -> StatusResult {
         tls: gw
             .tls_fingerprint()
             .map(|fingerprint_sha256| crate::protocol::TlsStatus { fingerprint_sha256 }),
+        cluster: gw.cluster_status(),
     }
 }

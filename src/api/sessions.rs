@@ -173,10 +173,20 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
                 format!("expected 1 to 1000, found {limit}"),
             ));
         }
-        let page =
-            ctx.gateway
-                .store()
-                .list(limit as usize, p.cursor.as_deref(), p.search.as_deref())?;
+        // Cluster mode: every node's sessions, from the shared index.
+        let page = match ctx.gateway.indexed_sessions().await {
+            Some(all) => crate::store::list_of(
+                &all?,
+                limit as usize,
+                p.cursor.as_deref(),
+                p.search.as_deref(),
+            )?,
+            None => ctx.gateway.store().list(
+                limit as usize,
+                p.cursor.as_deref(),
+                p.search.as_deref(),
+            )?,
+        };
         Ok(SessionsListResult {
             sessions: page.sessions,
             next_cursor: page.next_cursor,

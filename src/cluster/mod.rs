@@ -13,6 +13,7 @@
 //! [`node_subject`].
 
 pub mod events;
+pub mod nodes;
 pub mod owners;
 pub mod transcripts;
 

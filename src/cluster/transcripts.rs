@@ -14,6 +14,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::owners::{Owner, Owners};
 use super::{Cluster, TRANSCRIPTS_PREFIX};
 use crate::store::TranscriptLog;
 
@@ -23,6 +24,7 @@ const READ_PATIENCE: Duration = Duration::from_secs(30);
 /// The JetStream log of every session's lines, and the session index bucket.
 pub struct JetStreamLog {
     cluster: Arc<Cluster>,
+    owners: Arc<Owners>,
     /// Session id -> the stream sequence of its last line, as this node last wrote or read it.
     last: Mutex<HashMap<String, u64>>,
     /// Index updates, written in order by one task.
@@ -39,7 +41,7 @@ fn subject(session_id: &str) -> String {
 
 impl JetStreamLog {
     /// The log on `cluster`'s transcript stream.
-    pub fn new(cluster: Arc<Cluster>) -> Arc<Self> {
+    pub fn new(cluster: Arc<Cluster>, owners: Arc<Owners>) -> Arc<Self> {
         let (index_tx, mut rx) =
             tokio::sync::mpsc::channel::<(String, Option<Vec<u8>>)>(INDEX_QUEUE);
         let bucket = cluster.sessions().clone();
@@ -61,6 +63,7 @@ impl JetStreamLog {
         });
         Arc::new(Self {
             cluster,
+            owners,
             last: Mutex::new(HashMap::new()),
             index_tx,
         })
@@ -177,10 +180,32 @@ impl TranscriptLog for JetStreamLog {
 
     fn append<'a>(
         &'a self,
+        key: &'a str,
         session_id: &'a str,
         lines: Vec<Vec<u8>>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
+            // One writer per session in the whole cluster: the node holding its lease. A part
+            // that writes without going through the owner (a door, a scheduled run) may take a
+            // lease no one holds only to start a transcript the log has never seen.
+            if !self.owners.holds(key) {
+                match self.owners.owner(key).await.map_err(|e| e.to_string())? {
+                    Owner::Me { taken: false } => {}
+                    Owner::Me { taken: true } => {
+                        if self.last_seq(session_id).await? != 0 {
+                            self.owners.release(key).await;
+                            return Err(format!(
+                                "session `{key}` was owned by another node until now; retry through JSON-RPC, which takes it over"
+                            ));
+                        }
+                    }
+                    Owner::Other(node) => {
+                        return Err(format!(
+                            "session `{key}` is owned by node `{node}`: only it writes the session (JSON-RPC calls on any node are forwarded there)"
+                        ));
+                    }
+                }
+            }
             let known = self
                 .last
                 .lock()

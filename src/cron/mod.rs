@@ -94,7 +94,9 @@ struct Inner {
     /// One firing or file change at a time (the scheduler's and `cron.*`'s).
     busy: tokio::sync::Mutex<()>,
     wake: Notify,
-    stop: CancellationToken,
+    /// The running scheduler's stop (a fresh one at each start: cluster mode stops and starts
+    /// the scheduler as the node loses and regains the leader lease).
+    stop: Mutex<CancellationToken>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -133,7 +135,7 @@ impl Cron {
                 file: Mutex::new(file::load(data_dir)),
                 busy: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
-                stop: CancellationToken::new(),
+                stop: Mutex::new(CancellationToken::new()),
                 task: Mutex::new(None),
             }),
         }
@@ -477,8 +479,13 @@ impl Cron {
 
     /// Starts the scheduler: first the firings a restart interrupted and the catch-up of
     /// times that passed while the gateway was down, then each job at its time.
+    /// Started again after [`Self::stop`], it continues from `cron.json` as at a restart.
     pub fn start<G: AgentHost>(&self, gw: Arc<G>) {
-        let task = tokio::spawn(self.clone().run(gw));
+        let stop = CancellationToken::new();
+        if let Ok(mut slot) = self.inner.stop.lock() {
+            *slot = stop.clone();
+        }
+        let task = tokio::spawn(self.clone().run(gw, stop));
         if let Ok(mut slot) = self.inner.task.lock() {
             *slot = Some(task);
         }
@@ -487,7 +494,9 @@ impl Cron {
     /// Stops the scheduler (shutdown): no job fires from here on; a firing in progress ends
     /// first.
     pub async fn stop(&self) {
-        self.inner.stop.cancel();
+        if let Ok(stop) = self.inner.stop.lock() {
+            stop.cancel();
+        }
         let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = task.await;

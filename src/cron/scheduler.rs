@@ -20,7 +20,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 impl Cron {
     /// The scheduler's task.
-    pub(super) async fn run<G: AgentHost>(self, gw: Arc<G>) {
+    pub(super) async fn run<G: AgentHost>(
+        self,
+        gw: Arc<G>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         let mut config_changes = Filter::new(Some(&[ConfigChangedEvent::NAME.to_string()]), None)
             .ok()
             .and_then(|filter| gw.hub().subscribe(filter, None, None).ok());
@@ -29,7 +33,7 @@ impl Cron {
             self.startup(&gw).await;
         }
         loop {
-            if self.inner.stop.is_cancelled() || gw.is_shutting_down() {
+            if stop.is_cancelled() || gw.is_shutting_down() {
                 return;
             }
             let next = {
@@ -41,7 +45,7 @@ impl Cron {
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
             tokio::select! {
-                _ = self.inner.stop.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.wake.notified() => {}
                 delivery = async {

@@ -135,6 +135,81 @@ impl Gateway {
         self.cluster.get()
     }
 
+    /// Cluster mode: every session of the shared index (`None` for one process).
+    pub async fn indexed_sessions(&self) -> Option<Result<Vec<crate::protocol::Session>, Error>> {
+        let parts = self.parts()?;
+        Some(parts.log.indexed().await.map_err(|e| {
+            unavailable(format!(
+                "cannot read the cluster's session index: {e}; retry"
+            ))
+        }))
+    }
+
+    /// Runs `method` with `params` on the node it belongs to when that is another node (its
+    /// result, or its error as is); `None`: it runs here (one process, or this node owns it).
+    pub async fn call_elsewhere(
+        self: &Arc<Self>,
+        method: &str,
+        params: &str,
+        scope: Scope,
+    ) -> Option<Result<serde_json::Value, Error>> {
+        let call = RouteCall {
+            method,
+            params: Some(params),
+            id: "0",
+            scope,
+            forwarded: false,
+        };
+        match self.route_call(call)?.await {
+            Route::Here => None,
+            Route::Refused(err) => Some(Err(err)),
+            Route::Answered(json) => {
+                let v: serde_json::Value = match serde_json::from_str(&json) {
+                    Ok(v) => v,
+                    Err(e) => return Some(Err(Error::internal(format!("a node's answer: {e}")))),
+                };
+                Some(match v.get("result") {
+                    Some(result) => Ok(result.clone()),
+                    None => Err(Error::Remote {
+                        code: v["error"]["code"]
+                            .as_i64()
+                            .and_then(|c| i32::try_from(c).ok())
+                            .unwrap_or(-32603),
+                        message: v["error"]["message"]
+                            .as_str()
+                            .unwrap_or("failed on another node")
+                            .to_string(),
+                        data: v["error"]["data"].clone(),
+                    }),
+                })
+            }
+        }
+    }
+
+    /// [`crate::agent::AgentHost::claim`]: this node owns `key` (taken over now if no node
+    /// held it), or the reason it does not.
+    pub(super) async fn claim_session(self: &Arc<Self>, key: &str) -> Result<(), String> {
+        let Some(parts) = self.parts() else {
+            return Ok(());
+        };
+        if self.store().is_ephemeral(key) {
+            return Ok(());
+        }
+        match parts.owners.owner(key).await.map_err(|e| e.to_string())? {
+            Owner::Me { taken: false } => Ok(()),
+            Owner::Me { taken: true } => match self.take_over(parts, key).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    parts.owners.release(key).await;
+                    Err(format!("cannot take session `{key}` over: {err}"))
+                }
+            },
+            Owner::Other(node) => Err(format!(
+                "session `{key}` is owned by node `{node}`; a call through JSON-RPC on any node is forwarded there"
+            )),
+        }
+    }
+
     /// The sessions this node owns (0 for one process).
     pub fn sessions_owned(&self) -> usize {
         self.parts().map_or(0, |p| p.owners.count())
@@ -265,7 +340,7 @@ impl Gateway {
                 {
                     if parts.log.read(&id).await?.is_empty() {
                         use crate::store::TranscriptLog;
-                        parts.log.append(&id, lines).await?;
+                        parts.log.append(key, &id, lines).await?;
                     }
                     if let Ok(session) = self.store().get(key) {
                         parts.log.index(key, Some(&session)).await;

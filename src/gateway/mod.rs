@@ -1,11 +1,12 @@
 //! The gateway's shared state and its lifecycle: start, serve, shut down. Presence, health
-//! and ticks are in `presence.rs`.
+//! and ticks are in `presence.rs`, cluster mode's node and leader duties in `nodes.rs`.
 //!
 //! Over 600 lines because the state is declared once and every part reaches it through a host
 //! trait of its own: about 140 of the lines are the four impls (`AgentHost`, `LiveHost`,
 //! `PluginHost`, `rpc::Host`), one-line delegations that read best beside the accessors.
 
 mod cluster;
+pub mod nodes;
 mod presence;
 
 use std::collections::{BTreeMap, HashMap};
@@ -152,13 +153,23 @@ pub struct Gateway {
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
     /// The mDNS announcement, withdrawn on shutdown.
     announcer: Mutex<Option<crate::discovery::Announcer>>,
-    /// The outgoing webhooks (set once at start, stopped on shutdown).
-    webhooks: std::sync::OnceLock<crate::webhooks::Webhooks>,
+    /// The outgoing webhooks: started at start (in cluster mode when the node becomes the
+    /// leader), stopped on shutdown (and when it loses the lead).
+    webhooks: Mutex<Option<crate::webhooks::Webhooks>>,
+    /// Cluster mode: this node's entry, the other nodes and the leader lease (set once).
+    nodes: std::sync::OnceLock<NodeParts>,
     /// Cluster mode: the NATS connection and what the nodes share (set once at start).
     cluster: std::sync::OnceLock<ClusterParts>,
 }
 
 use cluster::ClusterParts;
+
+/// What cluster mode's node adds to the gateway (`nodes.rs`; set once at start).
+struct NodeParts {
+    nodes: Arc<crate::cluster::nodes::Nodes>,
+    /// Held while the leader's duties start or stop, so shutdown never races a start.
+    duties: tokio::sync::Mutex<()>,
+}
 
 impl Gateway {
     /// New state from a loaded configuration, a frozen method table, and the hub and store.
@@ -221,7 +232,8 @@ impl Gateway {
             throttle: crate::rpc::throttle::Throttle::default(),
             tls: std::sync::OnceLock::new(),
             announcer: Mutex::new(None),
-            webhooks: std::sync::OnceLock::new(),
+            webhooks: Mutex::new(None),
+            nodes: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
         })
     }
@@ -480,6 +492,8 @@ impl Gateway {
         }
         tracing::info!(reason, "shutting down");
         self.shutting_down.cancel();
+        // A change of leadership in progress ends first; no duty starts from here on.
+        self.leader_duties_settled().await;
         // Withdrawn first (goodbye packets), on a thread while the rest shuts down.
         let withdraw = self
             .announcer
@@ -521,9 +535,7 @@ impl Gateway {
         }
         crate::plugins::stop_all(self);
         self.mcp.shutdown().await;
-        if let Some(webhooks) = self.webhooks.get() {
-            webhooks.stop().await;
-        }
+        self.stop_webhooks().await;
         self.index_stop.cancel();
         let task = self.index_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -533,6 +545,7 @@ impl Gateway {
             let _ = withdraw.await;
             tracing::info!("mDNS announcement withdrawn");
         }
+        self.stop_node().await;
         if let Some(parts) = self.cluster.get() {
             // Handed over: the next call for each session, on any node, takes it at once.
             parts.owners.release_all().await;
@@ -545,6 +558,14 @@ impl Gateway {
 impl crate::agent::AgentHost for Gateway {
     fn mcp_tools(&self, servers: Option<&[String]>) -> Vec<Arc<dyn crate::agent::tools::Tool>> {
         self.mcp.tools(servers)
+    }
+    fn claim(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'static>>
+    {
+        let (gw, key) = (self.clone(), key.to_string());
+        Box::pin(async move { gw.claim_session(&key).await })
     }
     fn agent(&self) -> &crate::agent::Agent {
         Gateway::agent(self)
@@ -660,6 +681,12 @@ impl crate::rpc::Host for Gateway {
     }
     fn is_shutting_down(&self) -> bool {
         Gateway::is_shutting_down(self)
+    }
+    fn unavailable(
+        &self,
+        desc: &crate::rpc::MethodDescriptor<Self>,
+    ) -> Option<crate::error::Error> {
+        Gateway::nats_unavailable(self, desc)
     }
     fn closing(&self) -> &CancellationToken {
         Gateway::closing(self)
@@ -792,7 +819,8 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
             let stop = CancellationToken::new();
             let relay = crate::cluster::events::start(&cluster, &hub, stop.clone()).await;
             let owners = crate::cluster::owners::Owners::new(cluster.clone());
-            let log = crate::cluster::transcripts::JetStreamLog::new(cluster.clone());
+            let log =
+                crate::cluster::transcripts::JetStreamLog::new(cluster.clone(), owners.clone());
             (
                 hub,
                 Some(ClusterParts {
@@ -891,9 +919,11 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
     }
     crate::plugins::reconcile(&gateway);
     tokio::spawn(crate::plugins::supervise_config(gateway.clone()));
-    let _ = gateway
-        .webhooks
-        .set(crate::webhooks::Webhooks::start(gateway.clone()));
+    // Cluster mode: only the leader runs the webhooks and the cron jobs.
+    let leading = gateway.start_node(addr).await;
+    if leading {
+        gateway.start_webhooks();
+    }
     // Before any call is served: a repeated key of an interrupted run finds it in progress.
     // Cluster mode: only the runs of the sessions this node still owns (cluster::start).
     if gateway.cluster().is_some() {
@@ -902,7 +932,10 @@ pub async fn start_with(loaded: Loaded, parts: impl Into<Parts>) -> Result<Runni
         gateway.agent().resume_all(&gateway);
     }
     // After the resumed runs are back in their lanes: a job whose run was resumed is skipped.
-    gateway.cron().start(gateway.clone());
+    if leading {
+        gateway.cron().start(gateway.clone());
+    }
+    gateway.follow_leadership(leading);
     let acceptor = match tls {
         Some(tls) => {
             let acceptor = tls.acceptor().map_err(StartError::Tls)?;

@@ -55,12 +55,30 @@ impl Gateway {
         self.health_dirty.notify_one();
     }
 
-    /// Connected WebSocket clients.
+    /// Connected WebSocket clients: this node's, and in cluster mode every other live node's,
+    /// each with its node id.
     pub fn presence(&self) -> Vec<PresenceEntry> {
+        let mut entries = self.local_presence();
+        if let Some(cluster) = self.cluster() {
+            for entry in &mut entries {
+                entry.node_id = Some(cluster.node_id().to_string());
+            }
+            entries.extend(self.remote_presence());
+        }
+        entries
+    }
+
+    /// This node's WebSocket clients.
+    pub fn local_presence(&self) -> Vec<PresenceEntry> {
         self.connections
             .lock()
             .map(|c| c.values().map(|conn| conn.presence()).collect())
             .unwrap_or_default()
+    }
+
+    /// Cluster mode: this node's id, which its presence events carry.
+    fn presence_node(&self) -> Option<String> {
+        self.cluster().map(|c| c.node_id().to_string())
     }
 
     /// Adds a WebSocket connection to presence.
@@ -74,8 +92,10 @@ impl Gateway {
                 conn_id: conn.id.clone(),
                 state: PresenceState::Joined,
                 client: None,
+                node_id: self.presence_node(),
             },
         );
+        self.node_changed();
         self.health_changed();
     }
 
@@ -93,8 +113,10 @@ impl Gateway {
                     conn_id: conn.id.clone(),
                     state: PresenceState::Left,
                     client: conn.client(),
+                    node_id: self.presence_node(),
                 },
             );
+            self.node_changed();
             self.health_changed();
         }
     }
@@ -113,8 +135,10 @@ impl Gateway {
                     conn_id: conn.id.clone(),
                     state: PresenceState::Joined,
                     client: conn.client(),
+                    node_id: self.presence_node(),
                 },
             );
+            self.node_changed();
         }
     }
 

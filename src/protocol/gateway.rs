@@ -82,6 +82,9 @@ pub struct PresenceEntry {
     pub connected_at: u64,
     /// When the connection last sent a message (ms since the epoch).
     pub last_activity_at: u64,
+    /// Cluster mode: the node the connection is open on; absent for one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// The gateway's health.
@@ -193,6 +196,35 @@ pub struct StatusResult {
     /// The TLS certificate served; absent without TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// Cluster mode: this node and the others alive; absent for one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// `gateway.status.cluster`: the nodes of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ClusterStatus")]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// Every node alive, this one included, by node id.
+    pub nodes: Vec<ClusterNodeStatus>,
+    /// The NATS server(s), credentials redacted.
+    pub nats_url: String,
+}
+
+/// One node in `gateway.status.cluster.nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(title = "ClusterNodeStatus")]
+pub struct ClusterNodeStatus {
+    /// The node's id.
+    pub node_id: String,
+    /// The address its gateway listens on.
+    pub addr: String,
+    /// The sessions it owns.
+    pub sessions_owned: u64,
 }
 
 /// The failed-login throttle in `gateway.status`.
@@ -248,4 +280,8 @@ pub struct PresenceEvent {
     /// What the client said about itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientInfo>,
+    /// Cluster mode: the node the connection is (or was) open on; absent for one process. A
+    /// connection id is unique on its node only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }

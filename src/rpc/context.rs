@@ -187,6 +187,7 @@ impl Connection {
             remote_addr: self.remote_addr.to_string(),
             connected_at: self.connected_at,
             last_activity_at: self.last_activity.load(Ordering::Relaxed),
+            node_id: None,
         }
     }
 

@@ -261,9 +261,9 @@ impl Outcome {
 /// [`RawRequest::method_name`], read once by the caller.
 ///
 /// The steps, each refusing with its own error: [`request_id`], [`well_formed`] (both answered
-/// even for a notification: nobody can tell a malformed request was one), then [`admit`] and
-/// [`resolve`], then the call by its kind ([`call`], [`subscribe`], [`unsubscribe`]); from
-/// `admit` on, a notification gets no answer.
+/// even for a notification: nobody can tell a malformed request was one), then [`admit`],
+/// [`resolve`] and [`Host::unavailable`], then the call by its kind ([`call`], [`subscribe`],
+/// [`unsubscribe`]); from `admit` on, a notification gets no answer.
 async fn handle_request<S: Host>(
     gateway: &Arc<S>,
     conn: &Arc<Connection>,
@@ -374,6 +374,9 @@ async fn run_request<'t, S: Host>(
         }
     };
     *metrics = &entry.metrics;
+    if let Some(err) = gateway.unavailable(&entry.desc) {
+        return fail(err);
+    }
     let desc = &entry.desc;
     if matches!(desc.kind, MethodKind::Call(_)) {
         let call = RouteCall {

@@ -42,6 +42,13 @@ pub trait Host: Send + Sync + Sized + 'static {
     fn throttle(&self) -> &throttle::Throttle;
     /// Whether shutdown has begun (new calls are refused).
     fn is_shutting_down(&self) -> bool;
+    /// Why a call of `desc` cannot be served now although the process runs (a part the call
+    /// needs is down, as cluster mode's NATS connection), `None` (the default) when it can.
+    /// Asked after the scope check, for every kind of method; the error is the answer.
+    fn unavailable(&self, desc: &MethodDescriptor<Self>) -> Option<Error> {
+        let _ = desc;
+        None
+    }
     /// Cancelled when connections must close.
     fn closing(&self) -> &tokio_util::sync::CancellationToken;
     /// Tracks subscription tasks.

@@ -200,7 +200,7 @@ impl Store {
             }
             if !t.ephemeral {
                 // Cluster mode: acknowledged by the shared log before the file has them.
-                self.log_lines(&t.entry().session_id, &each).await?;
+                self.log_lines(key, &t.entry().session_id, &each).await?;
             }
             let buf = each.concat();
             let w = self.open_writer(&t, &mut writer, what).await?;

@@ -133,7 +133,8 @@ impl Store {
     async fn log_fresh(&self, fresh: &Fresh) -> Result<(), StoreError> {
         let mut lines = vec![transcript::header_line(&fresh.header).map_err(StoreError::internal)?];
         lines.extend(fresh.lines.iter().cloned());
-        self.log_lines(&fresh.header.id, &lines).await
+        self.log_lines(&fresh.header.key, &fresh.header.id, &lines)
+            .await
     }
 
     /// The header, lines and entry of a new transcript for `key` (nothing is written yet).

@@ -65,3 +65,46 @@ impl Store {
         })
     }
 }
+
+/// [`Store::list`] over `sessions` given whole (cluster mode: the shared session index), with
+/// the same order, search and cursors.
+pub fn list_of(
+    sessions: &[Session],
+    limit: usize,
+    cursor: Option<&str>,
+    search: Option<&str>,
+) -> Result<Page, StoreError> {
+    let after = match cursor {
+        None => None,
+        Some(c) => Some(Cursor::decode(c).ok_or(StoreError::BadCursor)?),
+    };
+    let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+    let matches = |s: &Session| {
+        needle.as_deref().is_none_or(|n| {
+            s.key.to_lowercase().contains(n)
+                || s.label
+                    .as_ref()
+                    .is_some_and(|l| l.to_lowercase().contains(n))
+        })
+    };
+    let mut rows: Vec<Row<'_, &Session>> = sessions
+        .iter()
+        .filter(|s| matches(s))
+        .map(|s| (s.updated_at, s.key.as_str(), s))
+        .collect();
+    let total = rows.len() as u64;
+    cursor::sort(&mut rows);
+    let (range, more) = cursor::page(&rows, after.as_ref(), limit);
+    let page: Vec<Session> = rows[range].iter().map(|(_, _, s)| (*s).clone()).collect();
+    let next_cursor = if more {
+        page.last()
+            .map(|s| Cursor::new(s.updated_at, &s.key).encode())
+    } else {
+        None
+    };
+    Ok(Page {
+        sessions: page,
+        next_cursor,
+        total,
+    })
+}

@@ -64,7 +64,7 @@ pub use entry::OpenRun;
 pub use error::{KeyArg, MessageArg, OpenError, StoreError};
 pub use fs::{create_private_dir, replace_file};
 pub use history::History;
-pub use list::Page;
+pub use list::{Page, list_of};
 pub use runs::FinishedRun;
 pub use trail::RunTrail;
 pub use transcript::{ApprovalLine, RunMarker, RunMarkerState, ToolMarker};
@@ -79,9 +79,11 @@ use live::Transcript;
 /// the line's bytes unchanged, one log per `sessionId`, fenced so that two writers can never
 /// interleave, and acknowledged before the write returns.
 pub trait TranscriptLog: Send + Sync {
-    /// Appends `lines` (whole lines, each with its newline) to the log of `session_id`.
+    /// Appends `lines` (whole lines, each with its newline) to the log of `session_id`, the
+    /// transcript of session `key` (refused unless this process may write that session).
     fn append<'a>(
         &'a self,
+        key: &'a str,
         session_id: &'a str,
         lines: Vec<Vec<u8>>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
@@ -133,12 +135,13 @@ impl Store {
     /// one).
     pub(super) async fn log_lines(
         &self,
+        key: &str,
         session_id: &str,
         lines: &[Vec<u8>],
     ) -> Result<(), StoreError> {
         match self.log.get() {
             Some(log) if !lines.is_empty() => log
-                .append(session_id, lines.to_vec())
+                .append(key, session_id, lines.to_vec())
                 .await
                 .map_err(StoreError::Log),
             _ => Ok(()),

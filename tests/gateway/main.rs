@@ -7,6 +7,8 @@ mod approvals;
 mod auth;
 mod chat_cli;
 mod cluster_events;
+mod cluster_nodes;
+mod cluster_sessions;
 mod common;
 mod compaction;
 mod config;

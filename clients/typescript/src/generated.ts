@@ -991,6 +991,46 @@ export interface ClientInfo {
   version?: string | null;
 }
 /**
+ * One node in `gateway.status.cluster.nodes`.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ClusterNodeStatus".
+ */
+export interface ClusterNodeStatus {
+  /**
+   * The address its gateway listens on.
+   */
+  addr: string;
+  /**
+   * The node's id.
+   */
+  nodeId: string;
+  /**
+   * The sessions it owns.
+   */
+  sessionsOwned: number;
+}
+/**
+ * `gateway.status.cluster`: the nodes of the cluster.
+ *
+ * This interface was referenced by `ClawgateTypes`'s JSON-Schema
+ * via the `definition` "ClusterStatus".
+ */
+export interface ClusterStatus {
+  /**
+   * The NATS server(s), credentials redacted.
+   */
+  natsUrl: string;
+  /**
+   * This node's id.
+   */
+  nodeId: string;
+  /**
+   * Every node alive, this one included, by node id.
+   */
+  nodes: ClusterNodeStatus[];
+}
+/**
  * Payload of `config.changed`.
  *
  * This interface was referenced by `ClawgateTypes`'s JSON-Schema
@@ -1603,6 +1643,10 @@ export interface PresenceEntry {
    */
   lastActivityAt: number;
   /**
+   * Cluster mode: the node the connection is open on; absent for one process.
+   */
+  nodeId?: string | null;
+  /**
    * The peer address.
    */
   remoteAddr: string;
@@ -1898,6 +1942,11 @@ export interface PresenceEvent {
    * The connection.
    */
   connId: string;
+  /**
+   * Cluster mode: the node the connection is (or was) open on; absent for one process. A
+   * connection id is unique on its node only.
+   */
+  nodeId?: string | null;
   state: PresenceState;
 }
 /**
@@ -2301,6 +2350,10 @@ export interface StatusResult {
    * The address bound.
    */
   bind: string;
+  /**
+   * Cluster mode: this node and the others alive; absent for one process.
+   */
+  cluster?: ClusterStatus | null;
   /**
    * The configuration file (it may not exist).
    */

@@ -304,6 +304,52 @@ class ClientInfo(BaseModel):
     """
 
 
+class ClusterNodeStatus(BaseModel):
+    """
+    One node in `gateway.status.cluster.nodes`.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    addr: str
+    """
+    The address its gateway listens on.
+    """
+    node_id: Annotated[str, Field(alias='nodeId')]
+    """
+    The node's id.
+    """
+    sessions_owned: Annotated[int, Field(alias='sessionsOwned', ge=0)]
+    """
+    The sessions it owns.
+    """
+
+
+class ClusterStatus(BaseModel):
+    """
+    `gateway.status.cluster`: the nodes of the cluster.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+        populate_by_name=True,
+    )
+    nats_url: Annotated[str, Field(alias='natsUrl')]
+    """
+    The NATS server(s), credentials redacted.
+    """
+    node_id: Annotated[str, Field(alias='nodeId')]
+    """
+    This node's id.
+    """
+    nodes: list[ClusterNodeStatus]
+    """
+    Every node alive, this one included, by node id.
+    """
+
+
 class CompactionReason(OpenEnum):
     """
     Why the older part of a session's context was replaced by a summary.
@@ -1075,6 +1121,10 @@ class PresenceEntry(BaseModel):
     last_activity_at: Annotated[int, Field(alias='lastActivityAt', ge=0)]
     """
     When the connection last sent a message (ms since the epoch).
+    """
+    node_id: Annotated[str | None, Field(alias='nodeId')] = None
+    """
+    Cluster mode: the node the connection is open on; absent for one process.
     """
     remote_addr: Annotated[str, Field(alias='remoteAddr')]
     """
@@ -2299,6 +2349,11 @@ class PresenceEvent(BaseModel):
     """
     The connection.
     """
+    node_id: Annotated[str | None, Field(alias='nodeId')] = None
+    """
+    Cluster mode: the node the connection is (or was) open on; absent for one process. A
+    connection id is unique on its node only.
+    """
     state: PresenceState
     """
     Joined or left.
@@ -2486,6 +2541,10 @@ class StatusResult(BaseModel):
     bind: str
     """
     The address bound.
+    """
+    cluster: ClusterStatus | None = None
+    """
+    Cluster mode: this node and the others alive; absent for one process.
     """
     config_path: Annotated[str, Field(alias='configPath')]
     """
