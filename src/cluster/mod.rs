@@ -7,7 +7,7 @@
 //! domain that the gateway assembles at start.
 //!
 //! Names are fixed, so every node of a deployment meets on the same ones: the stream
-//! [`EVENTS_STREAM`] on the subject [`EVENTS_SUBJECT`], the transcript stream
+//! [`EVENTS_STREAM`] on the subjects below [`EVENTS_SUBJECT`], the transcript stream
 //! [`TRANSCRIPTS_STREAM`] (`clawgate.tx.<sessionId>`), the buckets [`LEASES_BUCKET`],
 //! [`SESSIONS_BUCKET`] and [`NODES_BUCKET`], and the request subject of each node,
 //! [`node_subject`].
@@ -26,7 +26,7 @@ use crate::config::{ClusterConfig, ClusterStorage};
 
 /// The stream every node publishes its events to.
 pub const EVENTS_STREAM: &str = "CLAWGATE_EVENTS";
-/// The subject of the event stream.
+/// The subjects of the event stream are below this one (`clawgate.events.<node>.…`).
 pub const EVENTS_SUBJECT: &str = "clawgate.events";
 /// The stream of transcript lines, one subject per session id.
 pub const TRANSCRIPTS_STREAM: &str = "CLAWGATE_TRANSCRIPTS";
@@ -174,7 +174,8 @@ impl Cluster {
         };
         let events_config = stream::Config {
             name: EVENTS_STREAM.into(),
-            subjects: vec![EVENTS_SUBJECT.into()],
+            // Each node publishes on subjects of its own below it (see `events`).
+            subjects: vec![format!("{EVENTS_SUBJECT}.>")],
             max_messages: i64::try_from(limits.messages).unwrap_or(i64::MAX),
             max_bytes: i64::try_from(limits.bytes).unwrap_or(i64::MAX),
             storage,

@@ -536,6 +536,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_epoch_is_a_restart_gap_for_every_subscriber() {
+        let hub = EventHub::with_epoch(limits(16, 16), "e1".into());
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
+        let relayed = |i: u64| Relayed {
+            event: "chat".into(),
+            session_key: Some("k".into()),
+            run_id: None,
+            ends_run: false,
+            state: None,
+            ts: 1,
+            payload: json!({"i": i}).to_string(),
+        };
+        hub.ingest(1, &relayed(1));
+        hub.ingest(2, &relayed(2));
+        assert_eq!(next_event(&mut sub).await["seq"], 1);
+        assert_eq!(next_event(&mut sub).await["seq"], 2);
+        hub.restart("e2");
+        assert_eq!((hub.seq(), &*hub.epoch()), (0, "e2"));
+        let gap = next_event(&mut sub).await;
+        assert_eq!(gap["event"], "gap");
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 0, "toSeq": 0, "reason": "restart"})
+        );
+        assert_eq!(
+            (gap["epoch"].as_str(), gap["seq"].as_u64()),
+            (Some("e2"), Some(0))
+        );
+        // The new stream's seqs start again at 1, and are delivered.
+        assert!(hub.ingest(1, &relayed(3)).is_some());
+        let v = next_event(&mut sub).await;
+        assert_eq!(
+            (v["seq"].as_u64(), v["epoch"].as_str()),
+            (Some(1), Some("e2"))
+        );
+        assert_eq!(v["payload"], json!({"i": 3}));
+        // A client of the old epoch: the gap, then what the new one holds.
+        let mut late = hub
+            .subscribe(Filter::default_all(), Some(2), Some("e1"))
+            .expect("subscribes");
+        assert_eq!(next_event(&mut late).await["payload"]["reason"], "restart");
+        assert_eq!(next_event(&mut late).await["payload"], json!({"i": 3}));
+    }
+
+    #[tokio::test]
     async fn filters_by_name_prefix_and_session() {
         let hub = EventHub::new(limits(64, 64));
         let filter = Filter::new(Some(&["sessions.*".to_string(), "tick".into()]), None)

@@ -660,6 +660,48 @@ async fn one_nats_server_of_three_killed_while_runs_stream() {
     cluster.restart(victim);
 }
 
+#[tokio::test]
+async fn a_small_stream_forgets_old_events_and_resuming_before_them_is_an_expired_gap() {
+    let nats = NatsServer::start();
+    // The stream keeps 20 events: session x's last event is forgotten while y's runs go on,
+    // and x's next run is stored all the same.
+    let gw = Launcher::new()
+        .config(config(&nats.url(), "a", "", "replay_capacity = 20\n"))
+        .start();
+    let (epoch, _) = snapshot(gw.addr).await;
+    let all = Collector::start(gw.addr, json!({})).await;
+    let mut ws = RawWs::connect(gw.addr).await;
+    let mut runs = vec![send(&mut ws, "x", "first").await];
+    for i in 0..5 {
+        runs.push(send(&mut ws, "y", &format!("run {i}")).await);
+    }
+    all.until_ended("y's runs", &runs).await;
+    runs.push(send(&mut ws, "x", "second").await);
+    let got = all.until_ended("x's second run", &runs).await;
+    let got = data(&got);
+    assert_consecutive("live", &got, seq(&got[0]));
+    assert_runs_in_order("live", &got);
+    let last = last_seq(&got);
+    assert!(last > 40, "{last}");
+
+    // Resuming from before what the stream keeps: the gap says what is lost, then the rest.
+    let late = Collector::start(gw.addr, json!({"afterSeq": 1, "epoch": epoch})).await;
+    let resumed = late
+        .until("the resumed client", |evs| last_seq(evs) >= last)
+        .await;
+    assert_eq!(resumed[0]["event"], "gap", "{:?}", resumed[0]);
+    assert_eq!(resumed[0]["payload"]["reason"], "expired");
+    assert_eq!(resumed[0]["payload"]["fromSeq"], 2);
+    let oldest = seq(&resumed[1]);
+    assert_eq!(resumed[0]["payload"]["toSeq"], oldest - 1);
+    assert!(
+        oldest > 2 && last - oldest < 20,
+        "at most the 20 events kept: {oldest}..{last}"
+    );
+    let kept: Vec<Value> = got.into_iter().filter(|e| seq(e) >= oldest).collect();
+    assert_same_stream(&[("live", kept), ("resumed", data(&resumed))], oldest);
+}
+
 #[test]
 fn a_node_refuses_a_nats_server_taking_smaller_messages() {
     let nats = NatsServer::start();
