@@ -319,7 +319,7 @@ fn synthesized_terminal(
         ..Default::default()
     };
     serde_json::json!({
-        "epoch": gw.hub().epoch(),
+        "epoch": &*gw.hub().epoch(),
         "seq": gw.hub().seq(),
         "event": ChatEvent::NAME,
         "ts": crate::util::now_ms(),

@@ -44,7 +44,7 @@ pub fn register(table: &mut MethodTable) -> Result<(), DuplicateMethod> {
         if let Some(after) = params.after_seq
             && hub.relayed()
             && after > hub.seq()
-            && params.epoch.as_deref() == Some(hub.epoch())
+            && params.epoch.as_deref() == Some(&*hub.epoch())
         {
             hub.wait_for_seq(after, CATCH_UP).await;
         }

@@ -7,7 +7,7 @@
 //! domain that the gateway assembles at start.
 //!
 //! Names are fixed, so every node of a deployment meets on the same ones: the stream
-//! [`EVENTS_STREAM`] on the subject [`EVENTS_SUBJECT`], the transcript stream
+//! [`EVENTS_STREAM`] on the subjects below [`EVENTS_SUBJECT`], the transcript stream
 //! [`TRANSCRIPTS_STREAM`] (`clawgate.tx.<sessionId>`), the buckets [`LEASES_BUCKET`],
 //! [`SESSIONS_BUCKET`] and [`NODES_BUCKET`], and the request subject of each node,
 //! [`node_subject`].
@@ -26,7 +26,7 @@ use crate::config::{ClusterConfig, ClusterStorage};
 
 /// The stream every node publishes its events to.
 pub const EVENTS_STREAM: &str = "CLAWGATE_EVENTS";
-/// The subject of the event stream.
+/// The subjects of the event stream are below this one (`clawgate.events.<node>.…`).
 pub const EVENTS_SUBJECT: &str = "clawgate.events";
 /// The stream of transcript lines, one subject per session id.
 pub const TRANSCRIPTS_STREAM: &str = "CLAWGATE_TRANSCRIPTS";
@@ -108,6 +108,7 @@ pub struct Cluster {
     client: async_nats::Client,
     js: jetstream::Context,
     events: stream::Stream,
+    events_config: stream::Config,
     epoch: String,
     transcripts: stream::Stream,
     leases: kv::Store,
@@ -178,38 +179,36 @@ impl Cluster {
             ClusterStorage::File => stream::StorageType::File,
             ClusterStorage::Memory => stream::StorageType::Memory,
         };
-        let events = js
-            .get_or_create_stream(stream::Config {
-                name: EVENTS_STREAM.into(),
-                subjects: vec![EVENTS_SUBJECT.into()],
-                max_messages: i64::try_from(limits.messages).unwrap_or(i64::MAX),
-                max_bytes: i64::try_from(limits.bytes).unwrap_or(i64::MAX),
-                storage,
-                num_replicas: replicas,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::setup(EVENTS_STREAM, e))?;
-        let mut events = events;
-        let created = events
-            .info()
-            .await
-            .map_err(|e| ClusterError::setup(EVENTS_STREAM, e))?
-            .created;
-        let epoch = format!("{EVENTS_STREAM}-{}", created.unix_timestamp_nanos());
-        let transcripts = js
-            .get_or_create_stream(stream::Config {
-                name: TRANSCRIPTS_STREAM.into(),
-                subjects: vec![format!("{TRANSCRIPTS_PREFIX}.*")],
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                duplicate_window: DUPLICATE_WINDOW,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::setup(TRANSCRIPTS_STREAM, e))?;
+        let events_config = stream::Config {
+            name: EVENTS_STREAM.into(),
+            // Each node publishes on subjects of its own below it (see `events`).
+            subjects: vec![format!("{EVENTS_SUBJECT}.>")],
+            max_messages: i64::try_from(limits.messages).unwrap_or(i64::MAX),
+            max_bytes: i64::try_from(limits.bytes).unwrap_or(i64::MAX),
+            storage,
+            num_replicas: replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        let events = setup(EVENTS_STREAM, || {
+            js.get_or_create_stream(events_config.clone())
+        })
+        .await?;
+        // The info the stream was found or made with says when it was made.
+        let epoch = epoch_of(events.cached_info());
+        let transcripts_config = stream::Config {
+            name: TRANSCRIPTS_STREAM.into(),
+            subjects: vec![format!("{TRANSCRIPTS_PREFIX}.*")],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let transcripts = setup(TRANSCRIPTS_STREAM, || {
+            js.get_or_create_stream(transcripts_config.clone())
+        })
+        .await?;
         let lease = Duration::from_millis(config.lease_ms);
         let bucket = |name: &str, max_age: Duration| kv::Config {
             bucket: name.into(),
@@ -223,13 +222,13 @@ impl Cluster {
             let js = js.clone();
             async move {
                 let name = config.bucket.clone();
-                match js.get_key_value(&name).await {
-                    Ok(store) => Ok(store),
-                    Err(_) => js
-                        .create_key_value(config)
-                        .await
-                        .map_err(|e| ClusterError::setup(&name, e)),
-                }
+                setup(&name, || async {
+                    match js.get_key_value(&name).await {
+                        Ok(store) => Ok(store),
+                        Err(_) => js.create_key_value(config.clone()).await,
+                    }
+                })
+                .await
             }
         };
         // Leases and nodes expire on their own when not renewed: a dead node's entries vanish.
@@ -244,6 +243,7 @@ impl Cluster {
             client,
             js,
             events,
+            events_config,
             epoch,
             transcripts,
             leases,
@@ -296,6 +296,11 @@ impl Cluster {
         &self.events
     }
 
+    /// The configuration the event stream is made with (to make it again if it goes).
+    pub fn events_config(&self) -> &stream::Config {
+        &self.events_config
+    }
+
     /// The transcript stream.
     pub fn transcripts_stream(&self) -> &stream::Stream {
         &self.transcripts
@@ -330,6 +335,51 @@ impl Cluster {
             _ => None,
         }
     }
+}
+
+/// The epoch of the event stream described by `info`: its name and creation time, so a
+/// stream made again (deleted, then made) is another epoch.
+pub fn epoch_of(info: &stream::Info) -> String {
+    format!(
+        "{}-{}",
+        info.config.name,
+        info.created.unix_timestamp_nanos()
+    )
+}
+
+/// How many times a stream or bucket is asked for before the start fails.
+const SETUP_ATTEMPTS: u32 = 6;
+/// How long one attempt may wait for JetStream (a creation takes milliseconds; one that got
+/// lost among concurrent ones is found by the next attempt).
+const SETUP_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Runs `attempt` (making or opening a stream or bucket) until it succeeds, a few times: when
+/// several nodes start at once on a fresh JetStream cluster, their concurrent creations of a
+/// replicated stream can leave one of them without an answer (a timeout), and asking again
+/// finds the stream the others made.
+async fn setup<T, E, F, Fut>(what: &str, mut attempt: F) -> Result<T, ClusterError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(200);
+    for n in 1.. {
+        let answer = match tokio::time::timeout(SETUP_PATIENCE, attempt()).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {SETUP_PATIENCE:?}")),
+        };
+        match answer {
+            Ok(v) => return Ok(v),
+            Err(err) if n < SETUP_ATTEMPTS => {
+                tracing::warn!(what, %err, attempt = n, "JetStream setup failed; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => return Err(ClusterError::setup(what, err)),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// The default node id: the host name (its safe characters) and a random suffix.

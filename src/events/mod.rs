@@ -23,7 +23,7 @@ mod replay;
 mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -64,7 +64,9 @@ pub trait Relay: Send + Sync {
 
 /// The gateway's event hub.
 pub struct EventHub {
-    epoch: String,
+    /// Changed only in cluster mode, when the shared stream was made again (see
+    /// [`Self::restart`]); written under the `inner` lock, so events built under it agree.
+    epoch: RwLock<Arc<str>>,
     limits: HubLimits,
     inner: Mutex<Inner>,
     shutdown: watch::Sender<Option<Arc<Envelope>>>,
@@ -99,7 +101,7 @@ impl EventHub {
         Arc::new(Self {
             relay: OnceLock::new(),
             seen: watch::channel(0).0,
-            epoch,
+            epoch: RwLock::new(epoch.into()),
             limits,
             inner: Mutex::new(Inner {
                 seq: 0,
@@ -114,8 +116,47 @@ impl EventHub {
     }
 
     /// This lifetime's epoch.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Cluster mode: the shared stream was made again, so its `seq`s start again at 1 under
+    /// `epoch`. What was kept for replay is forgotten (it belongs to the old epoch), and every
+    /// subscriber is told with a `gap {restart}` (then gets the new stream's events, as one
+    /// resuming with an old epoch would).
+    pub fn restart(&self, epoch: &str) {
+        let mut inner = self.lock();
+        *self
+            .epoch
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = epoch.into();
+        inner.seq = 0;
+        inner.replay = ReplayRing::default();
+        self.seen.send_replace(0);
+        if inner.closed {
+            return;
+        }
+        let gap = GapEvent {
+            from_seq: 0,
+            to_seq: 0,
+            reason: GapReason::Restart,
+        };
+        let env = envelope::control(epoch, GapEvent::NAME, &gap, 0);
+        let slots: Vec<Arc<Slot>> = inner
+            .unkeyed
+            .values()
+            .chain(inner.keyed.values().flat_map(HashMap::values))
+            .cloned()
+            .collect();
+        drop(inner);
+        crate::metrics::events_dropped("restart", 0);
+        for slot in &slots {
+            slot.restart(&env);
+        }
+        flush_all(slots);
     }
 
     /// The latest `seq` published.
@@ -176,13 +217,14 @@ impl EventHub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `env` for `slot` within the subscriber bounds (see [`Slot::offer`]).
-    fn offer(&self, slot: &Slot, env: &Arc<Envelope>) -> bool {
+    /// Queues `env` for `slot` within the subscriber bounds (see [`Slot::offer`]); `epoch`
+    /// is the hub's, for the `gap` of what it lost.
+    fn offer(&self, slot: &Slot, env: &Arc<Envelope>, epoch: &str) -> bool {
         slot.offer(
             env,
             self.limits.subscriber_queue,
             self.limits.subscriber_queue_bytes,
-            &self.epoch,
+            epoch,
         )
     }
 
@@ -249,12 +291,12 @@ impl EventHub {
                 payload,
             };
             // Its `seq` comes with the stream; until then the caller holds it with seq 0.
-            let env = Arc::new(envelope::from_relayed(&self.epoch, 0, &relayed));
+            let env = Arc::new(envelope::from_relayed(&self.epoch(), 0, &relayed));
             relay.relay(relayed);
             return Some(env);
         }
-        let mut json = envelope::head(&self.epoch, event, session_key, &payload);
         let mut inner = self.lock();
+        let mut json = envelope::head(&self.epoch(), event, session_key, &payload);
         inner.seq += 1;
         let seq = inner.seq;
         envelope::close(&mut json, seq);
@@ -279,7 +321,7 @@ impl EventHub {
             return None;
         }
         inner.seq = seq;
-        let env = Arc::new(envelope::from_relayed(&self.epoch, seq, event));
+        let env = Arc::new(envelope::from_relayed(&self.epoch(), seq, event));
         Some(self.deliver(inner, env))
     }
 
@@ -298,13 +340,14 @@ impl EventHub {
         // Queued under the lock, so every queue receives events in `seq` order; handed to the
         // connections after it, so a large fan-out does not hold up other publishers.
         let keyed = session_key.and_then(|key| inner.keyed.get(key));
+        let epoch = self.epoch();
         let mut queued = Vec::new();
         for slot in inner
             .unkeyed
             .values()
             .chain(keyed.into_iter().flat_map(HashMap::values))
         {
-            if slot.filter.matches(&env) && self.offer(slot, &env) {
+            if slot.filter.matches(&env) && self.offer(slot, &env, &epoch) {
                 queued.push(slot.clone());
             }
         }
@@ -321,14 +364,15 @@ impl EventHub {
             return;
         }
         let tick = TickEvent { ts: now_ms() };
-        let env = envelope::control(&self.epoch, TickEvent::NAME, &tick, inner.seq);
+        let epoch = self.epoch();
+        let env = envelope::control(&epoch, TickEvent::NAME, &tick, inner.seq);
         let mut queued = Vec::new();
         for slot in inner
             .unkeyed
             .values()
             .chain(inner.keyed.values().flat_map(HashMap::values))
         {
-            if self.offer(slot, &env) {
+            if self.offer(slot, &env, &epoch) {
                 queued.push(slot.clone());
             }
         }
@@ -340,7 +384,7 @@ impl EventHub {
     pub fn shutdown(&self, event: ShutdownEvent) {
         let mut inner = self.lock();
         inner.closed = true;
-        let env = envelope::control(&self.epoch, ShutdownEvent::NAME, &event, inner.seq);
+        let env = envelope::control(&self.epoch(), ShutdownEvent::NAME, &event, inner.seq);
         drop(inner);
         self.shutdown.send_replace(Some(env));
     }
@@ -353,7 +397,8 @@ impl EventHub {
         epoch: Option<&str>,
     ) -> Result<Subscriber, SubscribeError> {
         let mut inner = self.lock();
-        let restart = epoch.is_some_and(|e| e != self.epoch);
+        let current = self.epoch();
+        let restart = epoch.is_some_and(|e| e != &*current);
         let resume = replay::resume(inner.seq, inner.replay.oldest_seq(), after_seq, restart)?;
         let mut queue = VecDeque::new();
         if let Some((gap, seq)) = resume.gap {
@@ -363,7 +408,7 @@ impl EventHub {
                 GapReason::Restart => "restart",
             };
             crate::metrics::events_dropped(reason, envelope::gap_len(gap.from_seq, gap.to_seq));
-            queue.push_back(envelope::control(&self.epoch, GapEvent::NAME, &gap, seq));
+            queue.push_back(envelope::control(&current, GapEvent::NAME, &gap, seq));
         }
         if let Some(after) = resume.replay_after {
             queue.extend(
@@ -467,7 +512,7 @@ mod tests {
         assert_eq!(v["event"], "chat");
         assert_eq!(v["sessionKey"], "main");
         assert_eq!(v["payload"], json!({"x": 1}));
-        assert_eq!(v["epoch"], hub.epoch());
+        assert_eq!(v["epoch"], &*hub.epoch());
     }
 
     #[tokio::test]
@@ -488,6 +533,53 @@ mod tests {
         assert_eq!(hub.subscribers(), 1);
         drop(a);
         assert_eq!(hub.subscribers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_is_a_restart_gap_for_every_subscriber() {
+        let hub = EventHub::with_epoch(limits(16, 16), "e1".into());
+        let mut sub = hub
+            .subscribe(Filter::default_all(), None, None)
+            .expect("subscribes");
+        let relayed = |i: u64| Relayed {
+            event: "chat".into(),
+            session_key: Some("k".into()),
+            run_id: None,
+            ends_run: false,
+            state: None,
+            ts: 1,
+            payload: json!({"i": i}).to_string(),
+        };
+        hub.ingest(1, &relayed(1));
+        hub.ingest(2, &relayed(2));
+        assert_eq!(next_event(&mut sub).await["seq"], 1);
+        assert_eq!(next_event(&mut sub).await["seq"], 2);
+        hub.restart("e2");
+        assert_eq!((hub.seq(), &*hub.epoch()), (0, "e2"));
+        let gap = next_event(&mut sub).await;
+        assert_eq!(gap["event"], "gap");
+        assert_eq!(
+            gap["payload"],
+            json!({"fromSeq": 0, "toSeq": 0, "reason": "restart"})
+        );
+        assert_eq!(
+            (gap["epoch"].as_str(), gap["seq"].as_u64()),
+            (Some("e2"), Some(0))
+        );
+        // The new stream's seqs start again at 1, and are delivered.
+        assert!(hub.ingest(1, &relayed(3)).is_some());
+        let v = next_event(&mut sub).await;
+        assert_eq!(
+            (v["seq"].as_u64(), v["epoch"].as_str()),
+            (Some(1), Some("e2"))
+        );
+        assert_eq!(v["payload"], json!({"i": 3}));
+        // A client of the old epoch: the gap, then what the new one holds.
+        let mut late = hub
+            .subscribe(Filter::default_all(), Some(2), Some("e1"))
+            .expect("subscribes");
+        assert_eq!(next_event(&mut late).await["payload"]["reason"], "restart");
+        assert_eq!(next_event(&mut late).await["payload"], json!({"i": 3}));
     }
 
     #[tokio::test]

@@ -159,6 +159,19 @@ impl Slot {
         true
     }
 
+    /// The hub's epoch changed (cluster mode: the shared stream was made again): `gap`
+    /// (`restart`) goes after what is queued (always: it is the one thing that says so), and
+    /// stands for what was lost of the old epoch too.
+    pub(super) fn restart(&self, gap: &Arc<Envelope>) {
+        let mut state = self.lock();
+        if state.finished || state.closed {
+            return;
+        }
+        state.lost = None;
+        state.live_bytes += gap.json.len();
+        state.queue.push_back(gap.clone());
+    }
+
     /// Moves what is queued to the outlet, in order, while it has room; a full outlet sends
     /// the subscriber back to draining its own queue. Wakes the subscriber's task when it has
     /// something to do (drain the queue, or end after its run's last event).
@@ -354,7 +367,7 @@ mod tests {
             hub.publish("a", None, &json!(i));
         }
         let mut sub = hub
-            .subscribe(Filter::default_all(), Some(0), Some(hub.epoch()))
+            .subscribe(Filter::default_all(), Some(0), Some(&hub.epoch()))
             .expect("subscribes");
         for i in 10..12 {
             hub.publish("a", None, &json!(i));

@@ -266,7 +266,7 @@ mod tests {
             hub.publish("a", None, &json!(i));
         }
         let mut sub = hub
-            .subscribe(Filter::default_all(), Some(4), Some(hub.epoch()))
+            .subscribe(Filter::default_all(), Some(4), Some(&hub.epoch()))
             .expect("subscribes");
         hub.publish("a", None, &json!(10));
         let mut got = Vec::new();

@@ -66,7 +66,7 @@ impl Subscriber {
                 self.slot.close();
                 self.last = Some(env);
             }
-            match self.slot.step(self.hub.epoch()) {
+            match self.slot.step(&self.hub.epoch()) {
                 Step::Deliver(env) => return Some(Delivery::Event(env)),
                 Step::Ended => {
                     self.done = true;

@@ -332,7 +332,7 @@ async fn presence_health_and_tick_events() {
     );
     assert_eq!(
         hello["result"]["snapshot"]["epoch"],
-        gw.running.gateway.hub().epoch()
+        &*gw.running.gateway.hub().epoch()
     );
     let presence = other.call("gateway.presence", json!({})).await;
     let entries = presence["result"]["entries"]

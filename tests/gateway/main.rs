@@ -6,6 +6,7 @@ mod agents;
 mod approvals;
 mod auth;
 mod chat_cli;
+mod cluster_events;
 mod cluster_nodes;
 mod cluster_sessions;
 mod common;

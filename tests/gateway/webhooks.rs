@@ -226,7 +226,7 @@ async fn deliveries_are_signed_in_order_once_each_and_retried_until_accepted() {
     for (i, s) in accepted.iter().enumerate() {
         assert_eq!(s.envelope["event"], "test.item");
         assert_eq!(s.envelope["payload"]["i"], i);
-        assert_eq!(s.envelope["epoch"], hub.epoch());
+        assert_eq!(s.envelope["epoch"], &*hub.epoch());
     }
     // The first delivery failed three times: the same id each time, attempts 1..4, and no
     // other delivery was sent before it was accepted (one at a time).
